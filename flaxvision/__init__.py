@@ -1,0 +1,1 @@
+"""flaxvision: the library code behind the DVC stages (data, transforms, training, evaluation)."""

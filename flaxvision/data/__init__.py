@@ -1,0 +1,20 @@
+"""Datasets: download to data/raw, preprocess to data/prepared, and the reader training uses.
+
+Modules: ``download`` (mirror, cache, verified downloads, safe extraction, atomic folders),
+``sources`` (the datasets params ``data`` can name and their layouts), ``images`` (decoding),
+``splits`` (how train/validation/test are formed) and ``prepared`` (the arrays on disk).
+"""
+
+from flaxvision.data.prepared import PREPARED_DIR, Prepared, PreprocessConfig, load_prepared, prepare
+from flaxvision.data.sources import RAW_DIR, download_dataset, read_dataset
+
+__all__ = [
+    "PREPARED_DIR",
+    "RAW_DIR",
+    "Prepared",
+    "PreprocessConfig",
+    "download_dataset",
+    "load_prepared",
+    "prepare",
+    "read_dataset",
+]

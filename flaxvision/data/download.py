@@ -1,0 +1,268 @@
+"""Getting dataset files onto disk safely: mirror, cache, download, verification, extraction.
+
+A file is looked for, in order, in the offline mirror (env ``DATA_MIRROR``, default
+``../shared/datasets`` beside the project when it exists; read in place), in the download
+cache (env ``FLAXVISION_CACHE``, default ``~/.cache/flaxvision/downloads``) and finally at its
+official URL. Downloads stream to ``<name>.part`` beside the final file and are renamed only
+once verified, so an interrupted download never leaves a file that looks complete.
+
+Verification policy:
+
+* a *published* sha256 must match (a mismatch is an error);
+* otherwise a sha256 in the file's *known copies* verifies it;
+* otherwise the file's own content check decides (a zip's per-member CRCs; an h5 file's
+  keys and shapes), the size is compared with the official size where one is known, and a
+  one-line notice says that the file is unverified.
+
+Every file used is recorded (url, where it came from, size, sha256, verification result) in
+``data/raw/SOURCES.json`` by the caller.
+"""
+
+import contextlib
+import dataclasses
+import hashlib
+import http.client
+import os
+import shutil
+import stat
+import sys
+import tempfile
+import urllib.error
+import urllib.request
+import zipfile
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path, PurePosixPath
+
+from tqdm import tqdm
+
+from flaxvision.errors import UserError
+
+DEFAULT_CACHE = Path("~/.cache/flaxvision/downloads")
+CHUNK = 1 << 20
+
+
+@dataclasses.dataclass(frozen=True)
+class RemoteFile:
+    """A dataset file and what is known about its bytes."""
+
+    name: str  # file name in the mirror and the cache (the URL's basename)
+    url: str | None  # None: no public download; the user places the file by hand
+    sha256: str | None = None  # published digest: must match
+    known_copies: Mapping[str, str] = dataclasses.field(default_factory=dict)  # sha256 -> which copy
+    size: int | None = None  # size of the official file, where known
+    check: Callable[[Path], str] | None = None  # content check: raises UserError, returns what it checked
+    manual: str = ""  # for url=None: how the user gets the file
+
+
+@dataclasses.dataclass(frozen=True)
+class FileRecord:
+    """Provenance of one file used to build data/raw (written to SOURCES.json)."""
+
+    name: str
+    url: str | None
+    source: str  # "offline mirror", or the URL it was downloaded from
+    size: int
+    sha256: str
+    verification: str
+
+
+def mirror_dir() -> Path | None:
+    """The offline mirror folder: $DATA_MIRROR, else ../shared/datasets if it exists."""
+    configured = os.environ.get("DATA_MIRROR")
+    if configured:
+        path = Path(configured)
+        if not path.is_dir():
+            raise UserError(f"DATA_MIRROR={configured} is not a directory")
+        return path
+    default = Path("..") / "shared" / "datasets"
+    return default if default.is_dir() else None
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("FLAXVISION_CACHE") or DEFAULT_CACHE).expanduser()
+
+
+def fetch(file: RemoteFile) -> tuple[Path, FileRecord]:
+    """The verified local path of ``file`` (mirror, cache or fresh download) and its record."""
+    mirror = mirror_dir()
+    if mirror is not None and (mirror / file.name).is_file():
+        path = mirror / file.name
+        # Not the path: SOURCES.json (and so the hash of data/raw) must not depend on where the
+        # mirror is mounted.
+        return path, verify(file, path, source="offline mirror")
+    if file.url is None:
+        where = f" in the mirror {mirror}" if mirror is not None else " (no DATA_MIRROR set)"
+        raise UserError(f"{file.name} not found{where}: {file.manual}")
+    cached = cache_dir() / file.name
+    if cached.is_file():
+        return cached, verify(file, cached, source=file.url)
+    record = download(file, cached, mirror)
+    return cached, record
+
+
+def download(file: RemoteFile, dest: Path, mirror: Path | None = None) -> FileRecord:
+    """Stream ``file.url`` to ``dest`` through ``dest.part``; verify before the final rename."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    part = dest.with_name(dest.name + ".part")
+    try:
+        try:
+            response = urllib.request.urlopen(file.url, timeout=60)
+        except (urllib.error.URLError, OSError) as error:
+            looked = mirror if mirror is not None else "no DATA_MIRROR set"
+            raise UserError(
+                f"cannot download {file.url} ({getattr(error, 'reason', error)}); offline? put "
+                f"{file.name} in a folder and set DATA_MIRROR to it (looked in: {looked})"
+            ) from None
+        with response:
+            expected = int(response.headers.get("Content-Length") or 0) or None
+            try:
+                received = _stream(response, part, expected, file.name)
+            except (OSError, http.client.HTTPException) as error:
+                raise UserError(f"download of {file.url} failed ({error}): rerun to retry") from None
+        if expected is not None and received != expected:
+            raise UserError(f"download of {file.url} stopped at {received} of {expected} bytes: rerun to retry")
+        record = verify(file, part, source=file.url, label=file.name)
+        os.replace(part, dest)
+        return record
+    finally:
+        part.unlink(missing_ok=True)
+
+
+def _stream(response, part: Path, expected: int | None, name: str) -> int:
+    received = 0
+    with open(part, "wb") as out, tqdm(
+        total=expected, unit="B", unit_scale=True, unit_divisor=1024, desc=name
+    ) as bar:
+        while chunk := response.read(CHUNK):
+            out.write(chunk)
+            received += len(chunk)
+            bar.update(len(chunk))
+    return received
+
+
+def verify(file: RemoteFile, path: Path, source: str, label: str | None = None) -> FileRecord:
+    """Apply the verification policy (module docstring) to ``path``; raise UserError on failure."""
+    label = label or str(path)
+    digest = sha256(path)
+    size = path.stat().st_size
+    if file.sha256 is not None:
+        if digest != file.sha256:
+            raise UserError(
+                f"{label}: sha256 {digest} does not match the published {file.sha256}: "
+                "the file is corrupt or not the official one; delete it and rerun"
+            )
+        result = "sha256 matches the published digest"
+    elif digest in file.known_copies:
+        result = f"sha256 matches a known copy ({file.known_copies[digest]})"
+    else:
+        checks = []
+        if file.size is not None:
+            official = f"the official {file.size:,} bytes"
+            checks.append(f"size matches {official}" if size == file.size else f"size differs from {official}")
+        if file.check is not None:
+            checks.append(file.check(path))
+        result = "unverified (no published checksum): " + "; ".join(checks or ["no content check"])
+        print(f"notice: {label}: {result}; sha256 {digest}", file=sys.stderr)
+    return FileRecord(file.name, file.url, source, size, digest, result)
+
+
+def sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def check_zip(path: Path) -> str:
+    """Content check for zip archives: every member's CRC."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError) as error:
+        raise UserError(f"{path}: not a readable zip archive ({error}); delete it and rerun") from None
+    if bad is not None:
+        raise UserError(f"{path}: member {bad} fails its CRC check; delete the archive and rerun")
+    return "zip CRCs ok"
+
+
+def extract_zip(archive: Path, dest: Path) -> None:
+    """Extract ``archive`` into ``dest``, refusing members that would land outside it."""
+    try:
+        with zipfile.ZipFile(archive) as zf:
+            for member in zf.infolist():
+                _check_member(archive, member, zf)
+            zf.extractall(dest)
+    except zipfile.BadZipFile as error:
+        raise UserError(f"{archive}: corrupt zip archive ({error}); delete it and rerun") from None
+
+
+def _check_member(archive: Path, member: zipfile.ZipInfo, zf: zipfile.ZipFile) -> None:
+    name = member.filename
+    if _escapes(PurePosixPath(name)):
+        raise UserError(f"{archive}: refusing unsafe member path {name!r}")
+    if stat.S_ISLNK(member.external_attr >> 16):
+        target = PurePosixPath(zf.read(member).decode("utf-8", "replace"))
+        if _escapes(PurePosixPath(name).parent / target):
+            raise UserError(f"{archive}: refusing member {name!r}, a link to {str(target)!r} outside it")
+
+
+def _escapes(path: PurePosixPath) -> bool:
+    """True if ``path`` is absolute or climbs above its starting folder."""
+    if path.is_absolute():
+        return True
+    depth = 0
+    for part in path.parts:
+        depth += -1 if part == ".." else part != "."
+        if depth < 0:
+            return True
+    return False
+
+
+def link_or_copy(src: Path, dest: Path) -> None:
+    """Hardlink ``src`` to ``dest`` (instant, no extra space), or copy where linking fails."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.link(src, dest)
+    except OSError:  # another filesystem, or a file we do not own (protected_hardlinks)
+        shutil.copy2(src, dest)
+
+
+def snapshot_tree(src: Path, dest: Path) -> tuple[int, int]:
+    """Mirror the visible files of ``src`` into ``dest``; returns (files, bytes)."""
+    files = size = 0
+    for folder, dirnames, filenames in os.walk(src):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        target = dest / Path(folder).relative_to(src)
+        target.mkdir(parents=True, exist_ok=True)
+        for filename in sorted(f for f in filenames if not f.startswith(".")):
+            link_or_copy(Path(folder) / filename, target / filename)
+            files += 1
+            size += (target / filename).stat().st_size
+    return files, size
+
+
+@contextlib.contextmanager
+def atomic_directory(final: Path) -> Iterator[Path]:
+    """Yield an empty temp folder beside ``final`` that replaces ``final`` on success.
+
+    On any error the temp folder is removed and ``final`` is left as it was.
+    """
+    final.parent.mkdir(parents=True, exist_ok=True)
+    for stale in final.parent.glob(f".{final.name}.*-tmp"):  # left by a killed run
+        shutil.rmtree(stale, ignore_errors=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix="-tmp", dir=final.parent))
+    tmp.chmod(0o755)
+    try:
+        yield tmp
+        if final.is_dir() and not final.is_symlink():
+            old = Path(tempfile.mkdtemp(prefix=f".{final.name}.old.", suffix="-tmp", dir=final.parent))
+            os.replace(final, old / final.name)
+            os.replace(tmp, final)
+            shutil.rmtree(old)
+        else:
+            if final.exists() or final.is_symlink():
+                final.unlink()
+            os.replace(tmp, final)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)

@@ -1,0 +1,166 @@
+"""data/prepared: decoded, resized, split arrays, written by preprocess and read by training.
+
+Layout (all written at once: the folder is replaced atomically):
+
+* ``<split>_images.npy`` uint8 [N, H, W, C] (C = 3 for rgb, 1 for grayscale) and
+  ``<split>_labels.npy`` int32 [N], for split in train, validation, test;
+* ``dataset.json``: data, classes (in label order), image_size, color_mode, split sizes and
+  where each split came from;
+* ``report.json``: counts per split and class, skipped (undecodable) files with the reason,
+  ignored (non-image) files, empty classes.
+"""
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from flaxvision.data.download import atomic_directory
+from flaxvision.data.images import ImageDecoder
+from flaxvision.data.sources import RawDataset
+from flaxvision.data.splits import SPLITS, plan_splits
+from flaxvision.errors import UserError
+
+PREPARED_DIR = Path("data/prepared")
+COPY_ROWS = 1024  # rows copied at a time from the decoded arrays to the split files
+
+
+@dataclasses.dataclass(frozen=True)
+class PreprocessConfig:
+    """params.yaml ``preprocess``."""
+
+    image_size: tuple[int, int] = (160, 160)  # height, width
+    color_mode: Literal["rgb", "grayscale"] = "rgb"
+    val_fraction: float = 0.2
+    test_fraction: float = 0.2
+    split_seed: int = 0
+    max_bad_fraction: float = 0.01
+
+    def __post_init__(self):
+        if len(self.image_size) != 2 or min(self.image_size) < 1:
+            raise ValueError(f"image_size must be [height, width], positive, got {list(self.image_size)}")
+        for name in ("val_fraction", "test_fraction"):
+            if not 0 < getattr(self, name) < 1:
+                raise ValueError(f"{name} must be between 0 and 1 (exclusive), got {getattr(self, name)}")
+        if self.val_fraction + self.test_fraction >= 1:
+            raise ValueError("val_fraction + test_fraction must be below 1 (both may be taken from train)")
+        if not 0 <= self.max_bad_fraction <= 1:
+            raise ValueError(f"max_bad_fraction must be between 0 and 1, got {self.max_bad_fraction}")
+
+    @property
+    def channels(self) -> int:
+        return 3 if self.color_mode == "rgb" else 1
+
+
+@dataclasses.dataclass(frozen=True)
+class Prepared:
+    """The prepared dataset as training reads it; images are memory-mapped."""
+
+    data: str
+    classes: list[str]
+    image_shape: tuple[int, int, int]  # height, width, channels
+    color_mode: str
+    splits: dict[str, tuple[np.ndarray, np.ndarray]]  # split -> (uint8 images, int32 labels)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Decoded:
+    images: np.ndarray  # rows of the images that decoded, in order
+    labels: np.ndarray
+    skipped: list[dict]
+
+
+def prepare(
+    data: str, dataset: RawDataset, config: PreprocessConfig, out: Path = PREPARED_DIR
+) -> tuple[dict, dict]:
+    """Decode, split and write ``dataset`` to ``out`` (atomically); returns (dataset.json, report.json)."""
+    with atomic_directory(out) as tmp, ImageDecoder(config.image_size, config.color_mode) as decoder:
+        decoded = {name: _decode(decoder, name, split, tmp, config) for name, split in dataset.splits.items()}
+        plans = plan_splits(
+            {name: d.labels for name, d in decoded.items()},
+            {name: split.origin for name, split in dataset.splits.items()},
+            config.val_fraction,
+            config.test_fraction,
+            config.split_seed,
+        )
+        report = {"splits": {}, "skipped": [s for d in decoded.values() for s in d.skipped]}
+        for name, plan in plans.items():
+            if not len(plan.indices):
+                raise UserError(f"the {name} split is empty ({plan.description}): add images or change fractions")
+            labels = _write_split(tmp, name, decoded[plan.source], plan.indices)
+            per_class = np.bincount(labels, minlength=len(dataset.classes))
+            per_class = dict(zip(dataset.classes, per_class.tolist(), strict=True))
+            report["splits"][name] = {"count": len(labels), "per_class": per_class}
+        for leftover in tmp.glob(".*.decoded.npy"):
+            leftover.unlink()
+        report |= {"ignored": dataset.ignored, "empty_classes": dataset.empty_classes}
+        info = {
+            "data": data,
+            "classes": dataset.classes,
+            "image_size": list(config.image_size),
+            "color_mode": config.color_mode,
+            "splits": {name: report["splits"][name]["count"] for name in SPLITS},
+            "split_sources": {name: plan.description for name, plan in plans.items()},
+        }
+        for filename, value in (("dataset.json", info), ("report.json", report)):
+            (tmp / filename).write_text(json.dumps(value, indent=2) + "\n")
+    return info, report
+
+
+def _decode(decoder: ImageDecoder, name: str, split, tmp: Path, config: PreprocessConfig) -> _Decoded:
+    """Decode one predefined split into a temporary memory-mapped array; skip what fails."""
+    total = len(split)
+    shape = (total, *config.image_size, config.channels)
+    images = np.lib.format.open_memmap(tmp / f".{name}.decoded.npy", mode="w+", dtype=np.uint8, shape=shape)
+    labels, skipped = [], []
+    for result in decoder.map(split, total, desc=f"{name} ({split.origin})"):
+        if result.pixels is None:
+            skipped.append({"file": result.key, "split": name, "reason": result.error})
+        else:
+            images[len(labels)] = result.pixels
+            labels.append(result.label)
+    if total and len(skipped) / total > config.max_bad_fraction:
+        shown = ", ".join(f"{s['file']} ({s['reason']})" for s in skipped[:3])
+        more = f" and {len(skipped) - 3} more" if len(skipped) > 3 else ""
+        raise UserError(
+            f"{split.origin}: {len(skipped)} of {total} images unreadable, more than max_bad_fraction "
+            f"{config.max_bad_fraction}: {shown}{more}"
+        )
+    return _Decoded(images[: len(labels)], np.array(labels, dtype=np.int32), skipped)
+
+
+def _write_split(tmp: Path, name: str, decoded: _Decoded, indices: np.ndarray) -> np.ndarray:
+    images = np.lib.format.open_memmap(
+        tmp / f"{name}_images.npy", mode="w+", dtype=np.uint8, shape=(len(indices), *decoded.images.shape[1:])
+    )
+    for start in range(0, len(indices), COPY_ROWS):
+        images[start : start + COPY_ROWS] = decoded.images[indices[start : start + COPY_ROWS]]
+    images.flush()
+    labels = decoded.labels[indices]
+    np.save(tmp / f"{name}_labels.npy", labels)
+    return labels
+
+
+def load_prepared(path: str | Path = PREPARED_DIR) -> Prepared:
+    """Read data/prepared (written by ``dvc repro preprocess``); images are memory-mapped."""
+    path = Path(path)
+    try:
+        info = json.loads((path / "dataset.json").read_text())
+        splits = {
+            name: (
+                np.load(path / f"{name}_images.npy", mmap_mode="r"),
+                np.load(path / f"{name}_labels.npy"),
+            )
+            for name in SPLITS
+        }
+    except (OSError, ValueError) as error:
+        problem = type(error).__name__
+        raise UserError(f"{path} is missing or incomplete ({problem}): run `dvc repro preprocess`") from None
+    height, width = info["image_size"]
+    shape = (height, width, 3 if info["color_mode"] == "rgb" else 1)
+    for name, (images, labels) in splits.items():
+        if images.shape[1:] != shape or images.dtype != np.uint8 or labels.shape != images.shape[:1]:
+            raise UserError(f"{path}/{name}_*.npy do not match dataset.json: run `dvc repro preprocess`")
+    return Prepared(info["data"], info["classes"], shape, info["color_mode"], splits)

@@ -1,0 +1,28 @@
+"""User-facing errors: one line that names the bad file or parameter and the fix."""
+
+import functools
+import sys
+
+
+class UserError(Exception):
+    """A problem the user can fix (bad parameter, missing or corrupt file).
+
+    Stage entry points print it as a single line instead of a traceback.
+    """
+
+
+def stage_main(main):
+    """Decorate a stage's ``main()`` so a UserError exits with a one-line message."""
+
+    @functools.wraps(main)
+    def wrapper(*args, **kwargs):
+        try:
+            return main(*args, **kwargs)
+        except UserError as error:
+            print(f"error: {error}", file=sys.stderr)
+            sys.exit(1)
+        except KeyboardInterrupt:
+            print("interrupted: rerun the same command to resume", file=sys.stderr)
+            sys.exit(130)
+
+    return wrapper

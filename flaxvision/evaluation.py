@@ -1,0 +1,92 @@
+"""Evaluation metrics for a classifier's logits on a labelled split."""
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+
+from flaxvision.transforms import preprocess_input
+
+
+@dataclasses.dataclass(frozen=True)
+class EvaluateConfig:
+    batch_size: int = 128
+    top_k: int = 5
+
+
+@dataclasses.dataclass(frozen=True)
+class Evaluation:
+    summary: dict          # accuracy, loss, top-k accuracy, macro precision/recall/F1
+    per_class: dict        # class name -> precision, recall, f1, support
+    confusion: np.ndarray  # [true, predicted] counts
+
+
+def make_predict_step(eval_graph: nnx.GraphDef, preprocessing: str):
+    """A compiled ``(model_state, images, indices) -> logits`` over a device-resident uint8 set."""
+
+    @jax.jit
+    def predict_step(model_state, images, indices):
+        model = nnx.merge(eval_graph, model_state)
+        return model(preprocess_input(images[indices].astype(jnp.float32), preprocessing))
+
+    return predict_step
+
+
+def predict(predict_step, model_state, images, batch_size: int) -> np.ndarray:
+    """Logits for every image, in order. The last batch is padded (one compiled shape), then trimmed."""
+    count = len(images)
+    batch_size = min(batch_size, count)
+    images = jax.device_put(images)
+    batches = [
+        predict_step(model_state, images, jnp.arange(start, start + batch_size) % count)
+        for start in range(0, count, batch_size)
+    ]
+    return np.concatenate(jax.device_get(batches))[:count]
+
+
+def predict_model(model: nnx.Module, preprocessing: str, images, batch_size: int) -> np.ndarray:
+    graph, state = nnx.split(model)
+    return predict(make_predict_step(graph, preprocessing), state, images, batch_size)
+
+
+def loss_and_accuracy(logits: np.ndarray, labels: np.ndarray) -> dict:
+    loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+    return {"loss": float(loss.mean()), "accuracy": float(np.mean(logits.argmax(-1) == labels))}
+
+
+def evaluate_logits(logits: np.ndarray, labels: np.ndarray, classes: list[str], top_k: int) -> Evaluation:
+    labels = np.asarray(labels)
+    predicted = logits.argmax(-1)
+    k = min(top_k, len(classes))
+    top_k_hits = (np.argsort(-logits, axis=-1)[:, :k] == labels[:, None]).any(-1)
+    confusion = np.zeros((len(classes), len(classes)), np.int64)
+    np.add.at(confusion, (labels, predicted), 1)
+    true_positives = np.diag(confusion)
+    support = confusion.sum(1)
+    precision = _ratio(true_positives, confusion.sum(0))
+    recall = _ratio(true_positives, support)
+    f1 = _ratio(2 * precision * recall, precision + recall)
+
+    present = support > 0  # macro averages over the classes the split contains
+    summary = {
+        **loss_and_accuracy(logits, labels),
+        f"top_{k}_accuracy": float(top_k_hits.mean()),
+        "macro_precision": float(precision[present].mean()),
+        "macro_recall": float(recall[present].mean()),
+        "macro_f1": float(f1[present].mean()),
+        "examples": int(len(labels)),
+    }
+    per_class = {
+        name: {"precision": float(p), "recall": float(r), "f1": float(f), "support": int(s)}
+        for name, p, r, f, s in zip(classes, precision, recall, f1, support)
+    }
+    return Evaluation(summary, per_class, confusion)
+
+
+def _ratio(numerator, denominator):
+    """Elementwise ratio that is 0 where the denominator is 0 (sklearn's zero_division=0)."""
+    numerator = np.asarray(numerator, np.float64)
+    return np.divide(numerator, denominator, out=np.zeros_like(numerator), where=denominator > 0)

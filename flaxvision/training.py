@@ -1,0 +1,275 @@
+"""Training: one jitted update with donated state, Keras-style callbacks, Orbax checkpoints.
+
+The dataset lives on the device as uint8; each step gathers its batch by index, augments and
+preprocesses it inside the compiled function, so the host only sends a vector of indices.
+Everything random is derived from the seed and the step number (shuffles, augmentation) or
+kept in the checkpointed model state (dropout), which makes runs repeatable and lets a killed
+run resume from its latest checkpoint with the same result as an uninterrupted one.
+"""
+
+import dataclasses
+import hashlib
+import json
+import math
+from collections.abc import Callable
+from pathlib import Path
+from typing import Literal
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import orbax.checkpoint as ocp
+from flax import nnx
+from tqdm import tqdm
+
+from flaxvision.errors import UserError
+from flaxvision.evaluation import loss_and_accuracy, make_predict_step, predict
+from flaxvision.transforms import AugmentConfig, augment, preprocess_input
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    seed: int = 0
+    epochs: int = 20
+    batch_size: int = 32
+    optimizer: Literal["adam", "sgd"] = "adam"
+    learning_rate: float = 1e-3
+    momentum: float = 0.9
+    nesterov: bool = False
+    early_stopping_patience: int = 25
+    reduce_lr_patience: int = 0
+    reduce_lr_factor: float = 0.5
+    min_learning_rate: float = 1e-5
+
+    def __post_init__(self):
+        for name in ("epochs", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.learning_rate <= 0:
+            raise ValueError(f"learning_rate must be positive, got {self.learning_rate}")
+        if not 0 < self.reduce_lr_factor < 1:
+            raise ValueError(f"reduce_lr_factor must be in (0, 1), got {self.reduce_lr_factor}")
+
+
+def make_optimizer(config: TrainConfig) -> optax.GradientTransformation:
+    """The optax optimizer, with the learning rate injected so plateaus can lower it."""
+    if config.optimizer == "adam":
+        return optax.inject_hyperparams(optax.adam)(learning_rate=config.learning_rate)
+    return optax.inject_hyperparams(optax.sgd)(
+        learning_rate=config.learning_rate, momentum=config.momentum, nesterov=config.nesterov
+    )
+
+
+@dataclasses.dataclass
+class Plateau:
+    """Counts epochs since the monitored loss last improved (Keras callbacks' bookkeeping)."""
+
+    patience: int
+    best: float = math.inf
+    wait: int = 0
+
+    def update(self, value: float) -> bool:
+        """Record an epoch's value; True if it is a new best."""
+        if value < self.best:
+            self.best, self.wait = value, 0
+            return True
+        self.wait += 1
+        return False
+
+    @property
+    def exhausted(self) -> bool:
+        return self.patience > 0 and self.wait >= self.patience
+
+
+class Trainer:
+    """Owns the model and optimizer state and the two compiled steps (train, predict)."""
+
+    def __init__(self, model: nnx.Module, config: TrainConfig, augment_config: AugmentConfig,
+                 preprocessing: str):
+        self.config = config
+        self.augment_config = augment_config
+        self.preprocessing = preprocessing
+        model.eval()
+        self.eval_graph = nnx.graphdef(model)
+        model.train()
+        optimizer = nnx.Optimizer(model, make_optimizer(config), wrt=nnx.Param)
+        self.train_graph, self.state = nnx.split((model, optimizer))
+        self.augment_key = jax.random.key(config.seed)
+        self._train_step = jax.jit(self._train_step_fn, donate_argnums=0)
+        self._predict_step = make_predict_step(self.eval_graph, preprocessing)
+
+    # --- compiled steps -------------------------------------------------------------------
+
+    def _train_step_fn(self, state, images, labels, indices, learning_rate):
+        model, optimizer = nnx.merge(self.train_graph, state)
+        optimizer.opt_state.hyperparams["learning_rate"][...] = learning_rate
+        key = jax.random.fold_in(self.augment_key, optimizer.step[...])
+        batch = augment(images[indices].astype(jnp.float32), key, self.augment_config)
+        batch = preprocess_input(batch, self.preprocessing)
+        batch_labels = labels[indices]
+
+        def loss_fn(model):
+            logits = model(batch)
+            loss = optax.softmax_cross_entropy_with_integer_labels(logits, batch_labels).mean()
+            return loss, logits
+
+        (loss, logits), grads = nnx.value_and_grad(loss_fn, has_aux=True)(model)
+        optimizer.update(model, grads)
+        correct = jnp.sum(jnp.argmax(logits, -1) == batch_labels)
+        return nnx.state((model, optimizer)), {"loss": loss * len(indices), "correct": correct}
+
+    # --- host loops -----------------------------------------------------------------------
+
+    @property
+    def model_state(self):
+        return self.state[0]
+
+    @property
+    def model(self) -> nnx.Module:
+        """The model in eval mode, with the current weights."""
+        return nnx.merge(self.eval_graph, self.model_state)
+
+    def train_epoch(self, images, labels, epoch: int, learning_rate: float) -> dict:
+        """One pass over the shuffled training set (the last partial batch is dropped)."""
+        batch_size = min(self.config.batch_size, len(labels))
+        order = np.random.default_rng([self.config.seed, epoch]).permutation(len(labels))
+        steps = len(order) // batch_size
+        totals = {"loss": 0.0, "correct": 0}
+        lr = jnp.float32(learning_rate)
+        for step in tqdm(range(steps), desc=f"epoch {epoch + 1}", unit="step", leave=False):
+            indices = jnp.asarray(order[step * batch_size:(step + 1) * batch_size], jnp.int32)
+            self.state, metrics = self._train_step(self.state, images, labels, indices, lr)
+            totals = jax.tree.map(jnp.add, totals, metrics)  # stays on device: no sync per step
+        count = steps * batch_size
+        return {"loss": float(totals["loss"]) / count, "accuracy": float(totals["correct"]) / count}
+
+    def predict(self, images) -> np.ndarray:
+        return predict(self._predict_step, self.model_state, images, self.config.batch_size)
+
+
+@dataclasses.dataclass
+class Progress:
+    """Everything besides arrays that a resumed run needs (saved as JSON with the checkpoint)."""
+
+    fingerprint: str
+    epoch: int = 0
+    learning_rate: float = 0.0
+    history: list = dataclasses.field(default_factory=list)
+    best_epoch: int = -1
+    early_stopping: dict = dataclasses.field(default_factory=dict)
+    reduce_lr: dict = dataclasses.field(default_factory=dict)
+
+
+class Checkpoints:
+    """Latest train state and best weights, one Orbax step per finished epoch."""
+
+    def __init__(self, directory: Path):
+        # Orbax needs an absolute path (a relative one fails in a background thread). Saves are
+        # synchronous because the next train step donates (frees) the buffers being saved.
+        self.manager = ocp.CheckpointManager(
+            Path(directory).absolute(),
+            options=ocp.CheckpointManagerOptions(max_to_keep=1, enable_async_checkpointing=False),
+        )
+
+    def save(self, epoch: int, state, best_model_state, progress: Progress):
+        self.manager.save(epoch, args=ocp.args.Composite(
+            state=ocp.args.StandardSave(state),
+            best=ocp.args.StandardSave(best_model_state),
+            progress=ocp.args.JsonSave(dataclasses.asdict(progress)),
+        ))
+
+    def restore(self, fingerprint: str, state_like, best_like):
+        """(state, best, progress) of the latest checkpoint of this very run, else None."""
+        step = self.manager.latest_step()
+        if step is None:
+            return None
+        progress = self.manager.restore(step, args=ocp.args.Composite(progress=ocp.args.JsonRestore()))
+        if progress["progress"]["fingerprint"] != fingerprint:
+            return None  # left by a run with other params or data: start over
+        restored = self.manager.restore(step, args=ocp.args.Composite(
+            state=ocp.args.StandardRestore(nnx.eval_shape(lambda: state_like)),
+            best=ocp.args.StandardRestore(nnx.eval_shape(lambda: best_like)),
+        ))
+        return restored["state"], restored["best"], Progress(**progress["progress"])
+
+    def clear(self):
+        for step in self.manager.all_steps():
+            self.manager.delete(step)
+
+    def close(self):
+        self.manager.wait_until_finished()
+        self.manager.close()
+
+
+def fingerprint(*parts) -> str:
+    """A digest of everything that defines a run, so a checkpoint is only resumed by its own run."""
+    digest = hashlib.sha256()
+    for part in parts:
+        if isinstance(part, np.ndarray):
+            digest.update(np.ascontiguousarray(part).tobytes())
+        else:
+            digest.update(json.dumps(part, sort_keys=True, default=str).encode())
+    return digest.hexdigest()
+
+
+def fit(trainer: Trainer, train: tuple, validation: tuple, checkpoint_dir: Path, run_id: str,
+        on_epoch: Callable[[int, dict], None] = lambda epoch, metrics: None) -> Progress:
+    """Train with early stopping and LR reduction on val_loss; leave the best weights in trainer.
+
+    Resumes from ``checkpoint_dir`` when it holds a checkpoint of the same ``run_id``.
+    ``on_epoch(epoch, metrics)`` is called for every epoch, replayed ones included, so loggers
+    see the full history after a resume.
+    """
+    config = trainer.config
+    train_images, train_labels = (jax.device_put(a) for a in train)
+    val_images, val_labels = validation
+    val_images_device = jax.device_put(val_images)
+    if len(val_labels) == 0:
+        raise UserError("the validation split is empty: raise preprocess.val_fraction")
+
+    checkpoints = Checkpoints(checkpoint_dir)
+    best_model_state = jax.tree.map(jnp.copy, trainer.model_state)
+    restored = checkpoints.restore(run_id, trainer.state, best_model_state)
+    if restored is None:
+        checkpoints.clear()
+        progress = Progress(fingerprint=run_id, learning_rate=config.learning_rate)
+    else:
+        trainer.state, best_model_state, progress = restored
+        print(f"resuming from the checkpoint after epoch {progress.epoch} in {checkpoint_dir}")
+    early_stopping = Plateau(config.early_stopping_patience, **progress.early_stopping)
+    reduce_lr = Plateau(config.reduce_lr_patience, **progress.reduce_lr)
+    for epoch, metrics in enumerate(progress.history):
+        on_epoch(epoch, metrics)
+
+    epochs = tqdm(range(progress.epoch, config.epochs), desc="training", unit="epoch",
+                  initial=progress.epoch, total=config.epochs)
+    for epoch in epochs:
+        if early_stopping.exhausted:
+            break
+        train_metrics = trainer.train_epoch(train_images, train_labels, epoch, progress.learning_rate)
+        val_metrics = loss_and_accuracy(trainer.predict(val_images_device), val_labels)
+        metrics = {"train": train_metrics, "val": val_metrics, "learning_rate": progress.learning_rate}
+        progress.history.append(metrics)
+        on_epoch(epoch, metrics)
+        epochs.set_postfix(loss=f"{train_metrics['loss']:.3f}", val_loss=f"{val_metrics['loss']:.3f}",
+                           val_acc=f"{val_metrics['accuracy']:.3f}")
+
+        if early_stopping.update(val_metrics["loss"]):
+            best_model_state = jax.tree.map(jnp.copy, trainer.model_state)
+            progress.best_epoch = epoch
+        if config.reduce_lr_patience and not reduce_lr.update(val_metrics["loss"]) and reduce_lr.exhausted:
+            progress.learning_rate = max(progress.learning_rate * config.reduce_lr_factor,
+                                         config.min_learning_rate)
+            reduce_lr.wait = 0
+        progress.epoch = epoch + 1
+        progress.early_stopping = {"best": early_stopping.best, "wait": early_stopping.wait}
+        progress.reduce_lr = {"best": reduce_lr.best, "wait": reduce_lr.wait}
+        checkpoints.save(progress.epoch, trainer.state, best_model_state, progress)
+    checkpoints.close()
+
+    # Restore the best weights, as Keras' EarlyStopping(restore_best_weights=True) does.
+    model, optimizer = nnx.merge(trainer.train_graph, trainer.state)
+    nnx.update(model, best_model_state)
+    trainer.state = nnx.state((model, optimizer))
+    return progress

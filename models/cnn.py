@@ -1,0 +1,68 @@
+"""The seeds' small convolutional networks, listed layer by layer as in their Keras originals.
+
+Each returns logits: the seeds' final softmax/sigmoid belongs to the loss here.
+"""
+
+from functools import partial
+
+from flax import nnx
+
+from models.layers import Lazy, Sequential, batch_norm, conv, dense, flatten, max_pool
+
+relu = nnx.relu
+
+
+def belgiumtsc_cnn(*, num_classes: int, input_shape: tuple[int, int, int], rngs: nnx.Rngs) -> Sequential:
+    """Seed 000: BelgiumTSC traffic signs, 56×56 grayscale, 62 classes.
+
+    Three pairs of 5×5 'same' convolutions, each pair followed by BatchNorm and ReLU.
+    """
+    conv5 = partial(Lazy, conv, kernel_size=5, padding="SAME")
+    pool = partial(max_pool, size=2, padding="SAME")
+    return Sequential(
+        input_shape,
+        conv5(16), conv5(32), relu, Lazy(batch_norm), relu, pool, nnx.Dropout(0.1, rngs=rngs),
+        conv5(32), conv5(16), Lazy(batch_norm), relu, pool, nnx.Dropout(0.1, rngs=rngs),
+        conv5(16), conv5(8), Lazy(batch_norm), relu, nnx.Dropout(0.1, rngs=rngs),
+        flatten,
+        Lazy(dense, 200), relu, nnx.Dropout(0.25, rngs=rngs),
+        Lazy(dense, num_classes),
+        rngs=rngs,
+    )  # fmt: skip
+
+
+def simple_cnn(*, num_classes: int, input_shape: tuple[int, int, int], rngs: nnx.Rngs) -> Sequential:
+    """Seed 001's "model3": cats vs dogs, 160×160 RGB scaled to [-1, 1], 2 classes."""
+    conv3 = partial(Lazy, conv, kernel_size=3)
+    pool = partial(max_pool, size=2)
+    return Sequential(
+        input_shape,
+        conv3(32), relu, pool, nnx.Dropout(0.2, rngs=rngs),
+        conv3(32), relu, pool, nnx.Dropout(0.2, rngs=rngs),
+        conv3(64), relu, pool,
+        flatten,
+        Lazy(dense, 64), relu,
+        Lazy(dense, num_classes),
+        rngs=rngs,
+    )  # fmt: skip
+
+
+def tutorial_cnn(*, num_classes: int, input_shape: tuple[int, int, int], rngs: nnx.Rngs) -> Sequential:
+    """Seed 002's CNN with dropout: cats vs dogs, 150×150 RGB scaled to [0, 1].
+
+    The seed ends in one sigmoid unit for its two classes; here the last layer has
+    ``num_classes`` logits for a softmax. For two classes that is the same model (a
+    softmax over two logits is the sigmoid of their difference), and it serves more.
+    """
+    conv3 = partial(Lazy, conv, kernel_size=3, padding="SAME")
+    pool = partial(max_pool, size=2)
+    return Sequential(
+        input_shape,
+        conv3(16), relu, pool, nnx.Dropout(0.3, rngs=rngs),
+        conv3(32), relu, pool,
+        conv3(64), relu, pool, nnx.Dropout(0.3, rngs=rngs),
+        flatten,
+        Lazy(dense, 512), relu, nnx.Dropout(0.1, rngs=rngs),
+        Lazy(dense, num_classes),
+        rngs=rngs,
+    )  # fmt: skip

@@ -1,0 +1,23 @@
+"""DVC stage `download`: fill data/raw/ with the raw files of the dataset params `data` names.
+
+The offline mirror ($DATA_MIRROR, default ../shared/datasets) is tried before the network;
+see flaxvision.data.download for the verification policy and flaxvision.data.sources for the
+datasets. data/raw is replaced atomically and records its provenance in SOURCES.json.
+"""
+
+from flaxvision.config import load_params, require
+from flaxvision.data import RAW_DIR, download_dataset
+from flaxvision.errors import stage_main
+
+
+@stage_main
+def main():
+    data = require(load_params(), "data")
+    records = download_dataset(data, RAW_DIR)
+    for record in records:
+        print(f"{record.name}: {record.size:,} bytes from {record.source} ({record.verification})")
+    print(f"{RAW_DIR}: {data} ready")
+
+
+if __name__ == "__main__":
+    main()

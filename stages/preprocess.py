@@ -1,0 +1,42 @@
+"""DVC stage `preprocess`: decode data/raw into fixed-size uint8 arrays in data/prepared/.
+
+Reads params `data` and `preprocess`; writes train/validation/test images and labels,
+dataset.json and report.json (see flaxvision.data.prepared; how each dataset's splits are
+formed is documented in flaxvision.data.splits).
+"""
+
+import sys
+import time
+
+from flaxvision.config import load_params, require, section
+from flaxvision.data import PREPARED_DIR, RAW_DIR, PreprocessConfig, prepare, read_dataset
+from flaxvision.errors import stage_main
+
+
+@stage_main
+def main():
+    params = load_params()
+    data = require(params, "data")
+    config = section(params, "preprocess", PreprocessConfig)
+    start = time.perf_counter()
+    dataset = read_dataset(data, RAW_DIR)
+    info, report = prepare(data, dataset, config, PREPARED_DIR)
+
+    height, width = config.image_size
+    sizes = ", ".join(f"{name} {count}" for name, count in info["splits"].items())
+    classes = len(info["classes"])
+    print(f"{PREPARED_DIR}: {data}, {classes} classes, {height}x{width} {config.color_mode}: {sizes}")
+    for name, source in info["split_sources"].items():
+        print(f"  {name}: {source}")
+    if skipped := report["skipped"]:
+        examples = ", ".join(f"{s['file']} ({s['reason']})" for s in skipped[:3])
+        print(f"warning: skipped {len(skipped)} unreadable files, listed in {PREPARED_DIR}/report.json: "
+              f"{examples}", file=sys.stderr)
+    if dataset.ignored or dataset.empty_classes:
+        print(f"note: ignored {len(dataset.ignored)} files that are not images; "
+              f"left out classes without images: {dataset.empty_classes}")
+    print(f"done in {time.perf_counter() - start:.1f} s")
+
+
+if __name__ == "__main__":
+    main()

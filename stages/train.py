@@ -1,0 +1,69 @@
+"""train: fit the model named by params `model` on data/prepared; write model/ and its curves.
+
+A run killed part-way resumes from checkpoints/ (a persistent DVC output) when started again
+with the same params and data.
+"""
+
+import dataclasses
+from pathlib import Path
+
+from dvclive import Live
+from flax import nnx
+
+import models
+from flaxvision.config import load_params, require, section
+from flaxvision.data import load_prepared
+from flaxvision.errors import stage_main
+from flaxvision.trained import save_trained
+from flaxvision.training import TrainConfig, Trainer, fingerprint, fit
+from flaxvision.transforms import AugmentConfig
+
+MODEL_DIR = Path("artifacts/model")
+CHECKPOINT_DIR = Path("checkpoints")
+LIVE_DIR = Path("results/train")
+
+
+@stage_main
+def main():
+    params = load_params()
+    model_name = require(params, "model")
+    config = section(params, "train", TrainConfig)
+    augment_config = section(params, "augment", AugmentConfig)
+    data = load_prepared()
+    train, validation = data.splits["train"], data.splits["validation"]
+
+    model = models.create_model(model_name, num_classes=len(data.classes),
+                                input_shape=data.image_shape, rngs=nnx.Rngs(config.seed))
+    preprocessing = models.preprocessing(model_name)
+    trainer = Trainer(model, config, augment_config, preprocessing)
+    run_id = fingerprint(model_name, dataclasses.asdict(config), dataclasses.asdict(augment_config),
+                         data.classes, *train, *validation)
+
+    # dvc.yaml declares these outputs itself, so dvclive must not rewrite it.
+    with Live(str(LIVE_DIR), dvcyaml=None, save_dvc_exp=False) as live:
+        def log_epoch(epoch, metrics):
+            live.step = epoch + 1  # x axis in epochs, counted from 1
+            for split in ("train", "val"):
+                for name, value in metrics[split].items():
+                    live.log_metric(f"{split}/{name}", value)
+            live.log_metric("learning_rate", metrics["learning_rate"])
+            live.next_step()
+
+        progress = fit(trainer, train, validation, CHECKPOINT_DIR, run_id, on_epoch=log_epoch)
+        best = progress.history[progress.best_epoch]
+        live.summary = {"best_epoch": progress.best_epoch + 1, "epochs": progress.epoch,
+                        "train": best["train"], "val": best["val"]}
+
+    save_trained(MODEL_DIR, trainer.model, {
+        "model": model_name,
+        "classes": data.classes,
+        "input_shape": list(data.image_shape),
+        "color_mode": data.color_mode,
+        "preprocessing": preprocessing,
+    })
+    print(f"best epoch {progress.best_epoch + 1}/{progress.epoch}: "
+          f"val_loss {best['val']['loss']:.4f}, val_accuracy {best['val']['accuracy']:.4f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,16 @@
+import os
+from pathlib import Path
+
+import pytest
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+# The offline mirror of the seeds' datasets, beside the project (see README: offline mirror).
+SHARED_DATASETS = Path(os.environ.get("DATA_MIRROR", PROJECT_ROOT.parent / "shared" / "datasets"))
+
+
+def shared_file(name: str) -> Path:
+    """A file of the shared dataset mirror, or skip the test with the reason."""
+    path = SHARED_DATASETS / name
+    if not path.is_file():
+        pytest.skip(f"{path} not present (the shared dataset mirror is not beside the project)")
+    return path

@@ -1,0 +1,181 @@
+"""The model presets: shapes, the parameter counts Keras reports for the seeds, train/eval modes."""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+from jax import lax
+
+import models
+from flaxvision.errors import UserError
+from models.layers import conv
+from models.resnet import BottleneckBlock
+
+# name: (seed input shape, seed classes)
+SEED_SHAPES = {
+    "belgiumtsc_cnn": ((56, 56, 1), 62),
+    "simple_cnn": ((160, 160, 3), 2),
+    "tutorial_cnn": ((150, 150, 3), 2),
+    "resnet50": ((64, 64, 3), 6),
+}
+
+
+def conv_params(k, cin, cout):
+    return k * k * cin * cout + cout
+
+
+def dense_params(cin, cout):
+    return cin * cout + cout
+
+
+# Keras' model.summary() totals for the same layers; BatchNorm counts 4 per channel
+# (gamma, beta, moving mean, moving variance).
+KERAS_PARAM_COUNTS = {
+    "belgiumtsc_cnn": (
+        conv_params(5, 1, 16) + conv_params(5, 16, 32) + 4 * 32
+        + conv_params(5, 32, 32) + conv_params(5, 32, 16) + 4 * 16
+        + conv_params(5, 16, 16) + conv_params(5, 16, 8) + 4 * 8
+        + dense_params(14 * 14 * 8, 200) + dense_params(200, 62)  # 56 → 28 → 14 ('same' pools)
+    ),  # = 387,806
+    "simple_cnn": (
+        conv_params(3, 3, 32) + conv_params(3, 32, 32) + conv_params(3, 32, 64)
+        + dense_params(18 * 18 * 64, 64) + dense_params(64, 2)  # 160 →158 →79 →77 →38 →36 →18
+    ),  # = 1,355,938
+    "tutorial_cnn": (
+        conv_params(3, 3, 16) + conv_params(3, 16, 32) + conv_params(3, 32, 64)
+        + dense_params(18 * 18 * 64, 512) + dense_params(512, 2)  # 150 → 75 → 37 → 18
+    ),  # = 10,641,954
+    "resnet50": 23_600_006,  # seed 004's summary
+}  # fmt: skip
+
+
+def count(model, kind):
+    return sum(x.size for x in jax.tree.leaves(nnx.state(model, kind)))
+
+
+def abstract_model(name):
+    """The preset at its seed input shape, with shapes but no values: nothing is computed."""
+    shape, num_classes = SEED_SHAPES[name]
+    return nnx.eval_shape(
+        lambda: models.create_model(name, num_classes=num_classes, input_shape=shape, rngs=nnx.Rngs(0))
+    )
+
+
+@functools.cache
+def resnet50():
+    shape, num_classes = SEED_SHAPES["resnet50"]
+    return models.create_model("resnet50", num_classes=num_classes, input_shape=shape, rngs=nnx.Rngs(0))
+
+
+@functools.cache
+def small_cnn():
+    """A preset with dropout and BatchNorm, small enough to build and compile quickly."""
+    return models.create_model("belgiumtsc_cnn", num_classes=3, input_shape=(12, 12, 1), rngs=nnx.Rngs(0))
+
+
+@nnx.jit
+def call(model, x):
+    """The model's output, jitted, updating its state (BatchNorm statistics, RNG counts)."""
+    return model(x)
+
+
+def test_registry():
+    assert models.MODEL_NAMES == ("belgiumtsc_cnn", "simple_cnn", "tutorial_cnn", "resnet50")
+    assert [models.preprocessing(name) for name in models.MODEL_NAMES] == ["unit", "tf", "unit", "unit"]
+    message = (
+        "params.yaml: unknown model 'vgg'; valid models: belgiumtsc_cnn, simple_cnn, tutorial_cnn, resnet50"
+    )
+    with pytest.raises(UserError, match=message):
+        models.create_model("vgg", num_classes=2, input_shape=(8, 8, 3), rngs=nnx.Rngs(0))
+    with pytest.raises(UserError, match=message):
+        models.preprocessing("vgg")
+    too_small = r"model 'resnet50' cannot take these images .*\(32, 32, 3\) inputs are too small"
+    with pytest.raises(UserError, match=too_small):
+        nnx.eval_shape(
+            lambda: models.create_model("resnet50", num_classes=2, input_shape=(32, 32, 3), rngs=nnx.Rngs(0))
+        )
+
+
+@pytest.mark.parametrize("name", SEED_SHAPES)
+def test_output_shape_and_keras_parameter_count(name):
+    model = abstract_model(name)
+    shape, num_classes = SEED_SHAPES[name]
+    assert count(model, nnx.Param) + count(model, nnx.BatchStat) == KERAS_PARAM_COUNTS[name]
+    images = jax.ShapeDtypeStruct((32, *shape), jnp.float32)
+    logits = nnx.eval_shape(lambda model, x: model(x), model, images)
+    assert logits.shape == (32, num_classes) and logits.dtype == jnp.float32
+
+
+def test_resnet50_trainable_and_batchnorm_split():
+    model = abstract_model("resnet50")
+    assert count(model, nnx.Param) == 23_546_886
+    assert count(model, nnx.BatchStat) == 53_120
+
+
+def test_resnet50_forward():
+    model = resnet50()
+    model.eval()
+    logits = call(model, jax.random.uniform(jax.random.key(0), (2, 64, 64, 3)))
+    assert logits.shape == (2, 6) and np.isfinite(logits).all()
+
+
+def test_resnet50_initializers_follow_the_seed():
+    blocks = [layer for layer in resnet50().layers if isinstance(layer, BottleneckBlock)]
+    assert len(blocks) == 16
+    for block in blocks:
+        kernel = np.asarray(block.middle.layers[0].kernel[...])  # [3, 3, f, f]
+        if block.shortcut is None:  # identity block: Keras RandomUniform(-0.05, 0.05)
+            limit = 0.05
+        else:  # convolutional block: glorot uniform
+            limit = np.sqrt(6 / (9 * kernel.shape[-2] + 9 * kernel.shape[-1]))
+        assert 0.98 * limit < np.abs(kernel).max() <= limit * (1 + 1e-6)  # float32 rounding
+        assert not np.any(block.middle.layers[0].bias[...])
+        assert block.middle.layers[1].epsilon == 1e-3 and block.middle.layers[1].momentum == 0.99
+
+
+def test_dropout_is_active_only_in_train_mode_and_draws_from_model_state():
+    model = small_cnn()
+    x = jax.random.uniform(jax.random.key(0), (4, 12, 12, 1))
+    model.eval()
+    np.testing.assert_array_equal(call(model, x), call(model, x))
+    model.train()
+    twin = nnx.clone(model)
+    first, second = call(model, x), call(model, x)
+    assert not np.allclose(first, second), "each call draws a new dropout mask"
+    # The dropout RNG is part of the model's state: the same state draws the same masks.
+    np.testing.assert_array_equal(call(twin, x), first)
+
+
+def test_batchnorm_statistics_update_only_in_train_mode():
+    model = small_cnn()
+    x = jax.random.uniform(jax.random.key(0), (4, 12, 12, 1))
+
+    def stats():
+        return [np.asarray(v) for v in jax.tree.leaves(nnx.state(model, nnx.BatchStat))]
+
+    before = stats()
+    model.eval()
+    call(model, x)
+    for a, b in zip(before, stats(), strict=True):
+        np.testing.assert_array_equal(a, b)
+    model.train()
+    call(model, x)
+    assert all(not np.array_equal(a, b) for a, b in zip(before, stats(), strict=True))
+
+
+@pytest.mark.parametrize(
+    "size, kernel_size, strides, padding",
+    [(2, 3, 1, "SAME"), (3, 3, 2, "SAME"), (3, 3, 1, "VALID"), (4, 5, 1, "SAME"), (9, 3, 2, "VALID")],
+)
+def test_conv_matches_lax_convolution(size, kernel_size, strides, padding):
+    # Feature maps no larger than the kernel take the matrix-product path; 9×9 does not.
+    layer = conv(8, 16, kernel_size, strides=strides, padding=padding, rngs=nnx.Rngs(0))
+    layer.bias[...] = jax.random.normal(jax.random.key(1), (16,))
+    x = jax.random.normal(jax.random.key(0), (2, size, size, 8))
+    expected = lax.conv_general_dilated(
+        x, layer.kernel[...], (strides, strides), padding, dimension_numbers=("NHWC", "HWIO", "NHWC")
+    ) + layer.bias[...]
+    np.testing.assert_allclose(layer(x), expected, rtol=1e-5, atol=1e-5)

@@ -1,0 +1,157 @@
+"""End to end: the real dvc.yaml run by DVC in a temporary git repo, on tiny generated images."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from PIL import Image
+
+from tests.conftest import PROJECT_ROOT
+from tests.helpers import pattern_images
+
+PROJECT_FILES = ["dvc.yaml", "params.yaml", "stages", "models", "flaxvision", ".dvc/config", ".dvc/plots"]
+STAGES = ["download", "preprocess", "extract-features", "train", "evaluate"]
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory):
+    root = tmp_path_factory.mktemp("project")
+    for name in PROJECT_FILES:
+        source, target = PROJECT_ROOT / name, root / name
+        if source.is_dir():
+            shutil.copytree(source, target, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(source, target)
+    (root / ".gitignore").write_text("/checkpoints/\n/dvc_plots/\n")
+
+    images_dir = tmp_path_factory.mktemp("images")
+    images, labels = pattern_images(60, size=32)
+    for index, (image, label) in enumerate(zip(images, labels)):
+        folder = images_dir / ["red", "green", "blue"][label]
+        folder.mkdir(exist_ok=True)
+        Image.fromarray(image).save(folder / f"{index}.png")
+
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    params["data"] = f"folder:{images_dir}"
+    params["preprocess"]["image_size"] = [32, 32]
+    params["train"].update(epochs=2, batch_size=8)
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+    git(root, "init", "-q")
+    git(root, "add", "-A")
+    git(root, "commit", "-qm", "project")
+    return root
+
+
+def git(root, *args):
+    subprocess.run(["git", *args], cwd=root, check=True, env=environment(root))
+
+
+def environment(root):
+    env = dict(os.environ)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"  # `python` = this venv
+    env.update(GIT_AUTHOR_NAME="test", GIT_AUTHOR_EMAIL="test@example.com",
+               GIT_COMMITTER_NAME="test", GIT_COMMITTER_EMAIL="test@example.com",
+               FLAXVISION_CACHE=str(root / ".downloads"), DVC_NO_ANALYTICS="1")
+    env.pop("DATA_MIRROR", None)
+    return env
+
+
+def dvc(root, *args, check=True) -> str:
+    result = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=root, env=environment(root),
+                            capture_output=True, text=True)
+    output = result.stdout + result.stderr
+    if check:
+        assert result.returncode == 0, f"dvc {' '.join(args)} failed:\n{output}"
+    return output
+
+
+def ran(output: str) -> list[str]:
+    return [stage for stage in STAGES if f"Running stage '{stage}'" in output]
+
+
+def metrics(root) -> dict:
+    return json.loads((root / "results/evaluate/metrics.json").read_text())
+
+
+def set_param(root, section, key, value):
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    params[section][key] = value
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def test_repro_runs_every_stage_then_nothing(project):
+    assert ran(dvc(project, "repro")) == STAGES
+    summary = metrics(project)
+    assert 0.0 <= summary["accuracy"] <= 1.0 and summary["examples"] > 0
+    per_class = json.loads((project / "results/evaluate/per_class.json").read_text())
+    assert {row["class"] for row in per_class} == {"blue", "green", "red"}
+    curve = (project / "results/train/plots/metrics/val/loss.tsv").read_text().splitlines()
+    assert curve[0].split("\t") == ["step", "loss"] and len(curve) == 3  # header + 2 epochs
+    assert json.loads((project / "artifacts/model/model.json").read_text())["classes"] == ["blue", "green", "red"]
+
+    assert ran(dvc(project, "repro")) == []
+    assert "up to date" in dvc(project, "status")
+
+
+def test_train_param_reruns_only_train_and_evaluate(project):
+    set_param(project, "train", "learning_rate", 0.002)
+    assert ran(dvc(project, "repro")) == ["train", "evaluate"]
+    git(project, "checkout", "params.yaml")
+    dvc(project, "repro")  # back to the committed run (restored from the run cache)
+
+
+def test_switching_from_scratch_models_extracts_nothing(project):
+    output = dvc(project, "repro", "-s", "extract-features", "--force")
+    assert "nothing to extract" in output
+    features = json.loads((project / "data/features/features.json").read_text())
+    assert features["backbone"] is None
+
+
+def test_experiment_variant_and_metrics_diff(project):
+    git(project, "add", "-A")
+    git(project, "commit", "-qm", "baseline results")
+    output = dvc(project, "exp", "run", "-S", "model=tutorial_cnn", "-S", "train.epochs=1")
+    assert ran(output) == ["extract-features", "train", "evaluate"]
+    assert "tutorial_cnn" in dvc(project, "exp", "show", "--csv")
+    git(project, "add", "-A")
+    git(project, "commit", "-qm", "tutorial_cnn")
+    diff = json.loads(dvc(project, "metrics", "diff", "HEAD~1", "--json"))
+    accuracy = diff["results/evaluate/metrics.json"]["accuracy"]
+    assert set(accuracy) >= {"old", "new"}
+
+
+def test_plots_render_offline(project):
+    dvc(project, "plots", "show")
+    page = (project / "dvc_plots/index.html").read_text()
+    assert "vegaEmbed" in page and "Confusion matrix" in page and "Per-class F1" in page
+    assert "cdn.jsdelivr" not in page and "<script src=" not in page
+
+
+def test_killed_train_stage_resumes(project):
+    set_param(project, "train", "epochs", 60)
+    shutil.rmtree(project / "checkpoints", ignore_errors=True)  # the finished runs' checkpoints
+    command = [sys.executable, "-m", "stages.train"]
+    process = subprocess.Popen(command, cwd=project, env=environment(project),
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    # A finished Orbax step is a folder named by its number (it writes into a *-tmp-* one first).
+    while not any(path.name.isdigit() for path in (project / "checkpoints").glob("*")):
+        assert process.poll() is None and time.monotonic() < deadline, "no checkpoint was written"
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+
+    result = subprocess.run(command, cwd=project, env=environment(project), capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "resuming from the checkpoint after epoch" in result.stdout
+    git(project, "checkout", "params.yaml")

@@ -1,0 +1,318 @@
+"""Each dataset of params `data`, in its real layout, through the download and preprocess stages."""
+
+import io
+import json
+import os
+import urllib.error
+import urllib.request
+import zipfile
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import yaml
+from conftest import shared_file
+from PIL import Image
+
+from flaxvision.data import load_prepared, read_dataset
+from flaxvision.data.sources import TfdsSource, get_source
+from flaxvision.errors import UserError
+from stages import download as download_stage
+from stages import preprocess as preprocess_stage
+
+
+@pytest.fixture(autouse=True)
+def project(tmp_path, monkeypatch):
+    """A project folder as cwd, an empty mirror beside it, a private cache, no network."""
+    root = tmp_path / "project"
+    root.mkdir()
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    monkeypatch.chdir(root)
+    monkeypatch.setenv("DATA_MIRROR", str(mirror))
+    monkeypatch.setenv("FLAXVISION_CACHE", str(tmp_path / "cache"))
+
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("no network in tests")
+
+    monkeypatch.setattr(urllib.request, "urlopen", offline)
+    return root
+
+
+def mirror_path(name: str):
+    return os.path.join(os.environ["DATA_MIRROR"], name)
+
+
+def image_bytes(fmt: str, colour, size=(30, 20)) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", size, colour).save(buffer, format=fmt)
+    return buffer.getvalue()
+
+
+def run(data: str, **preprocess) -> dict:
+    """Write params.yaml, run both stages, return dataset.json."""
+    params = {"data": data, "preprocess": {"image_size": [8, 8], **preprocess}}
+    with open("params.yaml", "w") as f:
+        yaml.safe_dump(params, f)
+    download_stage.main()
+    preprocess_stage.main()
+    return json.loads(open("data/prepared/dataset.json").read())
+
+
+def expect_user_error(capsys, main, *fragments) -> str:
+    with pytest.raises(SystemExit) as exit_info:
+        main()
+    assert exit_info.value.code == 1
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert line.startswith("error: ") and all(f in line for f in fragments), line
+    return line
+
+
+# --- cats_vs_dogs ----------------------------------------------------------------------------
+
+
+def test_cats_vs_dogs_zip_from_the_mirror(capsys):
+    with zipfile.ZipFile(mirror_path("cats_and_dogs_filtered.zip"), "w") as zf:
+        zf.writestr("cats_and_dogs_filtered/vectorize.py", "print('not data')\n")
+        for split, count in (("train", 10), ("validation", 10)):
+            for animal, colour in (("cats", "orange"), ("dogs", "brown")):
+                for i in range(count):
+                    name = f"cats_and_dogs_filtered/{split}/{animal}/{animal[:-1]}.{i}.jpg"
+                    zf.writestr(name, image_bytes("JPEG", colour))
+
+    info = run("cats_vs_dogs")
+
+    assert info["classes"] == ["cats", "dogs"]
+    assert info["splits"] == {"train": 20, "validation": 16, "test": 4}
+    assert info["split_sources"] == {
+        "train": "cats_and_dogs_filtered/train",
+        "validation": "cats_and_dogs_filtered/validation minus test",
+        "test": "20% of cats_and_dogs_filtered/validation, stratified, seed 0",
+    }
+    (record,) = json.loads(open("data/raw/SOURCES.json").read())["files"]
+    assert record["source"] == "offline mirror"
+    assert record["verification"].startswith("unverified (no published checksum): size differs from the official")
+    assert "cats_and_dogs_filtered.zip: unverified" in capsys.readouterr().err
+    images, labels = load_prepared().splits["test"]
+    assert images.shape == (4, 8, 8, 3) and sorted(labels.tolist()) == [0, 0, 1, 1]
+
+
+def test_real_cats_vs_dogs_zip_is_a_known_copy(monkeypatch):
+    monkeypatch.setenv("DATA_MIRROR", str(shared_file("cats_and_dogs_filtered.zip").parent))
+    with open("params.yaml", "w") as f:
+        yaml.safe_dump({"data": "cats_vs_dogs"}, f)
+    download_stage.main()
+
+    (record,) = json.loads(open("data/raw/SOURCES.json").read())["files"]
+    assert record["verification"] == "sha256 matches a known copy (re-zip in shared/datasets)"
+    dataset = read_dataset("cats_vs_dogs")
+    assert dataset.classes == ["cats", "dogs"]
+    assert {name: len(split) for name, split in dataset.splits.items()} == {"train": 2000, "validation": 1000}
+
+
+# --- belgiumtsc ------------------------------------------------------------------------------
+
+
+def write_belgium_zip(part: str, classes: dict[str, int]) -> None:
+    """BelgiumTSC_<part>.zip: <part>/<class>/*.ppm with GT-<class>.csv, as the official zips."""
+    with zipfile.ZipFile(mirror_path(f"BelgiumTSC_{part}.zip"), "w") as zf:
+        for name, count in classes.items():
+            rows = ["Filename;Width;Height;Roi.X1;Roi.Y1;Roi.X2;Roi.Y2;ClassId"]
+            for i in range(count):
+                filename = f"{i:05d}_00000.ppm"
+                zf.writestr(f"{part}/{name}/{filename}", image_bytes("PPM", (int(name) * 40, 0, 0)))
+                rows.append(f"{filename};30;20;2;2;28;18;{int(name)}")
+            zf.writestr(f"{part}/{name}/GT-{name}.csv", "\n".join(rows) + "\n")
+
+
+def test_belgiumtsc_zips_with_an_empty_class_folder():
+    # 00002 has test images only; 00003 has none anywhere (csv files only) and is left out.
+    write_belgium_zip("Training", {"00000": 10, "00001": 10, "00002": 0, "00003": 0})
+    write_belgium_zip("Testing", {"00000": 3, "00001": 3, "00002": 2, "00003": 0})
+
+    info = run("belgiumtsc", color_mode="grayscale")
+
+    assert info["classes"] == ["00000", "00001", "00002"]
+    assert info["splits"] == {"train": 16, "validation": 4, "test": 8}
+    assert info["split_sources"]["test"] == "Testing"
+    records = json.loads(open("data/raw/SOURCES.json").read())["files"]
+    assert [r["verification"] for r in records] == ["unverified (no published checksum): zip CRCs ok"] * 2
+    report = json.loads(open("data/prepared/report.json").read())
+    assert report["empty_classes"] == ["00003"]
+    assert report["splits"]["test"]["per_class"] == {"00000": 3, "00001": 3, "00002": 2}
+    ignored = {entry["file"] for entry in report["ignored"]}
+    assert {"Training/00000/GT-00000.csv", "Testing/00003/GT-00003.csv"} <= ignored
+    # a class has the same label in train and test: class 00001 is red 40, luma 0.299 * 40 = 12
+    for images, labels in load_prepared().splits.values():
+        assert np.all(np.abs(images[labels == 1].astype(int) - 12) <= 1) and np.all(images[labels == 0] == 0)
+
+
+def test_belgiumtsc_offline_without_mirror_copy(capsys):
+    with open("params.yaml", "w") as f:
+        yaml.safe_dump({"data": "belgiumtsc"}, f)
+    expect_user_error(
+        capsys,
+        download_stage.main,
+        "https://btsd.ethz.ch/shareddata/BelgiumTSC/BelgiumTSC_Training.zip",
+        "put BelgiumTSC_Training.zip in a folder and set DATA_MIRROR",
+    )
+    assert not os.path.exists("data/raw")
+
+
+# --- signs -----------------------------------------------------------------------------------
+
+
+def write_signs(split: str, count: int) -> None:
+    rng = np.random.default_rng(0)
+    with h5py.File(mirror_path(f"{split}_signs.h5"), "w") as h5:
+        h5[f"{split}_set_x"] = rng.integers(0, 256, (count, 64, 64, 3), dtype=np.uint8)
+        h5[f"{split}_set_y"] = np.arange(count) % 6
+        h5["list_classes"] = np.arange(6)
+
+
+def test_signs_h5_files():
+    write_signs("train", 60)
+    write_signs("test", 12)
+
+    info = run("signs", image_size=[64, 64])
+
+    assert info["classes"] == ["0", "1", "2", "3", "4", "5"]
+    assert info["splits"] == {"train": 48, "validation": 12, "test": 12}
+    images, labels = load_prepared().splits["test"]
+    with h5py.File(mirror_path("test_signs.h5")) as h5:
+        assert np.array_equal(images, h5["test_set_x"][()]), "64x64 RGB passes through unchanged"
+        assert np.array_equal(labels, h5["test_set_y"][()])
+
+
+def test_signs_with_wrong_keys_is_an_error(capsys):
+    write_signs("train", 6)
+    with h5py.File(mirror_path("test_signs.h5"), "w") as h5:
+        h5["images"] = np.zeros((2, 64, 64, 3), np.uint8)
+    with open("params.yaml", "w") as f:
+        yaml.safe_dump({"data": "signs"}, f)
+    expect_user_error(capsys, download_stage.main, "test_signs.h5: not a SIGNS h5 file")
+
+
+def test_signs_missing_says_where_to_put_it(capsys):
+    with open("params.yaml", "w") as f:
+        yaml.safe_dump({"data": "signs"}, f)
+    expect_user_error(capsys, download_stage.main, "train_signs.h5 and test_signs.h5", "set DATA_MIRROR")
+
+
+def test_real_signs_files(monkeypatch):
+    shared_file("test_signs.h5")
+    monkeypatch.setenv("DATA_MIRROR", str(shared_file("train_signs.h5").parent))
+
+    info = run("signs", image_size=[64, 64])
+
+    assert info["splits"] == {"train": 864, "validation": 216, "test": 120}
+    records = json.loads(open("data/raw/SOURCES.json").read())["files"]
+    assert [r["verification"] for r in records] == ["sha256 matches a known copy (shared/datasets copy)"] * 2
+
+
+# --- folder:<path> ---------------------------------------------------------------------------
+
+
+def write_tree(root, layout: dict[str, int]) -> None:
+    for folder, count in layout.items():
+        os.makedirs(root / folder, exist_ok=True)
+        for i in range(count):
+            (root / folder / f"{i}.png").write_bytes(image_bytes("PNG", (i * 10, 50, 100)))
+
+
+def test_folder_with_train_val_test_subfolders(tmp_path):
+    counts = {"train": 8, "val": 3, "test": 2}
+    write_tree(tmp_path / "mine", {f"{split}/{c}": n for split, n in counts.items() for c in "ab"})
+
+    info = run(f"folder:{tmp_path / 'mine'}")
+
+    assert info["splits"] == {"train": 16, "validation": 6, "test": 4}
+    assert info["split_sources"] == {"train": "mine/train", "validation": "mine/val", "test": "mine/test"}
+    snapshot = os.stat("data/raw/mine/train/a/0.png")
+    assert snapshot.st_ino == os.stat(tmp_path / "mine/train/a/0.png").st_ino, "hardlinked, not copied"
+
+
+def test_folder_of_class_folders_only():
+    write_tree(Path("pets"), {"cat": 10, "dog": 10})
+    info = run("folder:pets")
+    assert info["splits"] == {"train": 12, "validation": 4, "test": 4}
+    assert info["split_sources"]["train"] == "pets minus test and validation"
+
+
+@pytest.mark.parametrize(
+    "setup, data, fragment",
+    [
+        (lambda: None, "folder:nowhere", "folder nowhere does not exist"),
+        (lambda: open("a_file", "w").close(), "folder:a_file", "a_file is not a folder"),
+        (lambda: os.makedirs("flat") or open("flat/x.png", "w").close(), "folder:flat", "flat: no class folders"),
+        (lambda: None, "imagenet", "unknown data 'imagenet'; valid forms: cats_vs_dogs, signs, belgiumtsc"),
+    ],
+)
+def test_bad_data_params_are_one_line_errors(capsys, setup, data, fragment):
+    setup()
+    with open("params.yaml", "w") as f:
+        yaml.safe_dump({"data": data}, f)
+    expect_user_error(capsys, download_stage.main, fragment)
+
+
+def test_preprocess_refuses_raw_data_of_another_dataset(capsys):
+    write_tree(Path("pets"), {"cat": 5, "dog": 5})
+    run("folder:pets")
+    with open("params.yaml", "w") as f:
+        yaml.safe_dump({"data": "signs"}, f)
+    expect_user_error(capsys, preprocess_stage.main, "data/raw holds 'folder:pets'", "run `dvc repro download`")
+
+
+# --- tfds:<name> -----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def mock_beans(tmp_path, monkeypatch):
+    """TFDS 'beans' metadata (3 classes, train/validation/test) and mock_data serving 5 examples a split."""
+    tfds = pytest.importorskip("tensorflow_datasets")
+    data_dir = tmp_path / "tfds"
+    builder = tfds.builder("beans", data_dir=str(data_dir))
+    builder.info.set_splits(
+        tfds.core.SplitDict(
+            [tfds.core.SplitInfo(name=s, shard_lengths=[5], num_bytes=0) for s in ("train", "validation", "test")]
+        )
+    )
+    os.makedirs(builder.data_dir)
+    builder.info.write_to_directory(builder.data_dir)
+    monkeypatch.setenv("TFDS_DATA_DIR", str(data_dir))
+    with tfds.testing.mock_data(num_examples=5, data_dir=str(data_dir)):
+        yield data_dir
+
+
+def test_tfds_dataset_through_data_source(mock_beans):
+    info = run("tfds:beans", image_size=[16, 16])
+
+    assert info["classes"] == ["angular_leaf_spot", "bean_rust", "healthy"]
+    assert info["splits"] == {"train": 5, "validation": 5, "test": 5}
+    manifest = json.loads(open("data/raw/tfds.json").read())
+    assert manifest["name"] == "beans" and manifest["version"] == "0.1.0"
+    assert manifest["splits"] == {"test": 5, "train": 5, "validation": 5}
+    assert "dataset_info.json" in manifest["files"]
+    images, _ = load_prepared().splits["train"]
+    assert images.shape == (5, 16, 16, 3)
+
+
+def test_tfds_change_after_download_is_noticed(mock_beans, capsys):
+    with open("params.yaml", "w") as f:
+        yaml.safe_dump({"data": "tfds:beans"}, f)
+    download_stage.main()
+    (mock_beans / "beans" / "0.1.0" / "extra.array_record").write_bytes(b"new shard")
+    expect_user_error(capsys, preprocess_stage.main, "changed since download")
+
+
+def test_tfds_not_prepared_says_how(tmp_path, monkeypatch):
+    pytest.importorskip("tensorflow_datasets")
+    monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path / "empty"))
+    with pytest.raises(UserError, match=r"not prepared in .*empty: prepare it with `tfds build beans`.*TFDS_DATA"):
+        get_source("tfds:beans").download(tmp_path)
+
+
+def test_tfds_name_and_version_are_parsed():
+    assert get_source("tfds:mnist:3.0.1") == TfdsSource("mnist", "3.0.1")
+    assert get_source("tfds:mnist:3.0.1").spec == "mnist:3.0.1"
