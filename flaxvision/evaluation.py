@@ -60,8 +60,6 @@ def loss_and_accuracy(logits: np.ndarray, labels: np.ndarray) -> dict:
 def evaluate_logits(logits: np.ndarray, labels: np.ndarray, classes: list[str], top_k: int) -> Evaluation:
     labels = np.asarray(labels)
     predicted = logits.argmax(-1)
-    k = min(top_k, len(classes))
-    top_k_hits = (np.argsort(-logits, axis=-1)[:, :k] == labels[:, None]).any(-1)
     confusion = np.zeros((len(classes), len(classes)), np.int64)
     np.add.at(confusion, (labels, predicted), 1)
     true_positives = np.diag(confusion)
@@ -73,12 +71,14 @@ def evaluate_logits(logits: np.ndarray, labels: np.ndarray, classes: list[str], 
     present = support > 0  # macro averages over the classes the split contains
     summary = {
         **loss_and_accuracy(logits, labels),
-        f"top_{k}_accuracy": float(top_k_hits.mean()),
         "macro_precision": float(precision[present].mean()),
         "macro_recall": float(recall[present].mean()),
         "macro_f1": float(f1[present].mean()),
         "examples": int(len(labels)),
     }
+    if top_k < len(classes):  # with fewer classes than k every prediction is a hit
+        top_k_hits = (np.argsort(-logits, axis=-1)[:, :top_k] == labels[:, None]).any(-1)
+        summary[f"top_{top_k}_accuracy"] = float(top_k_hits.mean())
     per_class = {
         name: {"precision": float(p), "recall": float(r), "f1": float(f), "support": int(s)}
         for name, p, r, f, s in zip(classes, precision, recall, f1, support)
