@@ -76,9 +76,10 @@ def evaluate_logits(logits: np.ndarray, labels: np.ndarray, classes: list[str], 
         "macro_f1": float(f1[present].mean()),
         "examples": int(len(labels)),
     }
-    if top_k < len(classes):  # with fewer classes than k every prediction is a hit
-        top_k_hits = (np.argsort(-logits, axis=-1)[:, :top_k] == labels[:, None]).any(-1)
-        summary[f"top_{top_k}_accuracy"] = float(top_k_hits.mean())
+    # k is capped at the number of classes (with two classes, top-2 accuracy is 1 by definition).
+    k = min(top_k, len(classes))
+    top_k_hits = (np.argsort(-logits, axis=-1)[:, :k] == labels[:, None]).any(-1)
+    summary[f"top_{k}_accuracy"] = float(top_k_hits.mean())
     per_class = {
         name: {"precision": float(p), "recall": float(r), "f1": float(f), "support": int(s)}
         for name, p, r, f, s in zip(classes, precision, recall, f1, support)

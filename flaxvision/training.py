@@ -37,6 +37,7 @@ class TrainConfig:
     learning_rate: float = 1e-3
     momentum: float = 0.9
     nesterov: bool = False
+    batchnorm_momentum: float | None = None  # None: the model's own (Keras' 0.99)
     early_stopping_patience: int = 25
     reduce_lr_patience: int = 0
     reduce_lr_factor: float = 0.5
@@ -50,6 +51,8 @@ class TrainConfig:
             raise ValueError(f"learning_rate must be positive, got {self.learning_rate}")
         if not 0 < self.reduce_lr_factor < 1:
             raise ValueError(f"reduce_lr_factor must be in (0, 1), got {self.reduce_lr_factor}")
+        if self.batchnorm_momentum is not None and not 0 <= self.batchnorm_momentum < 1:
+            raise ValueError(f"batchnorm_momentum must be in [0, 1), got {self.batchnorm_momentum}")
 
 
 def make_optimizer(config: TrainConfig) -> optax.GradientTransformation:
@@ -90,6 +93,10 @@ class Trainer:
         self.config = config
         self.augment_config = augment_config
         self.preprocessing = preprocessing
+        if config.batchnorm_momentum is not None:
+            for _, module in nnx.iter_modules(model):
+                if isinstance(module, nnx.BatchNorm):
+                    module.momentum = config.batchnorm_momentum
         model.eval()
         self.eval_graph = nnx.graphdef(model)
         model.train()

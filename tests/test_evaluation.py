@@ -26,9 +26,9 @@ def test_metrics_match_hand_computed_values():
     assert result.summary["macro_f1"] == pytest.approx((0.5 + 0.8 + 0.0) / 3)
 
 
-def test_top_k_is_left_out_when_it_is_trivially_one():
-    result = evaluate_logits(np.zeros((2, 2)), np.array([0, 1]), ["x", "y"], top_k=2)
-    assert not any(key.startswith("top_") for key in result.summary)
+def test_top_k_is_capped_at_the_number_of_classes():
+    result = evaluate_logits(np.zeros((2, 2)), np.array([0, 1]), ["x", "y"], top_k=5)
+    assert result.summary["top_2_accuracy"] == 1.0
 
 
 def test_prediction_does_not_depend_on_the_batch_size():

@@ -11,7 +11,7 @@ from jax import lax
 
 import models
 from flaxvision.errors import UserError
-from models.layers import conv
+from models.layers import conv, max_pool
 from models.resnet import BottleneckBlock
 
 # name: (seed input shape, seed classes)
@@ -168,14 +168,39 @@ def test_batchnorm_statistics_update_only_in_train_mode():
 
 @pytest.mark.parametrize(
     "size, kernel_size, strides, padding",
-    [(2, 3, 1, "SAME"), (3, 3, 2, "SAME"), (3, 3, 1, "VALID"), (4, 5, 1, "SAME"), (9, 3, 2, "VALID")],
+    [(2, 3, 1, "SAME"), (3, 3, 2, "SAME"), (3, 3, 1, "VALID"), (4, 5, 1, "SAME"), (9, 3, 2, "VALID"),
+     (9, 3, 1, "VALID"), (11, 5, 1, "VALID"), (9, 1, 1, "VALID"), (9, 3, 1, "SAME")],
 )
 def test_conv_matches_lax_convolution(size, kernel_size, strides, padding):
-    # Feature maps no larger than the kernel take the matrix-product path; 9×9 does not.
+    # Feature maps no larger than the kernel take the matrix-product path; larger stride-1
+    # 'VALID' ones are computed as 'SAME' and cropped; the rest is the plain convolution.
     layer = conv(8, 16, kernel_size, strides=strides, padding=padding, rngs=nnx.Rngs(0))
     layer.bias[...] = jax.random.normal(jax.random.key(1), (16,))
     x = jax.random.normal(jax.random.key(0), (2, size, size, 8))
-    expected = lax.conv_general_dilated(
-        x, layer.kernel[...], (strides, strides), padding, dimension_numbers=("NHWC", "HWIO", "NHWC")
-    ) + layer.bias[...]
-    np.testing.assert_allclose(layer(x), expected, rtol=1e-5, atol=1e-5)
+
+    def reference(x, kernel):
+        return lax.conv_general_dilated(
+            x, kernel, (strides, strides), padding, dimension_numbers=("NHWC", "HWIO", "NHWC")
+        ) + layer.bias[...]
+
+    np.testing.assert_allclose(layer(x), reference(x, layer.kernel[...]), rtol=1e-5, atol=1e-5)
+    # Gradients too: the fast paths are differentiated by JAX, not written by hand.
+    want_x, want_kernel = jax.grad(lambda *a: jnp.sum(reference(*a) ** 2), (0, 1))(x, layer.kernel[...])
+    got_x = jax.grad(lambda x: jnp.sum(layer(x) ** 2))(x)
+    got_kernel = nnx.grad(lambda layer: jnp.sum(layer(x) ** 2))(layer).kernel[...]
+    np.testing.assert_allclose(got_x, want_x, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(got_kernel, want_kernel, rtol=1e-4, atol=1e-3)
+
+
+@pytest.mark.parametrize("shape, padding", [((2, 8, 8, 3), "VALID"), ((2, 9, 9, 3), "VALID"),
+                                            ((2, 9, 9, 3), "SAME"), ((2, 7, 6, 2), "SAME")])
+def test_max_pool_matches_xla_values_and_gradients_with_ties(shape, padding):
+    # Small integers make many tiles hold two equal maxima: the gradient must go to the
+    # first one only, as XLA's select_and_scatter does.
+    x = jnp.asarray(np.random.default_rng(0).integers(0, 3, shape), jnp.float32)
+    reference = lambda x: nnx.max_pool(x, (2, 2), (2, 2), padding)  # noqa: E731
+    ours = lambda x: max_pool(x, 2, padding=padding)  # noqa: E731
+    weights = jnp.asarray(np.random.default_rng(1).standard_normal(reference(x).shape), jnp.float32)
+    np.testing.assert_array_equal(ours(x), reference(x))
+    np.testing.assert_array_equal(jax.grad(lambda x: jnp.sum(ours(x) * weights))(x),
+                                  jax.grad(lambda x: jnp.sum(reference(x) * weights))(x))

@@ -102,7 +102,16 @@ def test_plateau_counts_epochs_without_improvement():
     assert plateau.update(0.5) and plateau.wait == 0
 
 
-@pytest.mark.parametrize("bad", [{"epochs": 0}, {"learning_rate": -1.0}, {"reduce_lr_factor": 1.5}])
+def test_batchnorm_momentum_is_set_on_every_batchnorm_layer():
+    config = dataclasses.replace(CONFIG, batchnorm_momentum=0.9)
+    trainer = make_trainer(config, model="belgiumtsc_cnn")
+    model = nnx.merge(trainer.train_graph, trainer.state)[0]
+    momenta = [m.momentum for _, m in nnx.iter_modules(model) if isinstance(m, nnx.BatchNorm)]
+    assert momenta == [0.9, 0.9, 0.9]
+
+
+@pytest.mark.parametrize("bad", [{"epochs": 0}, {"learning_rate": -1.0}, {"reduce_lr_factor": 1.5},
+                                 {"batchnorm_momentum": 1.0}])
 def test_bad_train_params_are_rejected(bad):
     with pytest.raises(ValueError):
         TrainConfig(**bad)
