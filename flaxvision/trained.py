@@ -1,41 +1,42 @@
-"""A trained model on disk: its weights (Orbax) and everything needed to rebuild and feed it."""
+"""A trained model on disk: its weights and everything needed to rebuild and feed it.
+
+The weights are Flax msgpack rather than an Orbax checkpoint: Orbax's files carry timestamps
+and random names, while msgpack is byte-for-byte the same for the same weights, so two
+identical runs give DVC the same hash for the model (Orbax keeps the training checkpoints).
+"""
 
 import json
 from pathlib import Path
 
-import orbax.checkpoint as ocp
-from flax import nnx
+from flax import nnx, serialization
 
 import models
 from flaxvision.errors import UserError
 
-WEIGHTS = "weights"
+WEIGHTS = "weights.msgpack"
 METADATA = "model.json"
+WEIGHT_KINDS = nnx.Any(nnx.Param, nnx.BatchStat)  # not the dropout RNG state
 
 
 def save_trained(directory: Path, model: nnx.Module, metadata: dict):
-    """Write ``directory/weights`` and ``directory/model.json`` (metadata last: it marks completion)."""
-    directory = Path(directory).absolute()
+    """Write ``directory/weights.msgpack`` and ``directory/model.json`` (last: it marks completion)."""
+    directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    with ocp.StandardCheckpointer() as checkpointer:
-        checkpointer.save(directory / WEIGHTS, nnx.state(model), force=True)
-        checkpointer.wait_until_finished()
-    tmp = directory / (METADATA + ".tmp")
-    tmp.write_text(json.dumps(metadata, indent=2) + "\n")
-    tmp.replace(directory / METADATA)
+    weights = nnx.to_pure_dict(nnx.state(model, WEIGHT_KINDS))
+    _write(directory / WEIGHTS, serialization.msgpack_serialize(weights))
+    _write(directory / METADATA, (json.dumps(metadata, indent=2) + "\n").encode())
 
 
 def load_trained(directory: Path) -> tuple[nnx.Module, dict]:
     """The model (in eval mode) and its metadata, as written by save_trained."""
-    directory = Path(directory).absolute()
+    directory = Path(directory)
     if not (directory / METADATA).is_file():
         raise UserError(f"no trained model in {directory}: run `dvc repro train` first")
     metadata = json.loads((directory / METADATA).read_text())
-    abstract = nnx.eval_shape(lambda: build_model(metadata))
-    graph, abstract_state = nnx.split(abstract)
-    with ocp.StandardCheckpointer() as checkpointer:
-        state = checkpointer.restore(directory / WEIGHTS, abstract_state)
-    model = nnx.merge(graph, state)
+    model = build_model(metadata)
+    weights = nnx.state(model, WEIGHT_KINDS)
+    nnx.replace_by_pure_dict(weights, serialization.msgpack_restore((directory / WEIGHTS).read_bytes()))
+    nnx.update(model, weights)
     model.eval()
     return model, metadata
 
@@ -47,3 +48,9 @@ def build_model(metadata: dict, seed: int = 0) -> nnx.Module:
         input_shape=tuple(metadata["input_shape"]),
         rngs=nnx.Rngs(seed),
     )
+
+
+def _write(path: Path, data: bytes):
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(data)
+    tmp.replace(path)

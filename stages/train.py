@@ -18,6 +18,8 @@ from flaxvision.trained import save_trained
 from flaxvision.training import TrainConfig, Trainer, fingerprint, fit
 from flaxvision.transforms import AugmentConfig
 
+# The code a run depends on (as dvc.yaml's train deps): a checkpoint left by other code is not resumed.
+SOURCES = sorted([*Path("flaxvision").glob("*.py"), *Path("models").glob("*.py"), Path(__file__)])
 MODEL_DIR = Path("artifacts/model")
 CHECKPOINT_DIR = Path("checkpoints")
 LIVE_DIR = Path("results/train")
@@ -37,7 +39,7 @@ def main():
     preprocessing = models.preprocessing(model_name)
     trainer = Trainer(model, config, augment_config, preprocessing)
     run_id = fingerprint(model_name, dataclasses.asdict(config), dataclasses.asdict(augment_config),
-                         data.classes, *train, *validation)
+                         data.classes, *train, *validation, *(path.read_text() for path in SOURCES))
 
     # dvc.yaml declares these outputs itself, so dvclive must not rewrite it.
     with Live(str(LIVE_DIR), dvcyaml=None, save_dvc_exp=False) as live:
