@@ -12,6 +12,7 @@ from flax import nnx, serialization
 
 import models
 from flaxvision.errors import UserError
+from flaxvision.files import write_bytes, write_json
 
 WEIGHTS = "weights.msgpack"
 METADATA = "model.json"
@@ -23,8 +24,8 @@ def save_trained(directory: Path, model: nnx.Module, metadata: dict):
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     weights = nnx.to_pure_dict(nnx.state(model, WEIGHT_KINDS))
-    _write(directory / WEIGHTS, serialization.msgpack_serialize(weights))
-    _write(directory / METADATA, (json.dumps(metadata, indent=2) + "\n").encode())
+    write_bytes(directory / WEIGHTS, serialization.msgpack_serialize(weights))
+    write_json(directory / METADATA, metadata)
 
 
 def load_trained(directory: Path) -> tuple[nnx.Module, dict]:
@@ -48,9 +49,3 @@ def build_model(metadata: dict, seed: int = 0) -> nnx.Module:
         input_shape=tuple(metadata["input_shape"]),
         rngs=nnx.Rngs(seed),
     )
-
-
-def _write(path: Path, data: bytes):
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    tmp.replace(path)

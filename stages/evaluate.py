@@ -1,12 +1,12 @@
 """evaluate: score the trained model on the test split; write metrics and the confusion matrix."""
 
-import json
 from pathlib import Path
 
 from flaxvision.config import load_params, section
 from flaxvision.data import load_prepared
 from flaxvision.errors import UserError, stage_main
 from flaxvision.evaluation import EvaluateConfig, evaluate_logits, predict_model
+from flaxvision.files import write_json
 from flaxvision.trained import load_trained
 
 MODEL_DIR = Path("artifacts/model")
@@ -35,12 +35,6 @@ def main():
     ])
     print(" ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}"
                    for k, v in result.summary.items()))
-
-
-def write_json(path: Path, value):
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(value, indent=2) + "\n")
-    tmp.replace(path)
 
 
 if __name__ == "__main__":

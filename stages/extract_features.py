@@ -4,12 +4,12 @@ The from-scratch models have no frozen backbone, so for them this stage only rec
 (a few bytes, no model is run) and training reads the prepared images directly.
 """
 
-import json
 from pathlib import Path
 
 import models
 from flaxvision.config import load_params, require
 from flaxvision.errors import stage_main
+from flaxvision.files import write_json
 
 FEATURES_DIR = Path("data/features")
 
@@ -20,7 +20,7 @@ def main():
     models.preprocessing(model_name)  # an unknown model fails here, before any later stage
     FEATURES_DIR.mkdir(parents=True, exist_ok=True)
     manifest = {"model": model_name, "backbone": None, "features": None}
-    (FEATURES_DIR / "features.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    write_json(FEATURES_DIR / "features.json", manifest)
     print(f"{model_name} is trained from scratch: no frozen backbone, nothing to extract")
 
 

@@ -22,6 +22,7 @@ from flaxvision.data.images import ImageDecoder
 from flaxvision.data.sources import RawDataset
 from flaxvision.data.splits import SPLITS, plan_splits
 from flaxvision.errors import UserError
+from flaxvision.files import write_json
 
 PREPARED_DIR = Path("data/prepared")
 COPY_ROWS = 1024  # rows copied at a time from the decoded arrays to the split files
@@ -105,7 +106,7 @@ def prepare(
             "split_sources": {name: plan.description for name, plan in plans.items()},
         }
         for filename, value in (("dataset.json", info), ("report.json", report)):
-            (tmp / filename).write_text(json.dumps(value, indent=2) + "\n")
+            write_json(tmp / filename, value)
     return info, report
 
 

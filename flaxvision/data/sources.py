@@ -40,6 +40,7 @@ from flaxvision.data.download import (
 )
 from flaxvision.data.images import Example
 from flaxvision.errors import UserError
+from flaxvision.files import write_json
 
 RAW_DIR = Path("data/raw")
 SOURCES_FILE = "SOURCES.json"
@@ -122,7 +123,7 @@ def download_dataset(data: str, raw: Path = RAW_DIR) -> list[FileRecord]:
     with atomic_directory(raw) as tmp:
         records = source.download(tmp)
         sources = {"data": data, "files": [dataclasses.asdict(r) for r in records]}
-        _write_json(tmp / SOURCES_FILE, sources)
+        write_json(tmp / SOURCES_FILE, sources)
     return records
 
 
@@ -341,7 +342,7 @@ class TfdsSource:
 
     def download(self, raw: Path) -> list[FileRecord]:
         builder = self._builder(os.environ.get("TFDS_DATA_DIR"))
-        _write_json(raw / TFDS_MANIFEST, self._manifest(builder))
+        write_json(raw / TFDS_MANIFEST, self._manifest(builder))
         return []
 
     def read(self, raw: Path) -> RawDataset:
@@ -409,9 +410,6 @@ def _import_tfds():
 
     return tfds
 
-
-def _write_json(path: Path, value) -> None:
-    path.write_text(json.dumps(value, indent=2) + "\n")
 
 
 CATS_VS_DOGS = RemoteFile(
