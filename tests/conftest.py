@@ -3,6 +3,9 @@ from pathlib import Path
 
 import pytest
 
+# Keras is a test-only dependency (the parity tests); it must run on JAX, the only backend installed.
+os.environ.setdefault("KERAS_BACKEND", "jax")
+
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 # The offline mirror of the seeds' datasets, beside the project (see README: offline mirror).
 SHARED_DATASETS = Path(os.environ.get("DATA_MIRROR", PROJECT_ROOT.parent / "shared" / "datasets"))
