@@ -12,10 +12,16 @@ class UserError(Exception):
 
 
 def stage_main(main):
-    """Decorate a stage's ``main()`` so a UserError exits with a one-line message."""
+    """Decorate a stage's ``main()`` so a UserError exits with a one-line message.
+
+    It also turns on the persistent compilation cache, so stages reuse each other's programs.
+    """
 
     @functools.wraps(main)
     def wrapper(*args, **kwargs):
+        from flaxvision.compilation_cache import enable_compilation_cache  # not at the top: it imports flaxvision.data, which imports this module
+
+        enable_compilation_cache()
         try:
             return main(*args, **kwargs)
         except UserError as error:

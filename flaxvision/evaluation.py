@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import nnx
+from tqdm import tqdm
 
 from flaxvision.transforms import preprocess_input
 
@@ -35,15 +36,19 @@ def make_predict_step(eval_graph: nnx.GraphDef, preprocessing: str):
     return predict_step
 
 
-def predict(predict_step, model_state, images, batch_size: int) -> np.ndarray:
-    """Logits for every image, in order. The last batch is padded (one compiled shape), then trimmed."""
+def predict(predict_step, model_state, images, batch_size: int, desc: str | None = None) -> np.ndarray:
+    """Outputs for every image, in order. The last batch is padded (one compiled shape), then trimmed.
+
+    With ``desc``, a progress bar of that name counts the batches.
+    """
     count = len(images)
     batch_size = min(batch_size, count)
     images = jax.device_put(images)
-    batches = [
-        predict_step(model_state, images, jnp.arange(start, start + batch_size) % count)
-        for start in range(0, count, batch_size)
-    ]
+    batches = []
+    for start in tqdm(range(0, count, batch_size), desc=desc, unit="batch", disable=desc is None):
+        batches.append(predict_step(model_state, images, jnp.arange(start, start + batch_size) % count))
+        if desc:
+            batches[-1].block_until_ready()  # so the bar shows work done, not work queued
     return np.concatenate(jax.device_get(batches))[:count]
 
 

@@ -11,12 +11,14 @@ from pathlib import Path
 from flax import nnx, serialization
 
 import models
+from flaxvision.config import from_dict
 from flaxvision.errors import UserError
 from flaxvision.files import write_bytes, write_json
+from models.transfer import TransferConfig
 
 WEIGHTS = "weights.msgpack"
 METADATA = "model.json"
-WEIGHT_KINDS = nnx.Any(nnx.Param, nnx.BatchStat)  # not the dropout RNG state
+WEIGHT_KINDS = nnx.Not(nnx.RngState)  # parameters, frozen weights, BatchNorm statistics; not dropout RNGs
 
 
 def save_trained(directory: Path, model: nnx.Module, metadata: dict):
@@ -43,9 +45,12 @@ def load_trained(directory: Path) -> tuple[nnx.Module, dict]:
 
 
 def build_model(metadata: dict, seed: int = 0) -> nnx.Module:
+    """The model of ``metadata``, randomly initialised (pretrained weights are not fetched)."""
+    transfer = metadata.get("transfer")
     return models.create_model(
         metadata["model"],
         num_classes=len(metadata["classes"]),
         input_shape=tuple(metadata["input_shape"]),
         rngs=nnx.Rngs(seed),
+        transfer=transfer and from_dict(transfer, TransferConfig, prefix="model.json transfer"),
     )

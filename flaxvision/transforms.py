@@ -167,7 +167,7 @@ def _modulo(x: jax.Array, period: int) -> jax.Array:
     return x - period * jnp.floor(x / period)
 
 
-PREPROCESSING_MODES = ("unit", "tf", "caffe", "torch")
+PREPROCESSING_MODES = ("none", "unit", "tf", "caffe", "torch")
 _CAFFE_BGR_MEAN = (103.939, 116.779, 123.68)
 _TORCH_RGB_MEAN = (0.485, 0.456, 0.406)
 _TORCH_RGB_STD = (0.229, 0.224, 0.225)
@@ -176,7 +176,7 @@ _TORCH_RGB_STD = (0.229, 0.224, 0.225)
 def preprocess_input(images: jax.Array, mode: str) -> jax.Array:
     """Scale [0, 255] images for a model, as float32; the modes match keras.applications.
 
-    'unit': x / 255. 'tf': x / 127.5 - 1. 'caffe': RGB → BGR minus the ImageNet BGR means.
+    'none': x as it is (models that scale their input themselves). 'unit': x / 255. 'tf': x / 127.5 - 1. 'caffe': RGB → BGR minus the ImageNet BGR means.
     'torch': x / 255, then minus the ImageNet RGB means, over their standard deviations.
     """
     if mode not in PREPROCESSING_MODES:
@@ -184,6 +184,8 @@ def preprocess_input(images: jax.Array, mode: str) -> jax.Array:
     x = jnp.asarray(images, jnp.float32)
     if mode in ("caffe", "torch") and x.shape[-1] != 3:
         raise UserError(f"preprocessing mode '{mode}' needs RGB images, got {x.shape[-1]} channel(s)")
+    if mode == "none":
+        return x
     if mode == "unit":
         return x / 255
     if mode == "tf":

@@ -1,27 +1,49 @@
-"""extract-features: cache the frozen backbone's bottleneck features for the model in params.
+"""extract-features: run the model's frozen, pretrained backbones once over every split and
+cache their features in data/features, for training the head.
 
-The from-scratch models have no frozen backbone, so for them this stage only records that
-(a few bytes, no model is run) and training reads the prepared images directly.
+Models that train on images (from scratch, fine-tuned, or with augmentation in front of a frozen
+backbone) get only a manifest saying so: this stage then runs no model and costs nothing.
 """
 
-from pathlib import Path
+import time
+
+from flax import nnx
 
 import models
-from flaxvision.config import load_params, require
+from flaxvision.config import load_params, require, section
+from flaxvision.data import load_prepared
 from flaxvision.errors import stage_main
-from flaxvision.files import write_json
-
-FEATURES_DIR = Path("data/features")
+from flaxvision.features import FEATURES_DIR, ExtractConfig, extract_features, write_features
+from models.transfer import TransferConfig
 
 
 @stage_main
 def main():
-    model_name = require(load_params(), "model")
-    models.preprocessing(model_name)  # an unknown model fails here, before any later stage
-    FEATURES_DIR.mkdir(parents=True, exist_ok=True)
-    manifest = {"model": model_name, "backbone": None, "features": None}
-    write_json(FEATURES_DIR / "features.json", manifest)
-    print(f"{model_name} is trained from scratch: no frozen backbone, nothing to extract")
+    params = load_params()
+    model_name = require(params, "model")
+    config = models.transfer_config(model_name, section(params, "transfer", TransferConfig))
+    if config is None or not config.cache_features:
+        write_features(FEATURES_DIR, None, {"model": model_name})
+        print(f"{model_name} trains on images: no features to extract")
+        return
+
+    pretrained = require(params, "pretrained")
+    batch_size = section(params, "extract_features", ExtractConfig).batch_size
+    data = load_prepared()
+    model = models.create_model(model_name, num_classes=len(data.classes), input_shape=data.image_shape,
+                                rngs=nnx.Rngs(0), transfer=config, pretrained=pretrained)
+
+    start, count = time.perf_counter(), 0
+    features = {}
+    for split, (images, _) in data.splits.items():
+        features[split] = extract_features(model, images, batch_size, desc=f"{split} features")
+        count += len(images)
+    seconds = time.perf_counter() - start
+    write_features(FEATURES_DIR, features, {"model": model_name, "backbones": list(config.backbones),
+                                           "pretrained": pretrained})
+    shape = features["train"].shape[1:]
+    print(f"{FEATURES_DIR}: {'+'.join(config.backbones)} features {shape} of {count} images "
+          f"in {seconds:.1f} s ({count / seconds:.1f} images/s, compilation included)")
 
 
 if __name__ == "__main__":

@@ -1,16 +1,21 @@
 """DVC stage `preprocess`: decode data/raw into fixed-size uint8 arrays in data/prepared/.
 
-Reads params `data` and `preprocess`; writes train/validation/test images and labels,
+Reads params `data` and `preprocess` (and `model`, whose input size applies when
+preprocess.image_size is null); writes train/validation/test images and labels,
 dataset.json and report.json (see flaxvision.data.prepared; how each dataset's splits are
 formed is documented in flaxvision.data.splits).
 """
 
+import dataclasses
 import sys
 import time
+
+import models
 
 from flaxvision.config import load_params, require, section
 from flaxvision.data import PREPARED_DIR, RAW_DIR, PreprocessConfig, prepare, read_dataset
 from flaxvision.errors import stage_main
+from models.transfer import TransferConfig
 
 
 @stage_main
@@ -18,6 +23,10 @@ def main():
     params = load_params()
     data = require(params, "data")
     config = section(params, "preprocess", PreprocessConfig)
+    if config.image_size is None:
+        model_name = require(params, "model")
+        size = models.input_size(model_name, section(params, "transfer", TransferConfig))
+        config = dataclasses.replace(config, image_size=size)
     start = time.perf_counter()
     dataset = read_dataset(data, RAW_DIR)
     info, report = prepare(data, dataset, config, PREPARED_DIR)

@@ -1,4 +1,5 @@
-"""train: fit the model named by params `model` on data/prepared; write model/ and its curves.
+"""train: fit the model named by params `model` on data/prepared (or, for frozen pretrained
+backbones, its head on data/features); write artifacts/model and the training curves.
 
 A run killed part-way resumes from checkpoints/ (a persistent DVC output) when started again
 with the same params and data.
@@ -14,12 +15,14 @@ import models
 from flaxvision.config import load_params, require, section
 from flaxvision.data import load_prepared
 from flaxvision.errors import stage_main
+from flaxvision.features import load_features
 from flaxvision.trained import save_trained
 from flaxvision.training import TrainConfig, Trainer, fingerprint, fit
 from flaxvision.transforms import AugmentConfig
+from models.transfer import TransferConfig
 
 # The code a run depends on (as dvc.yaml's train deps): a checkpoint left by other code is not resumed.
-SOURCES = sorted([*Path("flaxvision").glob("*.py"), *Path("models").glob("*.py"), Path(__file__)])
+SOURCES = sorted([*Path("flaxvision").rglob("*.py"), *Path("models").glob("*.py"), Path(__file__)])
 MODEL_DIR = Path("artifacts/model")
 CHECKPOINT_DIR = Path("checkpoints")
 LIVE_DIR = Path("results/train")
@@ -29,16 +32,26 @@ LIVE_DIR = Path("results/train")
 def main():
     params = load_params()
     model_name = require(params, "model")
+    transfer = models.transfer_config(model_name, section(params, "transfer", TransferConfig))
     config = section(params, "train", TrainConfig)
     augment_config = section(params, "augment", AugmentConfig)
     data = load_prepared()
-    train, validation = data.splits["train"], data.splits["validation"]
+    features = load_features()
 
-    model = models.create_model(model_name, num_classes=len(data.classes),
-                                input_shape=data.image_shape, rngs=nnx.Rngs(config.seed))
-    preprocessing = models.preprocessing(model_name)
-    trainer = Trainer(model, config, augment_config, preprocessing)
-    run_id = fingerprint(model_name, dataclasses.asdict(config), dataclasses.asdict(augment_config),
+    model = models.create_model(model_name, num_classes=len(data.classes), input_shape=data.image_shape,
+                                rngs=nnx.Rngs(config.seed), transfer=transfer,
+                                pretrained=require(params, "pretrained") if transfer else None)
+    if features is None:
+        trained, preprocessing = model, models.preprocessing(model_name)
+        train, validation = data.splits["train"], data.splits["validation"]
+    else:  # frozen backbones: the head trains alone on their cached features
+        if augment_config.enabled:
+            print("note: params augment do not apply: the head trains on features of un-augmented images")
+        trained, preprocessing, augment_config = model.head, "none", AugmentConfig()
+        train, validation = ((features[split], data.splits[split][1]) for split in ("train", "validation"))
+    trainer = Trainer(trained, config, augment_config, preprocessing)
+    run_id = fingerprint(model_name, transfer and dataclasses.asdict(transfer), params.get("pretrained"),
+                         dataclasses.asdict(config), dataclasses.asdict(augment_config),
                          data.classes, *train, *validation, *(path.read_text() for path in SOURCES))
 
     # dvc.yaml declares these outputs itself, so dvclive must not rewrite it.
@@ -56,12 +69,14 @@ def main():
         live.summary = {"best_epoch": progress.best_epoch + 1, "epochs": progress.epoch,
                         "train": best["train"], "val": best["val"]}
 
-    save_trained(MODEL_DIR, trainer.model, {
+    nnx.update(trained, nnx.state(trainer.model))  # the best weights
+    save_trained(MODEL_DIR, model, {
         "model": model_name,
+        "transfer": transfer and dataclasses.asdict(transfer),
         "classes": data.classes,
         "input_shape": list(data.image_shape),
         "color_mode": data.color_mode,
-        "preprocessing": preprocessing,
+        "preprocessing": models.preprocessing(model_name),
     })
     print(f"best epoch {progress.best_epoch + 1}/{progress.epoch}: "
           f"val_loss {best['val']['loss']:.4f}, val_accuracy {best['val']['accuracy']:.4f}")

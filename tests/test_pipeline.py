@@ -9,10 +9,12 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 from PIL import Image
 
+import models
 from tests.conftest import PROJECT_ROOT
 from tests.helpers import pattern_images
 
@@ -111,16 +113,16 @@ def test_train_param_reruns_only_train_and_evaluate(project):
 
 def test_switching_from_scratch_models_extracts_nothing(project):
     output = dvc(project, "repro", "-s", "extract-features", "--force")
-    assert "nothing to extract" in output
+    assert "no features to extract" in output
     features = json.loads((project / "data/features/features.json").read_text())
-    assert features["backbone"] is None
+    assert features["features"] is None
 
 
 def test_experiment_variant_and_metrics_diff(project):
     git(project, "add", "-A")
     git(project, "commit", "-qm", "baseline results")
     output = dvc(project, "exp", "run", "-S", "model=tutorial_cnn", "-S", "train.epochs=1")
-    assert ran(output) == ["extract-features", "train", "evaluate"]
+    assert ran(output) == ["preprocess", "extract-features", "train", "evaluate"]
     assert "tutorial_cnn" in dvc(project, "exp", "show", "--csv")
     git(project, "add", "-A")
     git(project, "commit", "-qm", "tutorial_cnn")
@@ -154,4 +156,35 @@ def test_killed_train_stage_resumes(project):
                             text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     assert "resuming from the checkpoint after epoch" in result.stdout
+    git(project, "checkout", "params.yaml")
+
+
+@pytest.fixture(scope="module")
+def stand_in_weights(tmp_path_factory):
+    """Keras-written random weights under the official file names, standing in for the downloads."""
+    from flaxvision.conversion.weights import imagenet_weights
+    from models.backbones import BACKBONES
+    from tests import keras_files
+
+    folder = tmp_path_factory.mktemp("weights")
+    for name in models.TRANSFER_PRESETS["stacked"].backbones:
+        model = keras_files.applications_model(BACKBONES[name].keras_class, include_top=False,
+                                               input_shape=(32, 32, 3))
+        keras_files.randomize_batchnorm(model)
+        file = imagenet_weights(name, include_top=False, input_shape=(32, 32, 3)).name
+        keras_files.save_weights_only(model, folder / file)
+    return folder
+
+
+def test_stacked_model_end_to_end_then_head_only_experiments_reuse_the_features(project, stand_in_weights):
+    output = dvc(project, "exp", "run", "-S", "model=stacked", "-S", f"pretrained={stand_in_weights}")
+    assert ran(output)[-3:] == ["extract-features", "train", "evaluate"]
+    features = json.loads((project / "data/features/features.json").read_text())
+    assert features["backbones"] == ["resnet50v2", "densenet121"] and features["features"]
+    assert np.load(project / "data/features/train.npy").shape[1] == 2048 + 1024
+    assert 0.0 <= metrics(project)["accuracy"] <= 1.0
+
+    output = dvc(project, "exp", "run", "-S", "model=stacked", "-S", f"pretrained={stand_in_weights}",
+                 "-S", "train.learning_rate=0.0005")
+    assert ran(output) == ["train", "evaluate"]
     git(project, "checkout", "params.yaml")

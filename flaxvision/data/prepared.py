@@ -32,7 +32,7 @@ COPY_ROWS = 1024  # rows copied at a time from the decoded arrays to the split f
 class PreprocessConfig:
     """params.yaml ``preprocess``."""
 
-    image_size: tuple[int, int] = (160, 160)  # height, width
+    image_size: tuple[int, int] | None = None  # height, width; None: the model's (resolved by the stage)
     color_mode: Literal["rgb", "grayscale"] = "rgb"
     val_fraction: float = 0.2
     test_fraction: float = 0.2
@@ -40,7 +40,7 @@ class PreprocessConfig:
     max_bad_fraction: float = 0.01
 
     def __post_init__(self):
-        if len(self.image_size) != 2 or min(self.image_size) < 1:
+        if self.image_size is not None and (len(self.image_size) != 2 or min(self.image_size) < 1):
             raise ValueError(f"image_size must be [height, width], positive, got {list(self.image_size)}")
         for name in ("val_fraction", "test_fraction"):
             if not 0 < getattr(self, name) < 1:

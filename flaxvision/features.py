@@ -1,0 +1,65 @@
+"""Bottleneck features: frozen backbones run once over data/prepared, so that training the head
+(and every head-only experiment after it) reads features instead of running the backbones.
+
+Layout of data/features (replaced as a whole, atomically): ``<split>.npy`` float32 [N, ...] for
+train, validation and test, and ``features.json`` (which model and weights made them). For a
+model without cached features only features.json is written, with ``"features": null``.
+"""
+
+import dataclasses
+import json
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from flaxvision.data.download import atomic_directory
+from flaxvision.errors import UserError
+from flaxvision.evaluation import predict
+from flaxvision.files import write_json
+
+FEATURES_DIR = Path("data/features")
+MANIFEST = "features.json"
+
+
+@dataclasses.dataclass(frozen=True)
+class ExtractConfig:
+    """params.yaml ``extract_features``."""
+
+    batch_size: int = 32
+
+    def __post_init__(self):
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {self.batch_size}")
+
+
+def extract_features(model: nnx.Module, images: np.ndarray, batch_size: int, desc: str) -> np.ndarray:
+    """``model.features`` of uint8 ``images`` in inference mode: jitted, batched, with a progress bar."""
+    model.eval()
+    graph, state = nnx.split(model)
+
+    @jax.jit
+    def features_step(state, images, indices):
+        return nnx.merge(graph, state).features(images[indices].astype(jnp.float32))
+
+    return predict(features_step, state, images, batch_size, desc=desc)
+
+
+def write_features(directory: Path, features: dict[str, np.ndarray] | None, manifest: dict):
+    with atomic_directory(Path(directory)) as tmp:
+        for split, array in (features or {}).items():
+            np.save(tmp / f"{split}.npy", array)
+        write_json(tmp / MANIFEST, {**manifest, "features": sorted(features) if features else None})
+
+
+def load_features(directory: Path = FEATURES_DIR) -> dict[str, np.ndarray] | None:
+    """The cached features per split, or None when the model trains on images."""
+    directory = Path(directory)
+    if not (directory / MANIFEST).is_file():
+        raise UserError(f"no {directory / MANIFEST}: run `dvc repro extract-features` first")
+    splits = json.loads((directory / MANIFEST).read_text())["features"]
+    if splits is None:
+        return None
+    return {split: np.load(directory / f"{split}.npy") for split in splits}
