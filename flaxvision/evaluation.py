@@ -14,8 +14,24 @@ from flaxvision.transforms import preprocess_input
 
 @dataclasses.dataclass(frozen=True)
 class EvaluateConfig:
+    """params.yaml ``evaluate``: the metrics, and what the pictures show (see stages/evaluate.py)."""
+
     batch_size: int = 128
     top_k: int = 5
+    samples: int = 16  # training images in the sample and augmentation grids
+    misclassified: int = 16  # misclassified test images shown, the most confidently wrong first
+    activation_image: int = 0  # the test image whose activation maps are drawn
+    activation_layers: tuple[int | str, ...] = ()  # conv layers by index or path; (): spread over the depth
+    max_activation_layers: int = 8
+    max_channels: int = 64  # channels tiled per activation map
+
+    def __post_init__(self):
+        for name in ("batch_size", "top_k", "max_activation_layers", "max_channels"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        for name in ("samples", "misclassified", "activation_image"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must not be negative, got {getattr(self, name)}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,6 +73,23 @@ def predict_model(model: nnx.Module, preprocessing: str, images, batch_size: int
     return predict(make_predict_step(graph, preprocessing), state, images, batch_size)
 
 
+def softmax(logits: np.ndarray) -> np.ndarray:
+    return np.asarray(jax.nn.softmax(jnp.asarray(logits), axis=-1))
+
+
+def top_classes(scores: np.ndarray, k: int) -> np.ndarray:
+    """The indices of the ``k`` highest-scoring classes of each row (logits or probabilities), best first."""
+    return np.argsort(-scores, axis=-1, kind="stable")[:, :k]
+
+
+def most_confident_errors(probabilities: np.ndarray, labels: np.ndarray, count: int) -> np.ndarray:
+    """Indices of up to ``count`` misclassified examples, the most confidently wrong first."""
+    predicted = probabilities.argmax(-1)
+    wrong = np.flatnonzero(predicted != np.asarray(labels))
+    confidence = probabilities[wrong, predicted[wrong]]
+    return wrong[np.argsort(-confidence, kind="stable")][:count]
+
+
 def loss_and_accuracy(logits: np.ndarray, labels: np.ndarray) -> dict:
     loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
     return {"loss": float(loss.mean()), "accuracy": float(np.mean(logits.argmax(-1) == labels))}
@@ -83,7 +116,7 @@ def evaluate_logits(logits: np.ndarray, labels: np.ndarray, classes: list[str], 
     }
     # k is capped at the number of classes (with two classes, top-2 accuracy is 1 by definition).
     k = min(top_k, len(classes))
-    top_k_hits = (np.argsort(-logits, axis=-1)[:, :k] == labels[:, None]).any(-1)
+    top_k_hits = (top_classes(logits, k) == labels[:, None]).any(-1)
     summary[f"top_{k}_accuracy"] = float(top_k_hits.mean())
     per_class = {
         name: {"precision": float(p), "recall": float(r), "f1": float(f), "support": int(s)}

@@ -99,6 +99,10 @@ def test_repro_runs_every_stage_then_nothing(project):
     curve = (project / "results/train/plots/metrics/val/loss.tsv").read_text().splitlines()
     assert curve[0].split("\t") == ["step", "loss"] and len(curve) == 3  # header + 2 epochs
     assert json.loads((project / "artifacts/model/model.json").read_text())["classes"] == ["blue", "green", "red"]
+    plots = project / "results/evaluate/plots"
+    assert sorted(path.name for path in plots.glob("*.png")) == [
+        "samples.png", "samples_augmented.png", "test_misclassified.png"]
+    assert len(list((plots / "activations").glob("*.png"))) == 3  # simple_cnn's three convolutions
 
     assert ran(dvc(project, "repro")) == []
     assert "up to date" in dvc(project, "status")
@@ -135,6 +139,9 @@ def test_plots_render_offline(project):
     dvc(project, "plots", "show")
     page = (project / "dvc_plots/index.html").read_text()
     assert "vegaEmbed" in page and "Confusion matrix" in page and "Per-class F1" in page
+    for picture in ["samples.png", "samples_augmented.png", "test_misclassified.png", "activations/001_layers.0.png"]:
+        name = "workspace_results_evaluate_plots_" + picture.replace("/", "_")
+        assert f'<img src="static/{name}">' in page and (project / "dvc_plots/static" / name).is_file()
     assert "cdn.jsdelivr" not in page and "<script src=" not in page
 
 

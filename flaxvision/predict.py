@@ -1,0 +1,158 @@
+"""predict: the most probable classes of image files, from a trained model folder alone.
+
+    uv run predict photo.jpg more_photos/ [--model artifacts/model] [--top-k 3] [--output out.csv]
+
+Each image is decoded, converted and resized exactly as preprocess did for training
+(`flaxvision.data.images.load_image`, with the model's input size and colour mode) and scaled
+with the model's preprocessing mode, all read from the model folder's model.json: neither DVC
+nor the data folder is needed. Folders are searched recursively for image files. A file that
+cannot be decoded gets a one-line error on stderr (and in CSV/JSON output); the others are
+still predicted, and the exit status is then 1.
+"""
+
+import argparse
+import csv
+import io
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from flaxvision.data.images import load_image
+from flaxvision.data.sources import IMAGE_SUFFIXES
+from flaxvision.errors import UserError
+from flaxvision.evaluation import predict_model, softmax, top_classes
+from flaxvision.files import write_bytes
+from flaxvision.trained import METADATA, load_trained
+
+DEFAULT_MODEL = Path("artifacts/model")  # the workspace's latest trained model
+FORMATS = ("text", "csv", "json")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        results = predict_files(args.inputs, args.model, args.top_k, args.batch_size)
+        output_format = args.format or output_format_of(args.output)
+        report = FORMATTERS[output_format](results)
+        if args.output:
+            try:
+                write_bytes(args.output, report.encode())
+            except OSError as error:
+                raise UserError(f"--output {args.output}: cannot write it ({error.strerror})") from None
+        else:
+            sys.stdout.write(report)
+    except UserError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    failed = [result for result in results if "error" in result]
+    for result in failed:
+        print(f"error: {result['file']}: {result['error']}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="predict", description="Print the most probable classes of images, by a trained model.")
+    parser.add_argument("inputs", nargs="+", type=Path, metavar="IMAGE_OR_FOLDER",
+                        help="image files, or folders searched recursively for image files")
+    parser.add_argument("--model", type=Path, default=DEFAULT_MODEL,
+                        help=f"a trained model folder (weights.msgpack, model.json); default: {DEFAULT_MODEL}")
+    parser.add_argument("--top-k", type=int, default=3, help="classes per image (default 3)")
+    parser.add_argument("--output", type=Path, help="write to this .csv or .json file instead of stdout")
+    parser.add_argument("--format", choices=FORMATS,
+                        help="output format (default: from the --output suffix, else text)")
+    parser.add_argument("--batch-size", type=int, default=32, help="images per forward pass (default 32)")
+    args = parser.parse_args(argv)
+    if args.top_k < 1 or args.batch_size < 1:
+        parser.error("--top-k and --batch-size must be at least 1")
+    return args
+
+
+def predict_files(inputs: list[Path], model_dir: Path, top_k: int, batch_size: int) -> list[dict]:
+    """One result per image, in input order: {file, predictions: [{class, probability}]} or {file, error}."""
+    model, metadata = load_trained(model_dir)
+    missing = [key for key in ("color_mode", "preprocessing") if key not in metadata]
+    if missing:
+        raise UserError(f"{model_dir / METADATA} lacks {', '.join(missing)}: retrain with `dvc repro train`")
+    height, width, _ = metadata["input_shape"]
+    results, decoded = [], {}  # decoded: result index -> uint8 pixels
+    for path in find_images(inputs):
+        results.append({"file": str(path)})
+        try:
+            decoded[len(results) - 1] = load_image(path, (height, width), metadata["color_mode"])
+        except Exception as error:  # any failure of an untrusted file: report it, go on with the others
+            results[-1]["error"] = unreadable(path, error)
+    if decoded:
+        logits = predict_model(model, metadata["preprocessing"], np.stack(list(decoded.values())), batch_size)
+        probabilities = softmax(logits)
+        for index, row, best in zip(decoded, probabilities, top_classes(probabilities, top_k)):
+            results[index]["predictions"] = [
+                {"class": metadata["classes"][c], "probability": float(row[c])} for c in best
+            ]
+    return results
+
+
+def unreadable(path: Path, error: Exception) -> str:
+    if path.is_dir():
+        return "a folder without image files"
+    if not path.exists():
+        return "no such file"
+    return "not a readable image (" + " ".join(f"{type(error).__name__}: {error}".split()) + ")"
+
+
+def find_images(inputs: list[Path]) -> list[Path]:
+    """The files named, and the image files (by suffix) under the folders named, in order.
+
+    A file named is kept whatever its suffix (decoding decides whether it is an image), and so
+    are a missing path and a folder without images, to be reported.
+    """
+    files = []
+    for path in inputs:
+        found = path.is_dir() and sorted(
+            p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        files += found or [path]
+    return files
+
+
+def output_format_of(output: Path | None) -> str:
+    if output is None:
+        return "text"
+    suffix = output.suffix.lower().lstrip(".")
+    if suffix not in ("csv", "json"):
+        raise UserError(f"--output {output}: name a .csv or .json file (or give --format)")
+    return suffix
+
+
+def as_text(results: list[dict]) -> str:
+    """One line per predicted image: ``file: class 97.1%, class 2.5%, ...`` (errors go to stderr)."""
+    lines = [
+        f"{result['file']}: " + ", ".join(f"{p['class']} {p['probability']:.1%}" for p in result["predictions"])
+        for result in results if "predictions" in result
+    ]
+    return "".join(line + "\n" for line in lines)
+
+
+def as_csv(results: list[dict]) -> str:
+    """One row per image: file, class_1, probability_1, ..., error (empty when predicted)."""
+    k = max((len(result.get("predictions", [])) for result in results), default=0)
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    ranked = [f"{name}_{rank}" for rank in range(1, k + 1) for name in ("class", "probability")]
+    writer.writerow(["file", *ranked, "error"])
+    for result in results:
+        cells = [cell for p in result.get("predictions", []) for cell in (p["class"], f"{p['probability']:.6f}")]
+        writer.writerow([result["file"], *cells, *[""] * (len(ranked) - len(cells)), result.get("error", "")])
+    return buffer.getvalue()
+
+
+def as_json(results: list[dict]) -> str:
+    return json.dumps(results, indent=2) + "\n"
+
+
+FORMATTERS = {"text": as_text, "csv": as_csv, "json": as_json}
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,166 @@
+"""The predict command (flaxvision.predict) on a model trained here on generated images."""
+
+import csv
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from flax import nnx
+from PIL import Image
+
+import models
+from flaxvision.evaluation import predict_model, softmax
+from flaxvision.predict import main, predict_files
+from flaxvision.trained import load_trained, save_trained
+from flaxvision.training import TrainConfig, Trainer, fit
+from flaxvision.transforms import AugmentConfig
+from tests.helpers import pattern_images
+
+CLASSES = ["red", "green", "blue"]  # the square colours of pattern_images, by label
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    """simple_cnn trained on coloured squares (32×32 RGB), saved as the train stage saves it."""
+    root = tmp_path_factory.mktemp("trained")
+    config = TrainConfig(epochs=6, batch_size=8, early_stopping_patience=10)
+    model = models.create_model("simple_cnn", num_classes=3, input_shape=(32, 32, 3), rngs=nnx.Rngs(0))
+    trainer = Trainer(model, config, AugmentConfig(), models.preprocessing("simple_cnn"))
+    progress = fit(trainer, pattern_images(96, seed=0), pattern_images(24, seed=1), root / "checkpoints", "run")
+    assert progress.history[progress.best_epoch]["val"]["accuracy"] == 1.0  # the images below are easy
+    save_trained(root / "model", trainer.model, {
+        "model": "simple_cnn", "classes": CLASSES, "input_shape": [32, 32, 3], "color_mode": "rgb",
+        "preprocessing": models.preprocessing("simple_cnn"),
+    })
+    return root / "model"
+
+
+@pytest.fixture(scope="module")
+def known_images(tmp_path_factory) -> dict[str, Path]:
+    """One new image per class, saved at 64×64 (predict resizes it) as PNG or JPEG."""
+    folder = tmp_path_factory.mktemp("images")
+    images, labels = pattern_images(3, size=32, seed=7)
+    paths = {}
+    for image, label, suffix in zip(images, labels, [".png", ".jpg", ".png"]):
+        path = folder / f"{CLASSES[label]}{suffix}"
+        Image.fromarray(image).resize((64, 64), Image.Resampling.NEAREST).save(path, quality=95)
+        paths[CLASSES[label]] = path
+    return paths
+
+
+def predicted_class(line: str) -> str:
+    """The first (most probable) class of a text output line ``file: class 97.0%, ...``."""
+    return line.split(": ", 1)[1].split(" ")[0]
+
+
+def test_known_images_get_their_class(model_dir, known_images, capsys):
+    assert main([*map(str, known_images.values()), "--model", str(model_dir)]) == 0
+    output = capsys.readouterr()
+    lines = output.out.splitlines()
+    assert [line.split(": ")[0] for line in lines] == [str(path) for path in known_images.values()]
+    assert [predicted_class(line) for line in lines] == list(known_images)
+    assert all(line.count("%") == 3 for line in lines)  # top 3 of 3 classes
+    assert "error" not in output.err
+
+
+def test_an_image_file_gets_what_evaluation_gets_for_the_prepared_array(model_dir, tmp_path):
+    # Same size as the model input and lossless: predict must reproduce the pipeline's logits exactly.
+    images, _ = pattern_images(2, size=32, seed=3)
+    paths = []
+    for index, image in enumerate(images):
+        paths.append(tmp_path / f"{index}.png")
+        Image.fromarray(image).save(paths[-1])
+    results = predict_files(paths, model_dir, top_k=3, batch_size=32)
+
+    model, _ = load_trained(model_dir)
+    expected = softmax(predict_model(model, "tf", images, batch_size=2))
+    for result, row in zip(results, expected):
+        got = {p["class"]: p["probability"] for p in result["predictions"]}
+        np.testing.assert_allclose([got[name] for name in CLASSES], row, rtol=1e-5, atol=1e-6)
+
+
+def test_bad_files_get_one_line_errors_and_the_others_are_predicted(model_dir, known_images, tmp_path, capsys):
+    (tmp_path / "notes.txt").write_text("not an image\n")
+    (tmp_path / "truncated.jpg").write_bytes(known_images["green"].read_bytes()[:40])
+    inputs = [tmp_path / "notes.txt", known_images["red"], tmp_path / "truncated.jpg", tmp_path / "missing.png"]
+
+    assert main([*map(str, inputs), "--model", str(model_dir)]) == 1
+
+    output = capsys.readouterr()
+    assert [predicted_class(line) for line in output.out.splitlines()] == ["red"]
+    errors = [line for line in output.err.splitlines() if line.startswith("error: ")]
+    assert [line.split(": ")[1] for line in errors] == [str(tmp_path / name) for name in
+                                                        ("notes.txt", "truncated.jpg", "missing.png")]
+    assert "not a readable image (UnidentifiedImageError" in errors[0]
+    assert errors[2].endswith("missing.png: no such file")
+
+
+def test_folders_are_searched_recursively_for_images(model_dir, known_images, tmp_path, capsys):
+    folder = tmp_path / "photos"
+    (folder / "b" / "c").mkdir(parents=True)
+    shutil.copy(known_images["blue"], folder / "b" / "c" / "blue.png")
+    shutil.copy(known_images["red"], folder / "red.png")
+    (folder / "README.txt").write_text("ignored: not an image suffix\n")
+    (tmp_path / "empty").mkdir()
+
+    output = tmp_path / "predictions.json"
+    status = main([str(folder), str(tmp_path / "empty"), "--model", str(model_dir), "--output", str(output)])
+
+    assert status == 1  # the empty folder
+    results = json.loads(output.read_text())
+    assert [r["file"] for r in results] == [str(folder / "b/c/blue.png"), str(folder / "red.png"),
+                                            str(tmp_path / "empty")]
+    assert [r["predictions"][0]["class"] for r in results[:2]] == ["blue", "red"]
+    assert sum(p["probability"] for p in results[0]["predictions"]) == pytest.approx(1.0, abs=1e-5)
+    assert results[2] == {"file": str(tmp_path / "empty"), "error": "a folder without image files"}
+    assert capsys.readouterr().err.strip() == f"error: {tmp_path / 'empty'}: a folder without image files"
+
+
+def test_csv_output_has_one_row_per_image(model_dir, known_images, tmp_path):
+    output = tmp_path / "predictions.csv"
+    inputs = [known_images["green"], tmp_path / "missing.png"]
+    assert main([*map(str, inputs), "--model", str(model_dir), "--top-k", "2", "--output", str(output)]) == 1
+
+    rows = list(csv.DictReader(output.open()))
+    assert list(rows[0]) == ["file", "class_1", "probability_1", "class_2", "probability_2", "error"]
+    assert rows[0]["class_1"] == "green" and rows[0]["error"] == ""
+    assert float(rows[0]["probability_1"]) > float(rows[0]["probability_2"])
+    assert rows[1]["error"] == "no such file" and rows[1]["class_1"] == ""
+
+
+def test_a_model_for_another_input_shape_is_a_one_line_error(model_dir, known_images, tmp_path, capsys):
+    other = tmp_path / "model"
+    shutil.copytree(model_dir, other)
+    metadata = json.loads((other / "model.json").read_text())
+    (other / "model.json").write_text(json.dumps(metadata | {"input_shape": [48, 48, 3]}))
+
+    assert main([str(known_images["red"]), "--model", str(other)]) == 2
+
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"error: {other / 'weights.msgpack'} does not fit simple_cnn "
+                                                   "for 48×48×3 inputs and 3 classes")
+    assert main([str(known_images["red"]), "--model", str(tmp_path / "nothing")]) == 2
+    assert "no trained model in" in capsys.readouterr().err
+
+
+def test_a_grayscale_model_gets_grayscale_images(tmp_path, known_images):
+    model = models.create_model("belgiumtsc_cnn", num_classes=4, input_shape=(24, 24, 1), rngs=nnx.Rngs(0))
+    save_trained(tmp_path / "grey", model, {
+        "model": "belgiumtsc_cnn", "classes": list("abcd"), "input_shape": [24, 24, 1],
+        "color_mode": "grayscale", "preprocessing": "unit",
+    })
+    (result,) = predict_files([known_images["red"]], tmp_path / "grey", top_k=9, batch_size=4)
+    assert sorted(p["class"] for p in result["predictions"]) == list("abcd")  # k capped at the classes
+    assert sum(p["probability"] for p in result["predictions"]) == pytest.approx(1.0, abs=1e-5)
+
+
+def test_the_predict_command(model_dir, known_images):
+    command = Path(sys.executable).parent / "predict"  # the [project.scripts] entry point
+    result = subprocess.run([str(command), str(known_images["blue"]), "--model", str(model_dir), "--top-k", "1"],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(f"{known_images['blue']}: blue ") and result.stdout.count("\n") == 1
