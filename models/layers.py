@@ -1,8 +1,10 @@
-"""Keras-compatible building blocks shared by every model preset.
+"""Keras-compatible building blocks shared by every model preset and backbone.
 
-The seeds are Keras models, so these layers take Keras' defaults where Flax's differ:
-glorot-uniform kernels with zero bias, 'VALID' padding, BatchNorm epsilon 1e-3 (momentum
-0.99 is the same in both). Layers with parameters are NNX modules; the others are plain
+The seeds and keras.applications are Keras models, so these layers take Keras' defaults
+where Flax's differ: glorot-uniform kernels with zero bias, 'VALID' padding, BatchNorm
+epsilon 1e-3 (momentum 0.99 is the same in both). Layers with parameters are NNX modules
+(Conv2D and DepthwiseConv2D are `nnx.Conv`, Dense `nnx.Linear`, BatchNormalization
+`nnx.BatchNorm`, so Keras weights map onto them one to one); the others are plain
 functions of an NHWC batch.
 
 `Sequential` lets a preset list its layers as the Keras original does, without input
@@ -11,7 +13,7 @@ sizes: a `Lazy` layer is built once the shape of its input is known.
 
 from collections.abc import Callable, Sequence
 from functools import partial
-from typing import Any
+from typing import Any, Literal
 
 import jax
 import jax.numpy as jnp
@@ -36,12 +38,16 @@ def conv(
     kernel_size: int,
     *,
     strides: int = 1,
-    padding: str = "VALID",
+    padding: str | int = "VALID",
     use_bias: bool = True,
     kernel_init: nnx.Initializer = glorot_uniform,
     rngs: nnx.Rngs,
 ) -> nnx.Conv:
-    """Keras Conv2D with a square kernel; ``padding`` is 'VALID' or 'SAME'."""
+    """Keras Conv2D with a square kernel.
+
+    ``padding`` is 'VALID', 'SAME', or n: Keras' ZeroPadding2D(n) followed by a 'valid'
+    convolution, as one convolution that pads n zeros on every side.
+    """
     return nnx.Conv(
         in_features,
         out_features,
@@ -55,6 +61,42 @@ def conv(
     )
 
 
+def depthwise_conv(
+    in_features: int,
+    kernel_size: int,
+    *,
+    strides: int = 1,
+    padding: str | int = "VALID",
+    use_bias: bool = True,
+    rngs: nnx.Rngs,
+) -> nnx.Conv:
+    """Keras DepthwiseConv2D (depth multiplier 1): one k×k filter per channel.
+
+    A grouped `nnx.Conv` with a group per channel; its kernel is Keras' depthwise kernel
+    (k, k, channels, 1) reshaped to (k, k, 1, channels).
+    """
+    return nnx.Conv(
+        in_features,
+        in_features,
+        (kernel_size, kernel_size),
+        strides=strides,
+        padding=padding,
+        feature_group_count=in_features,
+        use_bias=use_bias,
+        kernel_init=_depthwise_glorot_uniform,
+        conv_general_dilated=_conv_general_dilated,
+        rngs=rngs,
+    )
+
+
+def _depthwise_glorot_uniform(key, shape, dtype=jnp.float32):
+    """Keras' glorot-uniform for a depthwise kernel: its fans count one channel's filter,
+    not the (k, k, 1, channels) shape Flax stores it in."""
+    kernel_height, kernel_width, _, channels = shape
+    keras_shape = (kernel_height, kernel_width, channels, 1)
+    return glorot_uniform(key, keras_shape, dtype).reshape(shape)
+
+
 def _conv_general_dilated(lhs, rhs, window_strides, padding, **kwargs):
     """lax.conv_general_dilated (NHWC, HWIO), routed around two slow paths of XLA:CPU.
 
@@ -64,7 +106,7 @@ def _conv_general_dilated(lhs, rhs, window_strides, padding, **kwargs):
     - an unpadded ('VALID') stride-1 convolution is 2-6× slower than the same convolution
       with 'SAME' padding, forward and backward: 32→32 channels over 77×77 maps takes
       115 ms forward (282 ms with gradients) as 'VALID', 47 ms (88 ms) as 'SAME' + crop.
-    Other backends get the plain convolution.
+    Other backends, and grouped (depthwise) convolutions, get the plain convolution.
     """
     if jax.default_backend() != "cpu" or kwargs["feature_group_count"] != 1 or (
         {*kwargs["lhs_dilation"], *kwargs["rhs_dilation"]} != {1}
@@ -105,6 +147,26 @@ def dense(
 ) -> nnx.Linear:
     """Keras Dense (Flax's Linear defaults to a lecun-normal kernel)."""
     return nnx.Linear(in_features, out_features, kernel_init=kernel_init, rngs=rngs)
+
+
+def conv_norm(
+    in_features: int,
+    out_features: int,
+    kernel_size: int,
+    *,
+    epsilon: float = 1e-3,
+    momentum: float = 0.99,
+    rngs: nnx.Rngs,
+    **conv_options: Any,
+) -> nnx.Sequential:
+    """Conv2D then BatchNormalization, no activation: the unit ResNet and MobileNet stack.
+
+    ``conv_options`` go to `conv` (strides, padding, use_bias, kernel_init).
+    """
+    return nnx.Sequential(
+        conv(in_features, out_features, kernel_size, rngs=rngs, **conv_options),
+        batch_norm(out_features, epsilon=epsilon, momentum=momentum, rngs=rngs),
+    )
 
 
 def batch_norm(
@@ -189,9 +251,27 @@ def average_pool(x: jax.Array, size: int, strides: int | None = None, padding: s
     return nnx.avg_pool(x, (size, size), (strides, strides), padding)
 
 
-def zero_pad(x: jax.Array, padding: int) -> jax.Array:
-    """Keras ZeroPadding2D: ``padding`` zeros on every side."""
-    return jnp.pad(x, ((0, 0), (padding, padding), (padding, padding), (0, 0)))
+def zero_pad(x: jax.Array, padding: int | tuple[tuple[int, int], tuple[int, int]]) -> jax.Array:
+    """Keras ZeroPadding2D: ``padding`` zeros on every side, or ((top, bottom), (left, right))."""
+    if isinstance(padding, int):
+        padding = ((padding, padding), (padding, padding))
+    return jnp.pad(x, ((0, 0), *padding, (0, 0)))
+
+
+def relu6(x: jax.Array) -> jax.Array:
+    """Keras ReLU(6.0): max(x, 0) capped at 6."""
+    return jnp.clip(x, 0, 6)
+
+
+Pooling = Literal["avg", "max"] | None
+
+
+def global_pool(x: jax.Array, pooling: Pooling) -> jax.Array:
+    """keras.applications' ``pooling``: 'avg' or 'max' over height and width (Keras'
+    GlobalAveragePooling2D / GlobalMaxPooling2D), None keeps the feature map."""
+    if pooling is None:
+        return x
+    return {"avg": jnp.mean, "max": jnp.max}[pooling](x, axis=(1, 2))
 
 
 def flatten(x: jax.Array) -> jax.Array:
@@ -214,7 +294,41 @@ class Lazy:
 
 
 class InputTooSmallError(ValueError):
-    """The input of a `Sequential` shrinks to nothing before its last layer."""
+    """The input shrinks to nothing inside the network (a `Sequential` or a backbone)."""
+
+
+def check_input_size(input_shape: Sequence[int], min_size: int = 32) -> None:
+    """keras.applications' minimum input size: five halvings leave at least one pixel."""
+    if min(input_shape[:2]) < min_size:
+        raise InputTooSmallError(
+            f"{tuple(input_shape)} inputs are too small: this backbone needs at least {min_size}×{min_size}"
+        )
+
+
+def check_pooling(pooling: Pooling) -> None:
+    if pooling not in ("avg", "max", None):
+        raise ValueError(f"pooling must be 'avg', 'max' or None, got {pooling!r}")
+
+
+class Top(nnx.Module):
+    """The end of a keras.applications network, after its last feature map.
+
+    With ``include_top``: global average pooling and the dense 'predictions' layer,
+    returning logits (Keras' ``classifier_activation=None``); ``pooling`` is ignored, as in
+    Keras. Without: ``pooling`` ('avg' or 'max' features, or None: the feature map).
+    """
+
+    def __init__(self, in_features: int, *, include_top: bool, pooling: Pooling, classes: int, rngs: nnx.Rngs):
+        check_pooling(pooling)
+        self.pooling = "avg" if include_top else pooling
+        self.predictions = dense(in_features, classes, rngs=rngs) if include_top else None
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        x = global_pool(x, self.pooling)
+        return x if self.predictions is None else self.predictions(x)
+
+    def keras_layers(self) -> dict[str, nnx.Module]:
+        return {} if self.predictions is None else {"predictions": self.predictions}
 
 
 class Sequential(nnx.Sequential):

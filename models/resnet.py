@@ -1,7 +1,10 @@
-"""ResNet v1 with bottleneck blocks, as built in seed 004 (the Keras ResNet50 exercise).
+"""ResNet with bottleneck blocks: seed 004's ResNet50, and keras.applications' ResNet50 and ResNet50V2.
 
-One implementation; `resnet50` is its preset. For 64×64×3 inputs and 6 classes it has
-the seed's 23,600,006 parameters: 23,546,886 trainable and 53,120 BatchNorm statistics.
+One block, `BottleneckBlock`, in its v1 (post-activation) and v2 (pre-activation) forms.
+`resnet50` is the seed's network (a `Sequential`): for 64×64×3 inputs and 6 classes it has
+the seed's 23,600,006 parameters, 23,546,886 trainable and 53,120 BatchNorm statistics.
+`keras_resnet50` and `keras_resnet50v2` are `ResNet` presets that take Keras' ImageNet
+weights: same layers, same padding, BatchNorm epsilon 1.001e-5.
 """
 
 from collections.abc import Sequence
@@ -12,10 +15,14 @@ from flax import nnx
 
 from models.layers import (
     Lazy,
+    Pooling,
     Sequential,
+    Top,
     average_pool,
     batch_norm,
+    check_input_size,
     conv,
+    conv_norm,
     dense,
     flatten,
     glorot_uniform,
@@ -24,13 +31,21 @@ from models.layers import (
     zero_pad,
 )
 
+KERAS_EPSILON = 1.001e-5  # keras.applications' ResNets
+
 
 class BottleneckBlock(nnx.Module):
-    """1×1 → k×k → 1×1 convolutions, each with BatchNorm, added to the shortcut, then ReLU.
+    """1×1 → k×k → 1×1 convolutions with filters ``(reduce, middle, expand)``, added to a shortcut.
 
-    With ``projection`` it is the seed's ``convolutional_block``: the shortcut is a 1×1
-    convolution with BatchNorm, and ``strides`` applies to it and to the first 1×1
-    convolution (as in Keras' ResNet50 v1). Without, it is the ``identity_block``.
+    v1 (the seed, Keras ResNet50): each convolution is followed by BatchNorm, the first two
+    by ReLU, and the sum by ReLU; ``strides`` applies to the first 1×1 convolution. With
+    ``projection`` the shortcut is a 1×1 convolution with BatchNorm (the seed's
+    ``convolutional_block``), otherwise the input itself (``identity_block``).
+
+    v2 (``preact``, Keras ResNet50V2): BatchNorm and ReLU come first and feed both branches;
+    the first two convolutions have BatchNorm and no bias, the last neither, nor does the sum
+    get a ReLU; ``strides`` applies to the k×k convolution. With ``projection`` the shortcut
+    is a 1×1 convolution of the pre-activation, otherwise the input subsampled by ``strides``.
     """
 
     def __init__(
@@ -41,32 +56,67 @@ class BottleneckBlock(nnx.Module):
         kernel_size: int = 3,
         strides: int = 1,
         projection: bool = False,
+        preact: bool = False,
         kernel_init: nnx.Initializer = glorot_uniform,
         use_bias: bool = True,
         epsilon: float = 1e-3,
         rngs: nnx.Rngs,
     ):
-        if not projection and (strides != 1 or in_features != filters[-1]):
-            raise ValueError("an identity shortcut needs strides 1 and in_features == filters[-1]")
+        if not projection and (in_features != filters[-1] or (strides != 1 and not preact)):
+            raise ValueError("an identity shortcut needs in_features == filters[-1] (and strides 1 in v1)")
         reduce, middle, expand = filters
+        # A convolution followed by BatchNorm has a bias in v1 (as Keras builds it), none in v2.
+        conv_norm_options = dict(
+            kernel_init=kernel_init, use_bias=use_bias and not preact, epsilon=epsilon, rngs=rngs
+        )
+        reduce_strides, middle_strides = (1, strides) if preact else (strides, 1)
 
-        def conv_norm(in_features, out_features, kernel_size, **kwargs):
-            return nnx.Sequential(
-                conv(in_features, out_features, kernel_size, use_bias=use_bias, kernel_init=kernel_init,
-                     rngs=rngs, **kwargs),
-                batch_norm(out_features, epsilon=epsilon, rngs=rngs),
+        self.preact = batch_norm(in_features, epsilon=epsilon, rngs=rngs) if preact else None
+        self.reduce = conv_norm(in_features, reduce, 1, strides=reduce_strides, **conv_norm_options)
+        # Keras: 'same' in v1, ZeroPadding2D + 'valid' in v2 (they differ only with strides 2).
+        self.middle = conv_norm(reduce, middle, kernel_size, strides=middle_strides, padding=kernel_size // 2,
+                                **conv_norm_options)
+        if preact:
+            self.expand = conv(middle, expand, 1, kernel_init=kernel_init, use_bias=use_bias, rngs=rngs)
+            self.shortcut = (
+                conv(in_features, expand, 1, strides=strides, kernel_init=kernel_init, use_bias=use_bias,
+                     rngs=rngs)
+                if projection else None
             )
-
-        self.reduce = conv_norm(in_features, reduce, 1, strides=strides)
-        self.middle = conv_norm(reduce, middle, kernel_size, padding="SAME")
-        self.expand = conv_norm(middle, expand, 1)
-        self.shortcut = conv_norm(in_features, expand, 1, strides=strides) if projection else None
+        else:
+            self.expand = conv_norm(middle, expand, 1, **conv_norm_options)
+            self.shortcut = (
+                conv_norm(in_features, expand, 1, strides=strides, **conv_norm_options) if projection else None
+            )
+        self.strides = strides
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        shortcut = x if self.shortcut is None else self.shortcut(x)
-        x = nnx.relu(self.reduce(x))
-        x = nnx.relu(self.middle(x))
-        return nnx.relu(self.expand(x) + shortcut)
+        inputs = x if self.preact is None else nnx.relu(self.preact(x))
+        if self.shortcut is None:  # Keras v2: MaxPooling2D(1, strides), a subsampling
+            shortcut = x[:, ::self.strides, ::self.strides]
+        else:
+            shortcut = self.shortcut(inputs)
+        y = nnx.relu(self.reduce(inputs))
+        y = nnx.relu(self.middle(y))
+        y = self.expand(y) + shortcut
+        return y if self.preact is not None else nnx.relu(y)
+
+    def keras_layers(self, prefix: str) -> dict[str, nnx.Module]:
+        """Keras' names for this block's layers (``prefix`` is e.g. 'conv2_block1'), in Keras'
+        order: by depth, so the shortcut's layers sit beside the last convolution's."""
+        (reduce_conv, reduce_bn), (middle_conv, middle_bn) = self.reduce.layers, self.middle.layers
+        layers = {"1_conv": reduce_conv, "1_bn": reduce_bn, "2_conv": middle_conv, "2_bn": middle_bn}
+        if self.preact is not None:
+            layers = {"preact_bn": self.preact, **layers}
+            if self.shortcut is not None:
+                layers["0_conv"] = self.shortcut
+            layers["3_conv"] = self.expand
+        elif self.shortcut is None:
+            layers |= {"3_conv": self.expand.layers[0], "3_bn": self.expand.layers[1]}
+        else:
+            layers |= {"0_conv": self.shortcut.layers[0], "3_conv": self.expand.layers[0],
+                       "0_bn": self.shortcut.layers[1], "3_bn": self.expand.layers[1]}
+        return {f"{prefix}_{name}": layer for name, layer in layers.items()}
 
 
 def resnet(
@@ -106,3 +156,96 @@ def resnet(
 def resnet50(*, num_classes: int, input_shape: tuple[int, int, int], rngs: nnx.Rngs) -> Sequential:
     """Seed 004: ResNet50 for the SIGNS hand-digit images (64×64 RGB scaled to [0, 1], 6 classes)."""
     return resnet((3, 4, 6, 3), num_classes=num_classes, input_shape=input_shape, rngs=rngs)
+
+
+class ResNet(nnx.Module):
+    """keras.applications' ResNet (v1) or ResNetV2 (``preact``), layer for layer.
+
+    A 7×7/2 convolution (with BatchNorm and ReLU in v1), 3×3/2 max pooling, then stages of
+    bottleneck blocks with filters (64·2^i, 64·2^i, 256·2^i), then (v2) BatchNorm and ReLU,
+    then `Top`. Stage i is named ``conv{i + 2}`` in Keras, its blocks ``block1, block2, …``.
+    Every stage's first block projects the shortcut; v1 strides the first block of every
+    stage but the first, v2 the last block of every stage but the last.
+    """
+
+    def __init__(
+        self,
+        stage_sizes: Sequence[int],
+        *,
+        preact: bool,
+        input_shape: tuple[int, int, int],
+        include_top: bool,
+        pooling: Pooling,
+        classes: int,
+        rngs: nnx.Rngs,
+    ):
+        check_input_size(input_shape)
+        self.stem_conv = conv(input_shape[-1], 64, 7, strides=2, padding=3, rngs=rngs)  # conv1_pad + 'valid'
+        self.stem_bn = None if preact else batch_norm(64, epsilon=KERAS_EPSILON, rngs=rngs)
+        in_features, stages = 64, []
+        for stage, num_blocks in enumerate(stage_sizes):
+            if preact:
+                strides = [1] * (num_blocks - 1) + [1 if stage == len(stage_sizes) - 1 else 2]
+            else:
+                strides = [1 if stage == 0 else 2] + [1] * (num_blocks - 1)
+            filters = (64 * 2**stage, 64 * 2**stage, 256 * 2**stage)
+            blocks = []
+            for index, block_strides in enumerate(strides):
+                blocks.append(BottleneckBlock(in_features, filters, strides=block_strides, projection=index == 0,
+                                              preact=preact, epsilon=KERAS_EPSILON, rngs=rngs))
+                in_features = filters[-1]
+            stages.append(nnx.List(blocks))
+        self.stages = nnx.List(stages)
+        self.post_bn = batch_norm(in_features, epsilon=KERAS_EPSILON, rngs=rngs) if preact else None
+        self.top = Top(in_features, include_top=include_top, pooling=pooling, classes=classes, rngs=rngs)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        x = self.stem_conv(x)
+        if self.stem_bn is not None:
+            x = nnx.relu(self.stem_bn(x))
+        # pool1_pad pads zeros, not -inf: in v2 they can win over negative activations.
+        x = max_pool(zero_pad(x, 1), 3, strides=2)
+        for blocks in self.stages:
+            for block in blocks:
+                x = block(x)
+        if self.post_bn is not None:
+            x = nnx.relu(self.post_bn(x))
+        return self.top(x)
+
+    def keras_layers(self) -> dict[str, nnx.Module]:
+        """Keras layer name → the module holding its weights, in Keras' layer order."""
+        layers = {"conv1_conv": self.stem_conv}
+        if self.stem_bn is not None:
+            layers["conv1_bn"] = self.stem_bn
+        for stage, blocks in enumerate(self.stages):
+            for index, block in enumerate(blocks):
+                layers |= block.keras_layers(f"conv{stage + 2}_block{index + 1}")
+        if self.post_bn is not None:
+            layers["post_bn"] = self.post_bn
+        return layers | self.top.keras_layers()
+
+
+def keras_resnet50(
+    *,
+    input_shape: tuple[int, int, int],
+    include_top: bool = True,
+    pooling: Pooling = None,
+    classes: int = 1000,
+    rngs: nnx.Rngs,
+) -> ResNet:
+    """keras.applications.ResNet50 (v1); it expects 'caffe' preprocessing."""
+    return ResNet((3, 4, 6, 3), preact=False, input_shape=input_shape, include_top=include_top, pooling=pooling,
+                  classes=classes, rngs=rngs)
+
+
+def keras_resnet50v2(
+    *,
+    input_shape: tuple[int, int, int],
+    include_top: bool = True,
+    pooling: Pooling = None,
+    classes: int = 1000,
+    rngs: nnx.Rngs,
+) -> ResNet:
+    """keras.applications.ResNet50V2; it expects 'tf' preprocessing."""
+    return ResNet((3, 4, 6, 3), preact=True, input_shape=input_shape, include_top=include_top, pooling=pooling,
+                  classes=classes, rngs=rngs)

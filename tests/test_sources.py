@@ -211,6 +211,114 @@ def test_real_signs_files(monkeypatch):
     assert [r["verification"] for r in records] == ["sha256 matches a known copy (shared/datasets copy)"] * 2
 
 
+# --- dog_breeds ------------------------------------------------------------------------------
+
+BREED_COLOURS = {"whippet": (220, 40, 40), "beagle": (40, 220, 40), "collie": (40, 40, 220)}
+
+
+def breed_rows(per_breed: int) -> list[tuple[str, str]]:
+    """(id, breed) rows in labels.csv order: breeds interleaved, ids hex-like as Kaggle's."""
+    return [(f"{i:03x}{breed[0]}", breed) for i in range(per_breed) for breed in BREED_COLOURS]
+
+
+def write_dog_breeds_zip(rows, header="id,breed", without_image=(), labels=True) -> None:
+    """dog-breed-identification.zip as Kaggle serves it: labels.csv, train/, test/, sample_submission.csv."""
+    with zipfile.ZipFile(mirror_path("dog-breed-identification.zip"), "w") as zf:
+        if labels:
+            zf.writestr("labels.csv", "\n".join([header, *(f"{i},{b}" for i, b in rows)]) + "\n")
+        for image_id, breed in dict(rows).items():  # one image per id, even where labels.csv repeats it
+            if image_id not in without_image:
+                zf.writestr(f"train/{image_id}.jpg", image_bytes("JPEG", BREED_COLOURS.get(breed, "grey")))
+        zf.writestr("train/fffstray.jpg", image_bytes("JPEG", "white"))  # not in labels.csv
+        for i in range(3):
+            zf.writestr(f"test/{i:03x}t.jpg", image_bytes("JPEG", "black"))
+        zf.writestr("sample_submission.csv", "id," + ",".join(sorted(BREED_COLOURS)) + "\n")
+
+
+def test_dog_breeds_zip_in_kaggle_layout(capsys):
+    write_dog_breeds_zip(breed_rows(10))
+
+    info = run("dog_breeds")
+
+    assert info["classes"] == ["beagle", "collie", "whippet"]
+    assert info["splits"] == {"train": 18, "validation": 6, "test": 6}
+    assert info["split_sources"] == {
+        "train": "train minus test and validation",
+        "validation": "20% of train, stratified, seed 0",
+        "test": "20% of train, stratified, seed 0",
+    }
+    (record,) = json.loads(open("data/raw/SOURCES.json").read())["files"]
+    assert record["name"] == "dog-breed-identification.zip" and record["url"] is None
+    assert record["verification"] == "unverified (no published checksum): zip CRCs ok"
+    report = json.loads(open("data/prepared/report.json").read())
+    assert report["splits"]["test"]["per_class"] == {"beagle": 2, "collie": 2, "whippet": 2}
+    assert report["ignored"] == [
+        {"file": "train/fffstray.jpg", "reason": "not in labels.csv"},
+        {"file": "sample_submission.csv", "reason": "not used: only labels.csv and train/ are"},
+        {"file": "test/", "reason": "3 files, not used: only labels.csv and train/ are"},
+    ]
+    # every image carries its own breed's label: the breed's colour, after JPEG and resizing
+    colours = np.array([BREED_COLOURS[name] for name in info["classes"]])
+    for images, labels in load_prepared().splits.values():
+        assert np.all(np.abs(images.mean(axis=(1, 2)) - colours[labels]) < 12)
+
+
+def test_dog_breeds_missing_says_where_to_get_it(capsys):
+    with open("params.yaml", "w") as f:
+        yaml.safe_dump({"data": "dog_breeds"}, f)
+    expect_user_error(
+        capsys,
+        download_stage.main,
+        "dog-breed-identification.zip not found in the mirror",
+        "https://www.kaggle.com/c/dog-breed-identification/data",
+        "set DATA_MIRROR",
+    )
+    assert not os.path.exists("data/raw")
+
+
+@pytest.mark.parametrize(
+    "zip_args, fragments",
+    [
+        ({"labels": False}, ["dog-breed-identification.zip: labels.csv not found: expected Kaggle's layout"]),
+        ({"header": "image,label"}, ["labels.csv: header is 'image,label', expected 'id,breed'"]),
+        ({"header": ""}, ["labels.csv: header is 'none', expected 'id,breed'"]),
+        ({"without_image": ("001w", "002b")}, ["zip: labels.csv: id 001w has no image train/001w.jpg (and 1 more ids without an image)"]),
+    ],
+)
+def test_dog_breeds_layout_errors(capsys, zip_args, fragments):
+    write_dog_breeds_zip(breed_rows(3), **zip_args)
+    with open("params.yaml", "w") as f:
+        yaml.safe_dump({"data": "dog_breeds"}, f)
+    expect_user_error(capsys, download_stage.main, *fragments)
+    assert not os.path.exists("data/raw")
+
+
+@pytest.mark.parametrize(
+    "rows, fragment",
+    [
+        ([("000w", "whippet"), ("000w", "beagle")], "labels.csv line 3: id 000w is listed twice"),
+        ([("000w", "whippet"), ("001b", "")], "labels.csv line 3: expected <id>,<breed>, got '001b,'"),
+    ],
+)
+def test_dog_breeds_bad_labels_rows(capsys, rows, fragment):
+    write_dog_breeds_zip(rows)
+    with open("params.yaml", "w") as f:
+        yaml.safe_dump({"data": "dog_breeds"}, f)
+    expect_user_error(capsys, download_stage.main, fragment)
+
+
+def test_real_dog_breeds_zip(monkeypatch):
+    monkeypatch.setenv("DATA_MIRROR", str(shared_file("dog-breed-identification.zip").parent))
+    with open("params.yaml", "w") as f:
+        yaml.safe_dump({"data": "dog_breeds"}, f)
+    download_stage.main()
+
+    dataset = read_dataset("dog_breeds")
+    assert len(dataset.classes) == 120 and dataset.classes == sorted(dataset.classes)
+    assert {name: len(split) for name, split in dataset.splits.items()} == {"train": 10222}
+    assert {"file": "test/", "reason": "10357 files, not used: only labels.csv and train/ are"} in dataset.ignored
+
+
 # --- folder:<path> ---------------------------------------------------------------------------
 
 

@@ -1,4 +1,4 @@
-"""Getting dataset files onto disk safely: mirror, cache, download, verification, extraction.
+"""Getting dataset and weight files onto disk safely: mirror, cache, download, verification, extraction.
 
 A file is looked for, in order, in the offline mirror (env ``DATA_MIRROR``, default
 ``../shared/datasets`` beside the project when it exists; read in place), in the download
@@ -8,7 +8,8 @@ once verified, so an interrupted download never leaves a file that looks complet
 
 Verification policy:
 
-* a *published* sha256 must match (a mismatch is an error);
+* a *published* sha256 or md5 (Keras publishes md5s for its weight files) must match (a
+  mismatch is an error);
 * otherwise a sha256 in the file's *known copies* verifies it;
 * otherwise the file's own content check decides (a zip's per-member CRCs; an h5 file's
   keys and shapes), the size is compared with the official size where one is known, and a
@@ -43,11 +44,12 @@ CHUNK = 1 << 20
 
 @dataclasses.dataclass(frozen=True)
 class RemoteFile:
-    """A dataset file and what is known about its bytes."""
+    """A dataset or weight file and what is known about its bytes."""
 
     name: str  # file name in the mirror and the cache (the URL's basename)
     url: str | None  # None: no public download; the user places the file by hand
     sha256: str | None = None  # published digest: must match
+    md5: str | None = None  # published md5 (Keras' weight files): must match
     known_copies: Mapping[str, str] = dataclasses.field(default_factory=dict)  # sha256 -> which copy
     size: int | None = None  # size of the official file, where known
     check: Callable[[Path], str] | None = None  # content check: raises UserError, returns what it checked
@@ -111,7 +113,8 @@ def download(file: RemoteFile, dest: Path, mirror: Path | None = None) -> FileRe
             looked = mirror if mirror is not None else "no DATA_MIRROR set"
             raise UserError(
                 f"cannot download {file.url} ({getattr(error, 'reason', error)}); offline? put "
-                f"{file.name} in a folder and set DATA_MIRROR to it (looked in: {looked})"
+                f"{file.name} in a folder and set DATA_MIRROR to it (looked in: {looked}), "
+                f"or into the download cache {dest.parent}"
             ) from None
         with response:
             expected = int(response.headers.get("Content-Length") or 0) or None
@@ -145,13 +148,15 @@ def verify(file: RemoteFile, path: Path, source: str, label: str | None = None) 
     label = label or str(path)
     digest = sha256(path)
     size = path.stat().st_size
-    if file.sha256 is not None:
-        if digest != file.sha256:
+    if file.sha256 is not None or file.md5 is not None:
+        algorithm, expected = ("sha256", file.sha256) if file.sha256 is not None else ("md5", file.md5)
+        actual = digest if algorithm == "sha256" else file_digest(path, algorithm)
+        if actual != expected:
             raise UserError(
-                f"{label}: sha256 {digest} does not match the published {file.sha256}: "
+                f"{label}: {algorithm} {actual} does not match the published {expected}: "
                 "the file is corrupt or not the official one; delete it and rerun"
             )
-        result = "sha256 matches the published digest"
+        result = f"{algorithm} matches the published digest"
     elif digest in file.known_copies:
         result = f"sha256 matches a known copy ({file.known_copies[digest]})"
     else:
@@ -167,11 +172,12 @@ def verify(file: RemoteFile, path: Path, source: str, label: str | None = None) 
 
 
 def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
+    return file_digest(path, "sha256")
+
+
+def file_digest(path: Path, algorithm: str) -> str:
     with open(path, "rb") as f:
-        while chunk := f.read(CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
+        return hashlib.file_digest(f, algorithm).hexdigest()
 
 
 def check_zip(path: Path) -> str:

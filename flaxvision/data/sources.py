@@ -6,6 +6,9 @@
 * ``belgiumtsc``: BelgiumTSC_Training.zip and BelgiumTSC_Testing.zip (PPM images in one
   folder per class, ``GT-<class>.csv`` beside them);
 * ``signs``: the SIGNS hand-sign h5 files (no public URL: placed by hand in the mirror);
+* ``dog_breeds``: Kaggle's dog-breed-identification.zip (no public URL: placed by hand in the
+  mirror): ``labels.csv`` (id,breed) names the class of each ``train/<id>.jpg``; Kaggle's
+  ``test/`` is unlabelled and not used;
 * ``folder:<path>``: your own ``<class>/<image>`` tree (path relative to the project root),
   optionally split into ``train/``, ``validation/`` (or ``val/``) and ``test/`` folders;
   snapshotted into data/raw (hardlinks where possible);
@@ -18,12 +21,18 @@ its GT csv files; as in the seed, the csv files and their ROIs are not used). A 
 folders of the other splits must be among them. A class without any image in any split is
 left out (reported as empty), so a model never has an output that no image can train.
 Files without an image suffix (BelgiumTSC's GT csv files, notes) are ignored and listed.
+
+The labels.csv layout (dog_breeds) has one pool, train/, which preprocess splits. Class names
+are the breeds, sorted. An id of labels.csv without its image is an error; images that
+labels.csv does not name, and the other entries beside it (test/, sample_submission.csv),
+are ignored and listed.
 """
 
+import csv
 import dataclasses
 import json
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -45,7 +54,9 @@ from flaxvision.files import write_json
 RAW_DIR = Path("data/raw")
 SOURCES_FILE = "SOURCES.json"
 TFDS_MANIFEST = "tfds.json"
-VALID_FORMS = "cats_vs_dogs, signs, belgiumtsc, folder:<path>, tfds:<name> or tfds:<name>:<version>"
+VALID_FORMS = (
+    "cats_vs_dogs, signs, belgiumtsc, dog_breeds, folder:<path>, tfds:<name> or tfds:<name>:<version>"
+)
 IMAGE_SUFFIXES = {
     ".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm", ".pbm", ".pnm",
 }  # fmt: skip
@@ -183,7 +194,7 @@ def scan_tree(raw: Path, root: str) -> RawDataset:
             raise UserError(f"{folder}: no class folders (expected {folder}/<class>/<image>)")
         found[split] = {}
         for class_folder in class_folders:
-            files = sorted(p for p in class_folder.rglob("*") if p.is_file() and not p.name.startswith("."))
+            files = _visible_files(class_folder)
             found[split][class_folder.name] = [p for p in files if p.suffix.lower() in IMAGE_SUFFIXES]
             others = [p for p in files if p.suffix.lower() not in IMAGE_SUFFIXES]
             ignored += [_ignore(raw, p, "not an image file name") for p in others]
@@ -212,12 +223,85 @@ def _subfolders(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
+def _visible_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith("."))
+
+
+# --- Kaggle's labels.csv layout -----------------------------------------------------------
+
+LABELS_CSV = "labels.csv"
+LABELS_HEADER = ["id", "breed"]
+LABELLED_FOLDER = "train"
+
+
+def scan_labels_csv(raw: Path, root: str) -> RawDataset:
+    """Read Kaggle's dog-breed-identification layout at ``raw/root`` (module docstring)."""
+    base = raw / root
+    labels_file, images = base / LABELS_CSV, base / LABELLED_FOLDER
+    expected = f"expected Kaggle's layout, {LABELS_CSV} (id,breed) beside {LABELLED_FOLDER}/<id>.jpg"
+    if not labels_file.is_file():
+        raise UserError(f"{labels_file} not found: {expected}")
+    breeds = _read_labels_csv(labels_file)
+    if not images.is_dir():
+        raise UserError(f"{images} not found: {expected}")
+    if missing := [i for i in breeds if not (images / f"{i}.jpg").is_file()]:
+        more = f" (and {len(missing) - 1} more ids without an image)" if len(missing) > 1 else ""
+        raise UserError(f"{labels_file}: id {missing[0]} has no image {images / missing[0]}.jpg{more}")
+
+    classes = sorted(set(breeds.values()))
+    index = {name: i for i, name in enumerate(classes)}
+    ids = sorted(breeds)
+    origin = images.relative_to(raw).as_posix()
+    pool = FileSplit(origin, [images / f"{i}.jpg" for i in ids], [index[breeds[i]] for i in ids], raw)
+    labelled = set(pool.files)
+    ignored = [_ignore(raw, p, f"not in {LABELS_CSV}") for p in _visible_files(images) if p not in labelled]
+    unused = f"not used: only {LABELS_CSV} and {LABELLED_FOLDER}/ are"
+    # SOURCES.json sits beside labels.csv when root is data/raw itself; it is ours, not the dataset's.
+    for entry in sorted(base.iterdir()):
+        if entry.name in (LABELS_CSV, LABELLED_FOLDER, SOURCES_FILE) or entry.name.startswith("."):
+            continue
+        if entry.is_dir():  # one line for Kaggle's test/, not 10,357
+            files = len(_visible_files(entry))
+            ignored.append({"file": f"{entry.relative_to(raw).as_posix()}/", "reason": f"{files} files, {unused}"})
+        else:
+            ignored.append(_ignore(raw, entry, unused))
+    return RawDataset(classes, {"train": pool}, ignored)
+
+
+def _read_labels_csv(path: Path) -> dict[str, str]:
+    """id -> breed from ``path``, checked: the header, two values a row, each id once."""
+    breeds = {}
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:  # -sig: a BOM, as spreadsheets write
+            rows = csv.reader(f)
+            header = [name.strip() for name in next(rows, [])]
+            if header != LABELS_HEADER:
+                found = ",".join(header) or "none"
+                raise UserError(f"{path}: header is {found!r}, expected {','.join(LABELS_HEADER)!r}")
+            for row in rows:
+                values = [value.strip() for value in row]
+                if not values:
+                    continue  # a blank line
+                if len(values) != 2 or not all(values) or Path(values[0]).name != values[0]:
+                    raise UserError(f"{path} line {rows.line_num}: expected <id>,<breed>, got {','.join(row)!r}")
+                if values[0] in breeds:
+                    raise UserError(f"{path} line {rows.line_num}: id {values[0]} is listed twice")
+                breeds[values[0]] = values[1]
+    except (UnicodeDecodeError, csv.Error) as error:
+        raise UserError(f"{path}: not a readable UTF-8 csv file ({error})") from None
+    return breeds
+
+
+# --- where the layouts come from: zip archives, a user's folder ----------------------------
+
+
 @dataclasses.dataclass(frozen=True)
 class ArchiveSource:
-    """Zip archives whose extracted files form a folder layout under ``root``."""
+    """Zip archives whose extracted files form a layout under ``root``, read by ``layout``."""
 
     files: tuple[RemoteFile, ...]
     root: str
+    layout: Callable[[Path, str], RawDataset] = scan_tree
 
     def download(self, raw: Path) -> list[FileRecord]:
         records = []
@@ -225,11 +309,15 @@ class ArchiveSource:
             path, record = fetch(file)
             extract_zip(path, raw)
             records.append(record)
-        scan_tree(raw, self.root)  # fail now, not at preprocess, if the layout is wrong
+        try:
+            self.layout(raw, self.root)  # fail now, not at preprocess, if the layout is wrong
+        except UserError as error:  # name the archives, not the temp folder they went to
+            problem = str(error).replace(f"{raw}/", "").replace(str(raw), ".")
+            raise UserError(f"{' and '.join(f.name for f in self.files)}: {problem}") from None
         return records
 
     def read(self, raw: Path) -> RawDataset:
-        return scan_tree(raw, self.root)
+        return self.layout(raw, self.root)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -425,6 +513,16 @@ BELGIUMTSC = tuple(
     RemoteFile(name, f"https://btsd.ethz.ch/shareddata/BelgiumTSC/{name}", check=check_zip)
     for name in ("BelgiumTSC_Training.zip", "BelgiumTSC_Testing.zip")
 )
+DOG_BREEDS = RemoteFile(
+    name="dog-breed-identification.zip",
+    url=None,
+    check=check_zip,
+    manual=(
+        "Kaggle's dog breed data has no public URL: download dog-breed-identification.zip from "
+        "https://www.kaggle.com/c/dog-breed-identification/data (signed in, rules accepted), "
+        "put it in a folder and set DATA_MIRROR to it"
+    ),
+)
 SIGNS = tuple(
     RemoteFile(name, None, known_copies={digest: "shared/datasets copy"}, check=check_signs, manual=SIGNS_MANUAL)
     for name, digest in (
@@ -436,4 +534,5 @@ DATASETS = {
     "cats_vs_dogs": ArchiveSource((CATS_VS_DOGS,), root="cats_and_dogs_filtered"),
     "belgiumtsc": ArchiveSource(BELGIUMTSC, root="."),
     "signs": SignsSource(SIGNS),
+    "dog_breeds": ArchiveSource((DOG_BREEDS,), root=".", layout=scan_labels_csv),
 }

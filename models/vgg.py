@@ -1,0 +1,78 @@
+"""keras.applications' VGG16, layer for layer: 3×3 'same' convolutions with ReLU in five blocks,
+each ending in 2×2 max pooling; the top flattens and has two 4096-wide dense layers."""
+
+import jax
+from flax import nnx
+
+from models.layers import Pooling, check_input_size, check_pooling, conv, dense, flatten, global_pool, max_pool
+
+VGG16_BLOCKS = ((64, 2), (128, 2), (256, 3), (512, 3), (512, 3))  # (filters, convolutions) per block
+
+
+class VGG(nnx.Module):
+    """Keras names block b's convolutions ``block{b}_conv1, …``; the top's layers 'fc1', 'fc2',
+    'predictions'. With ``include_top`` it returns logits and ``pooling`` is ignored (as in Keras)."""
+
+    def __init__(
+        self,
+        blocks: tuple[tuple[int, int], ...],
+        *,
+        input_shape: tuple[int, int, int],
+        include_top: bool,
+        pooling: Pooling,
+        classes: int,
+        rngs: nnx.Rngs,
+    ):
+        check_input_size(input_shape)
+        check_pooling(pooling)
+        in_features, convs = input_shape[-1], []
+        for filters, num_convs in blocks:
+            block = []
+            for _ in range(num_convs):
+                block.append(conv(in_features, filters, 3, padding="SAME", rngs=rngs))
+                in_features = filters
+            convs.append(nnx.List(block))
+        self.blocks = nnx.List(convs)
+        self.pooling = pooling
+        if include_top:
+            height, width = (size // 2 ** len(blocks) for size in input_shape[:2])  # 'valid' pooling floors
+            self.fc1 = dense(height * width * in_features, 4096, rngs=rngs)
+            self.fc2 = dense(4096, 4096, rngs=rngs)
+            self.predictions = dense(4096, classes, rngs=rngs)
+        else:
+            self.fc1 = self.fc2 = self.predictions = None
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        for block in self.blocks:
+            for layer in block:
+                x = nnx.relu(layer(x))
+            x = max_pool(x, 2)
+        if self.predictions is None:
+            return global_pool(x, self.pooling)
+        x = nnx.relu(self.fc1(flatten(x)))
+        x = nnx.relu(self.fc2(x))
+        return self.predictions(x)
+
+    def keras_layers(self) -> dict[str, nnx.Module]:
+        """Keras layer name → the module holding its weights, in Keras' layer order."""
+        layers = {
+            f"block{block + 1}_conv{index + 1}": layer
+            for block, convs in enumerate(self.blocks)
+            for index, layer in enumerate(convs)
+        }
+        if self.predictions is not None:
+            layers |= {"fc1": self.fc1, "fc2": self.fc2, "predictions": self.predictions}
+        return layers
+
+
+def vgg16(
+    *,
+    input_shape: tuple[int, int, int],
+    include_top: bool = True,
+    pooling: Pooling = None,
+    classes: int = 1000,
+    rngs: nnx.Rngs,
+) -> VGG:
+    """keras.applications.VGG16; it expects 'caffe' preprocessing."""
+    return VGG(VGG16_BLOCKS, input_shape=input_shape, include_top=include_top, pooling=pooling, classes=classes,
+               rngs=rngs)
