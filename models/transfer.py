@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from flaxvision.conversion import build_backbone
+from flaxvision import conversion  # a module, not its names: flaxvision.conversion imports models
 from flaxvision.conversion.weights import imagenet_weights
 from flaxvision.errors import UserError
 from flaxvision.transforms import preprocess_input
@@ -89,7 +89,7 @@ class Transfer(nnx.Module):
         rngs=)`` (a from-scratch preset), or `DenseHead` when make_head is False."""
         self.preprocessing = tuple(BACKBONES[name].preprocessing for name in config.backbones)
         self.backbones = nnx.List([
-            build_backbone(name, weights=_weights_file(pretrained, name, config, input_shape),
+            conversion.build_backbone(name, weights=_weights_file(pretrained, name, config, input_shape),
                            input_shape=input_shape, pooling=config.pooling, rngs=rngs,
                            **config.backbone_options(name))[0]
             for name in config.backbones

@@ -23,12 +23,12 @@ def main():
     params = load_params()
     data = require(params, "data")
     config = section(params, "preprocess", PreprocessConfig)
+    start = time.perf_counter()
+    dataset = read_dataset(data, RAW_DIR)
     if config.image_size is None:
         model_name = require(params, "model")
         size = models.input_size(model_name, section(params, "transfer", TransferConfig))
         config = dataclasses.replace(config, image_size=size)
-    start = time.perf_counter()
-    dataset = read_dataset(data, RAW_DIR)
     info, report = prepare(data, dataset, config, PREPARED_DIR)
 
     height, width = config.image_size
@@ -42,7 +42,7 @@ def main():
         print(f"warning: skipped {len(skipped)} unreadable files, listed in {PREPARED_DIR}/report.json: "
               f"{examples}", file=sys.stderr)
     if dataset.ignored or dataset.empty_classes:
-        print(f"note: ignored {len(dataset.ignored)} files that are not images; "
+        print(f"note: ignored {len(dataset.ignored)} files (listed in {PREPARED_DIR}/report.json); "
               f"left out classes without images: {dataset.empty_classes}")
     print(f"done in {time.perf_counter() - start:.1f} s")
 

@@ -83,10 +83,15 @@ def call(model, x):
 
 
 def test_registry():
-    assert models.MODEL_NAMES == ("belgiumtsc_cnn", "simple_cnn", "tutorial_cnn", "resnet50")
-    assert [models.preprocessing(name) for name in models.MODEL_NAMES] == ["unit", "tf", "unit", "unit"]
+    assert models.MODEL_NAMES == ("belgiumtsc_cnn", "simple_cnn", "tutorial_cnn", "resnet50", "mobilenet_v2_transfer",
+                                  "mobilenet_v2_finetune", "stacked", "transfer")
+    # Transfer models scale their input per backbone themselves.
+    assert [models.preprocessing(name) for name in models.MODEL_NAMES] == ["unit", "tf", "unit", "unit"] + ["none"] * 4
+    assert [models.input_size(name) for name in ("simple_cnn", "resnet50", "stacked", "transfer")] == [
+        (96, 96), (64, 64), (331, 331), (224, 224)]
     message = (
-        "params.yaml: unknown model 'vgg'; valid models: belgiumtsc_cnn, simple_cnn, tutorial_cnn, resnet50"
+        "params.yaml: unknown model 'vgg'; valid models: belgiumtsc_cnn, simple_cnn, tutorial_cnn, resnet50, "
+        "mobilenet_v2_transfer, mobilenet_v2_finetune, stacked, transfer"
     )
     with pytest.raises(UserError, match=message):
         models.create_model("vgg", num_classes=2, input_shape=(8, 8, 3), rngs=nnx.Rngs(0))

@@ -177,7 +177,6 @@ def stand_in_weights(tmp_path_factory):
     for name in models.TRANSFER_PRESETS["stacked"].backbones:
         model = keras_files.applications_model(BACKBONES[name].keras_class, include_top=False,
                                                input_shape=(32, 32, 3))
-        keras_files.randomize_batchnorm(model)
         file = imagenet_weights(name, include_top=False, input_shape=(32, 32, 3)).name
         keras_files.save_weights_only(model, folder / file)
     return folder

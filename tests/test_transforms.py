@@ -164,7 +164,7 @@ def test_preprocess_input_modes():
 
 
 def test_preprocess_input_rejects_unknown_modes_and_grayscale_for_imagenet_modes():
-    message = "unknown preprocessing mode 'bogus'; valid modes: unit, tf, caffe, torch"
+    message = "unknown preprocessing mode 'bogus'; valid modes: none, unit, tf, caffe, torch"
     with pytest.raises(UserError, match=message):
         preprocess_input(jnp.zeros((1, 2, 2, 3)), "bogus")
     with pytest.raises(UserError, match="needs RGB"):
