@@ -14,14 +14,14 @@ class UserError(Exception):
 def stage_main(main):
     """Decorate a stage's ``main()`` so a UserError exits with a one-line message.
 
-    It also turns on the persistent compilation cache, so stages reuse each other's programs.
+    It also sets JAX up (flaxvision.runtime): the persistent compilation cache, multi-host runs.
     """
 
     @functools.wraps(main)
     def wrapper(*args, **kwargs):
-        from flaxvision.compilation_cache import enable_compilation_cache  # not at the top: it imports flaxvision.data, which imports this module
+        from flaxvision.runtime import setup_jax  # not at the top: it imports flaxvision.data, which imports this module
 
-        enable_compilation_cache()
+        setup_jax()
         try:
             return main(*args, **kwargs)
         except UserError as error:

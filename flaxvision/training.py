@@ -1,7 +1,10 @@
 """Training: one jitted update with donated state, Keras-style callbacks, Orbax checkpoints.
 
-The dataset lives on the device as uint8; each step gathers its batch by index, augments and
+The dataset lives on the devices as uint8; each step gathers its batch by index, augments and
 preprocesses it inside the compiled function, so the host only sends a vector of indices.
+With several devices (all of them, over every host after ``jax.distributed.initialize()``), the
+state and the dataset are replicated and each batch is split over a one-axis ("data") mesh:
+XLA partitions the step and averages the gradients, and BatchNorm still sees the whole batch.
 Everything random is derived from the seed and the step number (shuffles, augmentation) or
 kept in the checkpointed model state (dropout), which makes runs repeatable and lets a killed
 run resume from its latest checkpoint with the same result as an uninterrupted one.
@@ -21,6 +24,7 @@ import numpy as np
 import optax
 import orbax.checkpoint as ocp
 from flax import nnx
+from jax.sharding import AxisType, NamedSharding, PartitionSpec
 from tqdm import tqdm
 
 from flaxvision.errors import UserError
@@ -42,6 +46,9 @@ class TrainConfig:
     reduce_lr_patience: int = 0
     reduce_lr_factor: float = 0.5
     min_learning_rate: float = 1e-5
+    # bfloat16: convolutions and dense layers compute in bf16 (for GPU/TPU); parameters, BatchNorm
+    # statistics, the loss and the optimizer stay float32.
+    compute_dtype: Literal["float32", "bfloat16"] = "float32"
 
     def __post_init__(self):
         for name in ("epochs", "batch_size"):
@@ -93,17 +100,28 @@ class Trainer:
         self.config = config
         self.augment_config = augment_config
         self.preprocessing = preprocessing
-        if config.batchnorm_momentum is not None:
-            for _, module in nnx.iter_modules(model):
-                if isinstance(module, nnx.BatchNorm):
-                    module.momentum = config.batchnorm_momentum
+        for _, module in nnx.iter_modules(model):
+            if isinstance(module, nnx.BatchNorm) and config.batchnorm_momentum is not None:
+                module.momentum = config.batchnorm_momentum
+            if isinstance(module, (nnx.Conv, nnx.Linear)):
+                module.dtype = jnp.dtype(config.compute_dtype)  # their param_dtype stays float32
         model.eval()
         self.eval_graph = nnx.graphdef(model)
         model.train()
         optimizer = nnx.Optimizer(model, make_optimizer(config), wrt=nnx.Param)
-        self.train_graph, self.state = nnx.split((model, optimizer))
+
+        devices = jax.device_count()
+        if config.batch_size % devices:
+            raise UserError(f"params.yaml: train.batch_size {config.batch_size} must be a multiple of the "
+                            f"{devices} devices it is split over")
+        mesh = jax.make_mesh((devices,), ("data",), axis_types=(AxisType.Auto,))  # XLA partitions the step
+        self.replicated = NamedSharding(mesh, PartitionSpec())
+        self.batch_sharding = NamedSharding(mesh, PartitionSpec("data"))
+        self.train_graph, state = nnx.split((model, optimizer))
+        self.state = jax.device_put(state, self.replicated)
         self.augment_key = jax.random.key(config.seed)
-        self._train_step = jax.jit(self._train_step_fn, donate_argnums=0)
+        self._train_step = jax.jit(self._train_step_fn, donate_argnums=0,
+                                   out_shardings=(self.replicated, self.replicated))
         self._predict_step = make_predict_step(self.eval_graph, preprocessing)
 
     # --- compiled steps -------------------------------------------------------------------
@@ -112,12 +130,13 @@ class Trainer:
         model, optimizer = nnx.merge(self.train_graph, state)
         optimizer.opt_state.hyperparams["learning_rate"][...] = learning_rate
         key = jax.random.fold_in(self.augment_key, optimizer.step[...])
-        batch = augment(images[indices].astype(jnp.float32), key, self.augment_config)
-        batch = preprocess_input(batch, self.preprocessing)
+        batch = jax.lax.with_sharding_constraint(images[indices], self.batch_sharding)
+        batch = augment(batch.astype(jnp.float32), key, self.augment_config)
+        batch = preprocess_input(batch, self.preprocessing).astype(self.config.compute_dtype)
         batch_labels = labels[indices]
 
         def loss_fn(model):
-            logits = model(batch)
+            logits = model(batch).astype(jnp.float32)
             loss = optax.softmax_cross_entropy_with_integer_labels(logits, batch_labels).mean()
             return loss, logits
 
@@ -153,6 +172,10 @@ class Trainer:
 
     def predict(self, images) -> np.ndarray:
         return predict(self._predict_step, self.model_state, images, self.config.batch_size)
+
+    def replicate(self, tree):
+        """Put arrays (a dataset, a restored state) on every device of the mesh."""
+        return jax.device_put(tree, self.replicated)
 
 
 @dataclasses.dataclass
@@ -229,9 +252,9 @@ def fit(trainer: Trainer, train: tuple, validation: tuple, checkpoint_dir: Path,
     see the full history after a resume.
     """
     config = trainer.config
-    train_images, train_labels = (jax.device_put(a) for a in train)
+    train_images, train_labels = trainer.replicate(train)
     val_images, val_labels = validation
-    val_images_device = jax.device_put(val_images)
+    val_images_device = trainer.replicate(val_images)
     if len(val_labels) == 0:
         raise UserError("the validation split is empty: raise preprocess.val_fraction")
 
@@ -242,7 +265,8 @@ def fit(trainer: Trainer, train: tuple, validation: tuple, checkpoint_dir: Path,
         checkpoints.clear()
         progress = Progress(fingerprint=run_id, learning_rate=config.learning_rate)
     else:
-        trainer.state, best_model_state, progress = restored
+        state, best_model_state, progress = restored
+        trainer.state, best_model_state = trainer.replicate((state, best_model_state))
         print(f"resuming from the checkpoint after epoch {progress.epoch} in {checkpoint_dir}")
     early_stopping = Plateau(config.early_stopping_patience, **progress.early_stopping)
     reduce_lr = Plateau(config.reduce_lr_patience, **progress.reduce_lr)

@@ -157,10 +157,22 @@ def test_offline_and_not_in_mirror_names_url_file_and_mirror(tmp_path, monkeypat
 
 
 def test_manual_file_missing_says_how_to_get_it(tmp_path, monkeypatch):
-    monkeypatch.setenv("DATA_MIRROR", str(tmp_path))
+    monkeypatch.setenv("DATA_MIRROR", str(tmp_path / "mirror"))
+    monkeypatch.setenv("FLAXVISION_CACHE", str(tmp_path / "cache"))
+    (tmp_path / "mirror").mkdir()
     file = dl.RemoteFile(name="manual.h5", url=None, manual="ask the course staff")
-    with pytest.raises(UserError, match=f"manual.h5 not found in the mirror {tmp_path}: ask the course staff"):
+    with pytest.raises(UserError, match=f"manual.h5 not found in the mirror {tmp_path / 'mirror'} or the "
+                                        f"download cache {tmp_path / 'cache'}: ask the course staff"):
         dl.fetch(file)
+
+
+def test_manual_file_in_the_download_cache_is_used(tmp_path, monkeypatch):
+    monkeypatch.setenv("DATA_MIRROR", str(tmp_path))
+    monkeypatch.setenv("FLAXVISION_CACHE", str(tmp_path / "cache"))
+    (tmp_path / "cache").mkdir()
+    (tmp_path / "cache" / "manual.bin").write_bytes(b"placed by hand")
+    path, record = dl.fetch(dl.RemoteFile(name="manual.bin", url=None, manual="ask the course staff"))
+    assert path == tmp_path / "cache" / "manual.bin" and record.source == "download cache"
 
 
 @pytest.mark.parametrize("member", ["../evil.txt", "/etc/evil.txt", "ok/../../evil.txt"])

@@ -1,5 +1,7 @@
 import dataclasses
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
@@ -115,3 +117,18 @@ def test_batchnorm_momentum_is_set_on_every_batchnorm_layer():
 def test_bad_train_params_are_rejected(bad):
     with pytest.raises(ValueError):
         TrainConfig(**bad)
+
+
+def test_bfloat16_compute_trains_with_float32_weights(tmp_path, data):
+    config = dataclasses.replace(CONFIG, compute_dtype="bfloat16", epochs=6)
+    trainer, progress = run(tmp_path, data, config)
+    losses = [epoch["train"]["loss"] for epoch in progress.history]
+    assert losses[-1] < 0.7 * losses[0], losses
+    _, float32 = run(tmp_path / "float32", data, dataclasses.replace(config, compute_dtype="float32"))
+    assert abs(losses[0] - float32.history[0]["train"]["loss"]) < 0.05  # bf16 rounding, not another model
+
+    leaves = jax.tree.leaves(trainer.state)  # parameters, BatchNorm statistics, optimizer moments
+    assert {leaf.dtype for leaf in leaves if jnp.issubdtype(leaf.dtype, jnp.floating)} == {jnp.dtype("float32")}
+    images, labels = (jnp.asarray(a) for a in data[0])
+    step = trainer._train_step.lower(trainer.state, images, labels, jnp.arange(8), 1e-3).as_text()
+    assert "bf16" in step and "f32" in step  # bf16 convolutions and matmuls; float32 updates

@@ -92,12 +92,12 @@ def fetch(file: RemoteFile) -> tuple[Path, FileRecord]:
         # Not the path: SOURCES.json (and so the hash of data/raw) must not depend on where the
         # mirror is mounted.
         return path, verify(file, path, source="offline mirror")
-    if file.url is None:
-        where = f" in the mirror {mirror}" if mirror is not None else " (no DATA_MIRROR set)"
-        raise UserError(f"{file.name} not found{where}: {file.manual}")
     cached = cache_dir() / file.name
     if cached.is_file():
-        return cached, verify(file, cached, source=file.url)
+        return cached, verify(file, cached, source=file.url or "download cache")
+    if file.url is None:
+        where = f"in the mirror {mirror}" if mirror is not None else "(no DATA_MIRROR set)"
+        raise UserError(f"{file.name} not found {where} or the download cache {cache_dir()}: {file.manual}")
     record = download(file, cached, mirror)
     return cached, record
 

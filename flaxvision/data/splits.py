@@ -18,6 +18,7 @@ cats_vs_dogs    train/ (2000)               validation/ minus test            20
                                                                               seed takes 1/5 of it too)
 belgiumtsc      Training/ minus validation  20% of Training/ (as the seed)    Testing/
 signs           train_signs.h5 minus val.   20% of train_signs.h5             test_signs.h5
+dog_breeds      train/ minus val. and test  20% of train/                     20% of train/
 folder:<path>   train/ (or the class        validation/ or val/, else 20%     test/, else 20% of
                 folders themselves)         of train                          validation, else of train
 tfds:<name>     split ``train``             ``validation``, else 20% of       ``test``, else 20% of
