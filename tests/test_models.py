@@ -11,8 +11,8 @@ from jax import lax
 
 import models
 from flaxvision.errors import UserError
-from models.layers import conv, max_pool
-from models.resnet import BottleneckBlock
+from models.layers import conv, depthwise_conv, max_pool
+from models.resnet import BottleneckBlock, resnet
 
 # name: (seed input shape, seed classes)
 SEED_SHAPES = {
@@ -209,3 +209,82 @@ def test_max_pool_matches_xla_values_and_gradients_with_ties(shape, padding):
     np.testing.assert_array_equal(ours(x), reference(x))
     np.testing.assert_array_equal(jax.grad(lambda x: jnp.sum(ours(x) * weights))(x),
                                   jax.grad(lambda x: jnp.sum(reference(x) * weights))(x))
+
+
+@pytest.mark.parametrize(
+    "size, kernel_size, strides, padding",
+    [(9, 1, 2, "VALID"), (8, 1, 2, "SAME"), (15, 1, 1, "SAME"), (16, 7, 2, "SAME"), (15, 3, 2, "SAME")],
+)
+def test_pointwise_and_strided_convs_match_lax_convolution(size, kernel_size, strides, padding):
+    # On CPU a 1×1 convolution is a matrix product over channels (strided: of the subsampled
+    # map); ResNet's strided 7×7 stem and 3×3 convolutions stay native.
+    test_conv_matches_lax_convolution(size, kernel_size, strides, padding)
+
+
+@pytest.mark.parametrize("shape, size, strides, padding", [((2, 9, 9, 3), 3, 2, "VALID"), ((2, 8, 7, 2), 3, 2, "SAME"),
+                                                           ((2, 6, 6, 2), 3, 1, "VALID"), ((1, 9, 9, 2), 2, 1, "SAME")])
+def test_overlapping_max_pool_matches_xla_values_and_gradients_with_ties(shape, size, strides, padding):
+    # Overlapping windows (ResNet's and DenseNet's 3×3/2 stems): as above, ties go to the first
+    # maximum of each window; an input in several windows sums their gradients (in another order).
+    x = jnp.asarray(np.random.default_rng(0).integers(0, 3, shape), jnp.float32)
+    reference = lambda x: nnx.max_pool(x, (size, size), (strides, strides), padding)  # noqa: E731
+    ours = lambda x: max_pool(x, size, strides, padding)  # noqa: E731
+    weights = jnp.asarray(np.random.default_rng(1).standard_normal(reference(x).shape), jnp.float32)
+    np.testing.assert_array_equal(ours(x), reference(x))
+    np.testing.assert_allclose(jax.grad(lambda x: jnp.sum(ours(x) * weights))(x),
+                               jax.grad(lambda x: jnp.sum(reference(x) * weights))(x), rtol=1e-6, atol=1e-6)
+
+
+def primitives(jaxpr) -> set[str]:
+    """The names of the primitives a jaxpr runs, including inside nested calls."""
+    names = set()
+    for equation in jaxpr.eqns:
+        names.add(equation.primitive.name)
+        for param in equation.params.values():
+            for sub in param if isinstance(param, (list, tuple)) else [param]:
+                if isinstance(sub, jax.extend.core.ClosedJaxpr):
+                    names |= primitives(sub.jaxpr)
+                elif isinstance(sub, jax.extend.core.Jaxpr):
+                    names |= primitives(sub)
+    return names
+
+
+@pytest.mark.parametrize("backend, conv_ops, pool_ops", [("cpu", {"dot_general"}, {"max"}),
+                                                        ("gpu", {"conv_general_dilated"}, {"reduce_window_max"})])
+def test_the_formulation_follows_the_backend(monkeypatch, backend, conv_ops, pool_ops):
+    # No flag: the CPU formulations on CPU, the native convolution and pooling elsewhere.
+    monkeypatch.setattr(jax, "default_backend", lambda: backend)
+    pointwise = conv(8, 16, 1, strides=2, rngs=nnx.Rngs(0))
+    depthwise = depthwise_conv(8, 3, padding="SAME", rngs=nnx.Rngs(0))
+    x = jnp.zeros((2, 9, 9, 8))
+    pointwise_ops = primitives(jax.make_jaxpr(lambda x: pointwise(x))(x).jaxpr)
+    depthwise_ops = primitives(jax.make_jaxpr(lambda x: depthwise(x))(x).jaxpr)
+    pool = primitives(jax.make_jaxpr(jax.grad(lambda x: jnp.sum(max_pool(x, 3, 2))))(x).jaxpr)
+    assert conv_ops <= pointwise_ops and pool_ops <= pool
+    assert ("conv_general_dilated" in depthwise_ops) == (backend != "cpu")
+    if backend == "cpu":
+        assert "conv_general_dilated" not in pointwise_ops and "select_and_scatter_add" not in pool
+
+
+@pytest.mark.parametrize("name, input_shape", [("belgiumtsc_cnn", (20, 20, 1)), ("resnet", (64, 64, 3))])
+def test_models_on_cpu_formulations_match_native_operations(monkeypatch, name, input_shape):
+    # Whole networks, forward and backward: every CPU formulation they use (matrix products,
+    # 'SAME' + crop, window max) against the native convolutions and pooling.
+    if name == "resnet":  # seed 004's network with one block per stage: each of its paths, quickly
+        model = resnet((1, 1, 1, 1), num_classes=3, input_shape=input_shape, rngs=nnx.Rngs(0))
+    else:
+        model = models.create_model(name, num_classes=3, input_shape=input_shape, rngs=nnx.Rngs(0))
+    model.eval()
+    graph, params, rest = nnx.split(model, nnx.Param, ...)
+    x = jax.random.uniform(jax.random.key(0), (2, *input_shape))
+
+    def loss_and_grads():
+        loss = lambda params: jnp.sum(nnx.merge(graph, params, rest)(x) ** 2)  # noqa: E731
+        return jax.jit(jax.value_and_grad(loss))(params)
+
+    loss, grads = loss_and_grads()
+    monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+    native_loss, native_grads = loss_and_grads()
+    np.testing.assert_allclose(loss, native_loss, rtol=1e-4)
+    for got, want in zip(jax.tree.leaves(grads), jax.tree.leaves(native_grads), strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
