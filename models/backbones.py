@@ -12,6 +12,7 @@ Like every NNX model, a new backbone is in training mode: call ``.eval()`` for i
 
 import dataclasses
 from collections.abc import Callable, Mapping
+from functools import partial
 
 from flax import nnx
 
@@ -28,14 +29,14 @@ class Backbone:
 
 BACKBONES: dict[str, Backbone] = {
     "mobilenet_v2": Backbone(mobilenet_v2.mobilenet_v2, "MobileNetV2", "tf"),
-    "resnet50": Backbone(resnet.keras_resnet50, "ResNet50", "caffe"),
-    "resnet50v2": Backbone(resnet.keras_resnet50v2, "ResNet50V2", "tf"),
+    "resnet50": Backbone(partial(resnet.ResNet, (3, 4, 6, 3), preact=False), "ResNet50", "caffe"),
+    "resnet50v2": Backbone(partial(resnet.ResNet, (3, 4, 6, 3), preact=True), "ResNet50V2", "tf"),
     # The official Keras-2 file names the stem 'conv1/conv' and 'conv1/bn'.
     "densenet121": Backbone(
-        densenet.densenet121,
+        partial(densenet.DenseNet, densenet.DENSENET121_BLOCKS),
         "DenseNet121",
         "torch",
         keras_aliases={"conv1/conv": "conv1_conv", "conv1/bn": "conv1_bn"},
     ),
-    "vgg16": Backbone(vgg.vgg16, "VGG16", "caffe"),
+    "vgg16": Backbone(partial(vgg.VGG, vgg.VGG16_BLOCKS), "VGG16", "caffe"),
 }

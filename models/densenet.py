@@ -65,9 +65,9 @@ class DenseNet(nnx.Module):
         blocks: tuple[int, ...],
         *,
         input_shape: tuple[int, int, int],
-        include_top: bool,
-        pooling: Pooling,
-        classes: int,
+        include_top: bool = True,
+        pooling: Pooling = None,
+        classes: int = 1000,
         rngs: nnx.Rngs,
     ):
         check_input_size(input_shape)
@@ -107,16 +107,3 @@ class DenseNet(nnx.Module):
             for number, block in enumerate(dense_block, start=1):
                 layers |= block.keras_layers(f"conv{index + 2}_block{number}")
         return layers | {"bn": self.final_bn} | self.top.keras_layers()
-
-
-def densenet121(
-    *,
-    input_shape: tuple[int, int, int],
-    include_top: bool = True,
-    pooling: Pooling = None,
-    classes: int = 1000,
-    rngs: nnx.Rngs,
-) -> DenseNet:
-    """keras.applications.DenseNet121; it expects 'torch' preprocessing."""
-    return DenseNet(DENSENET121_BLOCKS, input_shape=input_shape, include_top=include_top, pooling=pooling,
-                    classes=classes, rngs=rngs)

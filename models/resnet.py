@@ -3,8 +3,9 @@
 One block, `BottleneckBlock`, in its v1 (post-activation) and v2 (pre-activation) forms.
 `resnet50` is the seed's network (a `Sequential`): for 64×64×3 inputs and 6 classes it has
 the seed's 23,600,006 parameters, 23,546,886 trainable and 53,120 BatchNorm statistics.
-`keras_resnet50` and `keras_resnet50v2` are `ResNet` presets that take Keras' ImageNet
-weights: same layers, same padding, BatchNorm epsilon 1.001e-5.
+`ResNet` is keras.applications' ResNet50 (v1, 'caffe' preprocessing) and ResNet50V2 ('tf'),
+presets in models/backbones.py that take Keras' ImageNet weights: same layers, same padding,
+BatchNorm epsilon 1.001e-5.
 """
 
 from collections.abc import Sequence
@@ -174,9 +175,9 @@ class ResNet(nnx.Module):
         *,
         preact: bool,
         input_shape: tuple[int, int, int],
-        include_top: bool,
-        pooling: Pooling,
-        classes: int,
+        include_top: bool = True,
+        pooling: Pooling = None,
+        classes: int = 1000,
         rngs: nnx.Rngs,
     ):
         check_input_size(input_shape)
@@ -224,28 +225,3 @@ class ResNet(nnx.Module):
             layers["post_bn"] = self.post_bn
         return layers | self.top.keras_layers()
 
-
-def keras_resnet50(
-    *,
-    input_shape: tuple[int, int, int],
-    include_top: bool = True,
-    pooling: Pooling = None,
-    classes: int = 1000,
-    rngs: nnx.Rngs,
-) -> ResNet:
-    """keras.applications.ResNet50 (v1); it expects 'caffe' preprocessing."""
-    return ResNet((3, 4, 6, 3), preact=False, input_shape=input_shape, include_top=include_top, pooling=pooling,
-                  classes=classes, rngs=rngs)
-
-
-def keras_resnet50v2(
-    *,
-    input_shape: tuple[int, int, int],
-    include_top: bool = True,
-    pooling: Pooling = None,
-    classes: int = 1000,
-    rngs: nnx.Rngs,
-) -> ResNet:
-    """keras.applications.ResNet50V2; it expects 'tf' preprocessing."""
-    return ResNet((3, 4, 6, 3), preact=True, input_shape=input_shape, include_top=include_top, pooling=pooling,
-                  classes=classes, rngs=rngs)

@@ -18,9 +18,9 @@ class VGG(nnx.Module):
         blocks: tuple[tuple[int, int], ...],
         *,
         input_shape: tuple[int, int, int],
-        include_top: bool,
-        pooling: Pooling,
-        classes: int,
+        include_top: bool = True,
+        pooling: Pooling = None,
+        classes: int = 1000,
         rngs: nnx.Rngs,
     ):
         check_input_size(input_shape)
@@ -63,16 +63,3 @@ class VGG(nnx.Module):
         if self.predictions is not None:
             layers |= {"fc1": self.fc1, "fc2": self.fc2, "predictions": self.predictions}
         return layers
-
-
-def vgg16(
-    *,
-    input_shape: tuple[int, int, int],
-    include_top: bool = True,
-    pooling: Pooling = None,
-    classes: int = 1000,
-    rngs: nnx.Rngs,
-) -> VGG:
-    """keras.applications.VGG16; it expects 'caffe' preprocessing."""
-    return VGG(VGG16_BLOCKS, input_shape=input_shape, include_top=include_top, pooling=pooling, classes=classes,
-               rngs=rngs)

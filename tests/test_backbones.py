@@ -182,7 +182,8 @@ def test_inputs_below_keras_minimum_are_refused(name):
 
 # (input size, kernel size, strides, padding, depthwise): the convolutions the backbones add.
 # A map no larger than the kernel takes the matrix-product path (with explicit padding: Keras'
-# ZeroPadding2D + 'valid'); a 1×1 'VALID' one the 'SAME' path; grouped ones the plain convolution.
+# ZeroPadding2D + 'valid'); 1×1 ones a matrix product over channels; depthwise ones shifted
+# multiply-adds.
 BACKBONE_CONVS = [
     (9, 7, 2, 3, False),  # ResNet/DenseNet stem
     (2, 3, 2, 1, False),  # ResNetV2 strided 3×3 on a 2×2 map

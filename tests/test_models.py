@@ -177,8 +177,8 @@ def test_batchnorm_statistics_update_only_in_train_mode():
      (9, 3, 1, "VALID"), (11, 5, 1, "VALID"), (9, 1, 1, "VALID"), (9, 3, 1, "SAME")],
 )
 def test_conv_matches_lax_convolution(size, kernel_size, strides, padding):
-    # Feature maps no larger than the kernel take the matrix-product path; larger stride-1
-    # 'VALID' ones are computed as 'SAME' and cropped; the rest is the plain convolution.
+    # Feature maps no larger than the kernel and 1×1 kernels take the matrix-product path; larger
+    # stride-1 'VALID' ones are computed as 'SAME' and cropped; the rest is the plain convolution.
     layer = conv(8, 16, kernel_size, strides=strides, padding=padding, rngs=nnx.Rngs(0))
     layer.bias[...] = jax.random.normal(jax.random.key(1), (16,))
     x = jax.random.normal(jax.random.key(0), (2, size, size, 8))
