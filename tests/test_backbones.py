@@ -10,12 +10,10 @@ after each family's own preprocessing.
 import functools
 
 import jax
-import jax.numpy as jnp
 import keras_files as kf
 import numpy as np
 import pytest
 from flax import nnx
-from jax import lax
 from keras.src.applications import densenet, mobilenet_v2, resnet, resnet_v2, vgg16
 
 from flaxvision.conversion.assign import assign_keras_weights
@@ -23,6 +21,7 @@ from flaxvision.errors import UserError
 from flaxvision.transforms import preprocess_input
 from models.backbones import BACKBONES
 from models.layers import InputTooSmallError, conv, depthwise_conv
+from tests.helpers import assert_conv_matches_lax
 
 KERAS_PREPROCESS = {
     "mobilenet_v2": mobilenet_v2.preprocess_input,
@@ -208,15 +207,4 @@ def test_cpu_conv_paths_match_lax_for_backbone_convolutions(size, kernel_size, s
     x = jax.random.normal(jax.random.key(0), (2, size, size, channels))
     lax_padding = ((padding, padding),) * 2 if isinstance(padding, int) else padding
 
-    def reference(x, kernel):
-        return lax.conv_general_dilated(
-            x, kernel, (strides, strides), lax_padding, dimension_numbers=("NHWC", "HWIO", "NHWC"),
-            feature_group_count=layer.feature_group_count,
-        ) + layer.bias[...]
-
-    np.testing.assert_allclose(layer(x), reference(x, layer.kernel[...]), rtol=1e-5, atol=1e-5)
-    want_x, want_kernel = jax.grad(lambda *a: jnp.sum(reference(*a) ** 2), (0, 1))(x, layer.kernel[...])
-    got_x = jax.grad(lambda x: jnp.sum(layer(x) ** 2))(x)
-    got_kernel = nnx.grad(lambda layer: jnp.sum(layer(x) ** 2))(layer).kernel[...]
-    np.testing.assert_allclose(got_x, want_x, rtol=1e-4, atol=1e-4)
-    np.testing.assert_allclose(got_kernel, want_kernel, rtol=1e-4, atol=1e-3)
+    assert_conv_matches_lax(layer, x, strides, lax_padding)

@@ -7,11 +7,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
-from jax import lax
 
 import models
 from flaxvision.errors import UserError
 from models.layers import conv, depthwise_conv, max_pool
+from tests.helpers import assert_conv_matches_lax
 from models.resnet import BottleneckBlock, resnet
 
 # name: (seed input shape, seed classes)
@@ -183,18 +183,7 @@ def test_conv_matches_lax_convolution(size, kernel_size, strides, padding):
     layer.bias[...] = jax.random.normal(jax.random.key(1), (16,))
     x = jax.random.normal(jax.random.key(0), (2, size, size, 8))
 
-    def reference(x, kernel):
-        return lax.conv_general_dilated(
-            x, kernel, (strides, strides), padding, dimension_numbers=("NHWC", "HWIO", "NHWC")
-        ) + layer.bias[...]
-
-    np.testing.assert_allclose(layer(x), reference(x, layer.kernel[...]), rtol=1e-5, atol=1e-5)
-    # Gradients too: the fast paths are differentiated by JAX, not written by hand.
-    want_x, want_kernel = jax.grad(lambda *a: jnp.sum(reference(*a) ** 2), (0, 1))(x, layer.kernel[...])
-    got_x = jax.grad(lambda x: jnp.sum(layer(x) ** 2))(x)
-    got_kernel = nnx.grad(lambda layer: jnp.sum(layer(x) ** 2))(layer).kernel[...]
-    np.testing.assert_allclose(got_x, want_x, rtol=1e-4, atol=1e-4)
-    np.testing.assert_allclose(got_kernel, want_kernel, rtol=1e-4, atol=1e-3)
+    assert_conv_matches_lax(layer, x, strides, padding)
 
 
 @pytest.mark.parametrize("shape, padding", [((2, 8, 8, 3), "VALID"), ((2, 9, 9, 3), "VALID"),
