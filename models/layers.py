@@ -43,9 +43,10 @@ def conv(
     padding: str | int = "VALID",
     use_bias: bool = True,
     kernel_init: nnx.Initializer = glorot_uniform,
+    feature_group_count: int = 1,
     rngs: nnx.Rngs,
 ) -> nnx.Conv:
-    """Keras Conv2D with a square kernel.
+    """Keras Conv2D with a square kernel (grouped with ``feature_group_count``).
 
     ``padding`` is 'VALID', 'SAME', or n: Keras' ZeroPadding2D(n) followed by a 'valid'
     convolution, as one convolution that pads n zeros on every side.
@@ -58,6 +59,7 @@ def conv(
         padding=padding,
         use_bias=use_bias,
         kernel_init=kernel_init,
+        feature_group_count=feature_group_count,
         conv_general_dilated=_conv_general_dilated,
         rngs=rngs,
     )
@@ -77,18 +79,8 @@ def depthwise_conv(
     A grouped `nnx.Conv` with a group per channel; its kernel is Keras' depthwise kernel
     (k, k, channels, 1) reshaped to (k, k, 1, channels).
     """
-    return nnx.Conv(
-        in_features,
-        in_features,
-        (kernel_size, kernel_size),
-        strides=strides,
-        padding=padding,
-        feature_group_count=in_features,
-        use_bias=use_bias,
-        kernel_init=_depthwise_glorot_uniform,
-        conv_general_dilated=_conv_general_dilated,
-        rngs=rngs,
-    )
+    return conv(in_features, in_features, kernel_size, strides=strides, padding=padding, use_bias=use_bias,
+                kernel_init=_depthwise_glorot_uniform, feature_group_count=in_features, rngs=rngs)
 
 
 def _depthwise_glorot_uniform(key, shape, dtype=jnp.float32):
