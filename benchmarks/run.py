@@ -18,6 +18,7 @@ import dataclasses
 import datetime
 import os
 import platform
+import shlex
 import sys
 from pathlib import Path
 
@@ -74,7 +75,9 @@ def main():
             results[framework.name] = {"missing": str(missing)}
     machine["load_average_after"] = os.getloadavg()
 
-    command = " ".join(["uv run python -m benchmarks.run", *sys.argv[1:]])
+    # XLA_FLAGS changes our figures (e.g. the host split into several CPU devices): part of the command.
+    xla_flags = [f"XLA_FLAGS={shlex.quote(os.environ['XLA_FLAGS'])}"] if os.environ.get("XLA_FLAGS") else []
+    command = " ".join([*xla_flags, "uv run python -m benchmarks.run", *sys.argv[1:]])
     report = render(machine, command, protocol, workloads, [f.name for f in frameworks], results)
     print(report)
     args.output.parent.mkdir(parents=True, exist_ok=True)
@@ -201,6 +204,8 @@ def _end_to_end_section(results: dict) -> dict | None:
              "on device + Trainer.train_epoch |", "|---|---|---|"]
     rows = [("one-off preprocess (decode, resize, split)", lambda r: "none (decodes every epoch)" if r is keras
              else f"{r['preprocess_s']:.1f} s (+ {r['device_put_s']:.2f} s to the device)"),
+            ("the data alone, one epoch's batches (decode, augment)",
+             lambda r: f"{r['data_s']:.2f} s" if r is keras else "inside the compiled step"),
             ("first epoch (tracing / compilation)", lambda r: f"{r['first_epoch_s']:.1f} s"),
             ("epoch after that (median)", lambda r: f"**{r['epoch_s']:.2f} s**"),
             ("images per epoch", lambda r: f"{r['images_per_epoch']} ({r['images_per_epoch'] / r['epoch_s']:.0f} "

@@ -15,10 +15,9 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from flaxvision.data.download import atomic_directory
 from flaxvision.errors import UserError
 from flaxvision.evaluation import predict
-from flaxvision.files import write_json
+from flaxvision.files import atomic_directory, write_json
 
 FEATURES_DIR = Path("data/features")
 MANIFEST = "features.json"

@@ -15,10 +15,9 @@ import numpy as np
 from flaxvision.activations import conv_activations, select_layers
 from flaxvision.config import load_params, section
 from flaxvision.data import load_prepared
-from flaxvision.data.download import atomic_directory
 from flaxvision.errors import UserError, stage_main
 from flaxvision.evaluation import EvaluateConfig, evaluate_logits, most_confident_errors, predict_model, softmax
-from flaxvision.files import write_json
+from flaxvision.files import atomic_directory, write_json
 from flaxvision.plots import (
     CORRECT_COLOR,
     WRONG_COLOR,

@@ -19,7 +19,6 @@ Every file used is recorded (url, where it came from, size, sha256, verification
 ``data/raw/SOURCES.json`` by the caller.
 """
 
-import contextlib
 import dataclasses
 import hashlib
 import http.client
@@ -27,11 +26,10 @@ import os
 import shutil
 import stat
 import sys
-import tempfile
 import urllib.error
 import urllib.request
 import zipfile
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path, PurePosixPath
 
 from tqdm import tqdm
@@ -246,29 +244,3 @@ def snapshot_tree(src: Path, dest: Path) -> tuple[int, int]:
             files += 1
             size += (target / filename).stat().st_size
     return files, size
-
-
-@contextlib.contextmanager
-def atomic_directory(final: Path) -> Iterator[Path]:
-    """Yield an empty temp folder beside ``final`` that replaces ``final`` on success.
-
-    On any error the temp folder is removed and ``final`` is left as it was.
-    """
-    final.parent.mkdir(parents=True, exist_ok=True)
-    for stale in final.parent.glob(f".{final.name}.*-tmp"):  # left by a killed run
-        shutil.rmtree(stale, ignore_errors=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix="-tmp", dir=final.parent))
-    tmp.chmod(0o755)
-    try:
-        yield tmp
-        if final.is_dir() and not final.is_symlink():
-            old = Path(tempfile.mkdtemp(prefix=f".{final.name}.old.", suffix="-tmp", dir=final.parent))
-            os.replace(final, old / final.name)
-            os.replace(tmp, final)
-            shutil.rmtree(old)
-        else:
-            if final.exists() or final.is_symlink():
-                final.unlink()
-            os.replace(tmp, final)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)

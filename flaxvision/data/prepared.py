@@ -17,12 +17,11 @@ from typing import Literal
 
 import numpy as np
 
-from flaxvision.data.download import atomic_directory
 from flaxvision.data.images import ImageDecoder
 from flaxvision.data.sources import RawDataset
 from flaxvision.data.splits import SPLITS, plan_splits
 from flaxvision.errors import UserError
-from flaxvision.files import write_json
+from flaxvision.files import atomic_directory, write_json
 
 PREPARED_DIR = Path("data/prepared")
 COPY_ROWS = 1024  # rows copied at a time from the decoded arrays to the split files

@@ -40,7 +40,6 @@ import numpy as np
 from flaxvision.data.download import (
     FileRecord,
     RemoteFile,
-    atomic_directory,
     check_zip,
     extract_zip,
     fetch,
@@ -49,7 +48,7 @@ from flaxvision.data.download import (
 )
 from flaxvision.data.images import Example
 from flaxvision.errors import UserError
-from flaxvision.files import write_json
+from flaxvision.files import atomic_directory, write_json
 
 RAW_DIR = Path("data/raw")
 SOURCES_FILE = "SOURCES.json"
