@@ -14,14 +14,17 @@ class UserError(Exception):
 def stage_main(main):
     """Decorate a stage's ``main()`` so a UserError exits with a one-line message.
 
-    It also sets JAX up (flaxvision.runtime): the persistent compilation cache, multi-host runs.
+    For a stage that imports JAX, it also sets JAX up (flaxvision.runtime): the persistent
+    compilation cache, multi-host runs. Stages that do not (source, download) never load it, which
+    keeps their start-up short: source runs at every `dvc repro`.
     """
 
     @functools.wraps(main)
     def wrapper(*args, **kwargs):
-        from flaxvision.runtime import setup_jax  # not at the top: it imports flaxvision.data, which imports this module
+        if "jax" in sys.modules:
+            from flaxvision.runtime import setup_jax  # not at the top: it imports flaxvision.data, which imports this module
 
-        setup_jax()
+            setup_jax()
         try:
             return main(*args, **kwargs)
         except UserError as error:

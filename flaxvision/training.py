@@ -243,9 +243,22 @@ def fingerprint(*parts) -> str:
     return digest.hexdigest()
 
 
+def check_finite(epoch: int, train_loss: float, val_loss: float, learning_rate: float):
+    """Stop a diverged run: a NaN or infinite loss must never become a result or a best epoch."""
+    if math.isfinite(train_loss) and math.isfinite(val_loss):
+        return
+    raise UserError(
+        f"training diverged in epoch {epoch + 1} (train loss {train_loss}, val loss {val_loss}); nothing "
+        f"was saved: lower train.learning_rate (now {learning_rate:g}), lower train.batchnorm_momentum "
+        "or set train.compute_dtype to float32"
+    )
+
+
 def fit(trainer: Trainer, train: tuple, validation: tuple, checkpoint_dir: Path, run_id: str,
         on_epoch: Callable[[int, dict], None] = lambda epoch, metrics: None) -> Progress:
     """Train with early stopping and LR reduction on val_loss; leave the best weights in trainer.
+
+    A NaN or infinite loss stops the run with a UserError before that epoch is logged or saved.
 
     Resumes from ``checkpoint_dir`` when it holds a checkpoint of the same ``run_id``.
     ``on_epoch(epoch, metrics)`` is called for every epoch, replayed ones included, so loggers
@@ -280,6 +293,7 @@ def fit(trainer: Trainer, train: tuple, validation: tuple, checkpoint_dir: Path,
             break
         train_metrics = trainer.train_epoch(train_images, train_labels, epoch, progress.learning_rate)
         val_metrics = loss_and_accuracy(trainer.predict(val_images_device), val_labels)
+        check_finite(epoch, train_metrics["loss"], val_metrics["loss"], progress.learning_rate)
         metrics = {"train": train_metrics, "val": val_metrics, "learning_rate": progress.learning_rate}
         progress.history.append(metrics)
         on_epoch(epoch, metrics)

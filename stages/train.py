@@ -16,13 +16,12 @@ from flaxvision.config import load_params, require, section
 from flaxvision.data import load_prepared
 from flaxvision.errors import stage_main
 from flaxvision.features import load_features
+from flaxvision.pipeline import code_files
 from flaxvision.trained import save_trained
 from flaxvision.training import TrainConfig, Trainer, fingerprint, fit
 from flaxvision.transforms import AugmentConfig
 from models.transfer import TransferConfig
 
-# The code a run depends on (as dvc.yaml's train deps): a checkpoint left by other code is not resumed.
-SOURCES = sorted([*Path("flaxvision").rglob("*.py"), *Path("models").glob("*.py"), Path(__file__)])
 MODEL_DIR = Path("artifacts/model")
 CHECKPOINT_DIR = Path("checkpoints")
 LIVE_DIR = Path("results/train")
@@ -52,7 +51,7 @@ def main():
     trainer = Trainer(trained, config, augment_config, preprocessing)
     run_id = fingerprint(model_name, transfer and dataclasses.asdict(transfer), params.get("pretrained"),
                          dataclasses.asdict(config), dataclasses.asdict(augment_config),
-                         data.classes, *train, *validation, *(path.read_text() for path in SOURCES))
+                         data.classes, *train, *validation, *(path.read_text() for path in code_files("train")))
 
     # dvc.yaml declares these outputs itself, so dvclive must not rewrite it.
     with Live(str(LIVE_DIR), dvcyaml=None, save_dvc_exp=False) as live:

@@ -1,7 +1,6 @@
 """End to end: the real dvc.yaml run by DVC in a temporary git repo, on tiny generated images."""
 
 import json
-import os
 import shutil
 import signal
 import subprocess
@@ -15,79 +14,14 @@ import yaml
 from PIL import Image
 
 import models
-from tests.conftest import PROJECT_ROOT
 from tests.helpers import pattern_images
-
-PROJECT_FILES = ["dvc.yaml", "params.yaml", "stages", "models", "flaxvision", ".dvc/config", ".dvc/plots"]
-STAGES = ["download", "preprocess", "extract-features", "train", "evaluate"]
+from tests.projects import STAGES, dvc, environment, git, image_folder, metrics, new_project, ran, set_param
 
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory):
-    root = tmp_path_factory.mktemp("project")
-    for name in PROJECT_FILES:
-        source, target = PROJECT_ROOT / name, root / name
-        if source.is_dir():
-            shutil.copytree(source, target, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy(source, target)
-    (root / ".gitignore").write_text("/checkpoints/\n/dvc_plots/\n")
-
-    images_dir = tmp_path_factory.mktemp("images")
-    images, labels = pattern_images(60, size=32)
-    for index, (image, label) in enumerate(zip(images, labels)):
-        folder = images_dir / ["red", "green", "blue"][label]
-        folder.mkdir(exist_ok=True)
-        Image.fromarray(image).save(folder / f"{index}.png")
-
-    params = yaml.safe_load((root / "params.yaml").read_text())
-    params["data"] = f"folder:{images_dir}"
-    params["preprocess"]["image_size"] = [32, 32]
-    params["train"].update(epochs=2, batch_size=8)
-    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-
-    git(root, "init", "-q")
-    git(root, "add", "-A")
-    git(root, "commit", "-qm", "project")
-    return root
-
-
-def git(root, *args):
-    subprocess.run(["git", *args], cwd=root, check=True, env=environment(root))
-
-
-def environment(root):
-    env = dict(os.environ)
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"  # `python` = this venv
-    env.update(GIT_AUTHOR_NAME="test", GIT_AUTHOR_EMAIL="test@example.com",
-               GIT_COMMITTER_NAME="test", GIT_COMMITTER_EMAIL="test@example.com",
-               FLAXVISION_CACHE=str(root / ".downloads"), DVC_NO_ANALYTICS="1")
-    env.pop("DATA_MIRROR", None)
-    return env
-
-
-def dvc(root, *args, check=True) -> str:
-    result = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=root, env=environment(root),
-                            capture_output=True, text=True)
-    output = result.stdout + result.stderr
-    if check:
-        assert result.returncode == 0, f"dvc {' '.join(args)} failed:\n{output}"
-    return output
-
-
-def ran(output: str) -> list[str]:
-    return [stage for stage in STAGES if f"Running stage '{stage}'" in output]
-
-
-def metrics(root) -> dict:
-    return json.loads((root / "results/evaluate/metrics.json").read_text())
-
-
-def set_param(root, section, key, value):
-    params = yaml.safe_load((root / "params.yaml").read_text())
-    params[section][key] = value
-    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    images = image_folder(tmp_path_factory.mktemp("images"))
+    return new_project(tmp_path_factory.mktemp("project"), f"folder:{images}")
 
 
 def test_repro_runs_every_stage_then_nothing(project):
@@ -104,13 +38,49 @@ def test_repro_runs_every_stage_then_nothing(project):
         "samples.png", "samples_augmented.png", "test_misclassified.png"]
     assert len(list((plots / "activations").glob("*.png"))) == 3  # simple_cnn's three convolutions
 
-    assert ran(dvc(project, "repro")) == []
-    assert "up to date" in dvc(project, "status")
+    assert ran(dvc(project, "repro")) == ["source"]  # it only re-checks the data source
+    assert json.loads(dvc(project, "status", "--json")) == {"source": ["always changed"]}
+
+
+def test_library_code_change_reruns_the_stages_that_import_it(project):
+    """The stale-train reproduction of issue 10: train must see a change to load_prepared."""
+    prepared = project / "flaxvision/data/prepared.py"
+    original = prepared.read_text()
+    prepared.write_text(original + "# edited\n")
+    try:
+        changed = set(json.loads(dvc(project, "status", "--json")))
+    finally:
+        prepared.write_text(original)
+    assert changed == set(STAGES)
+    config = project / "flaxvision/config.py"
+    config.write_text(config.read_text() + "# edited\n")
+    try:
+        assert set(json.loads(dvc(project, "status", "--json"))) == set(STAGES)
+    finally:
+        git(project, "checkout", "flaxvision/config.py")
+
+
+def test_changed_folder_contents_rerun_what_depends_on_them(project):
+    """No --force: the source stage sees the folder's new contents; going back gives the old
+    results again (data/raw and data/prepared come from DVC's run-cache, keyed by the source's
+    identity; train and evaluate, whose metrics are not cached, run again)."""
+    before = metrics(project)
+    folder = Path(yaml.safe_load((project / "params.yaml").read_text())["data"].removeprefix("folder:"))
+    extra = folder / "red" / "extra.png"
+    Image.fromarray(pattern_images(1, size=32)[0][0][::-1]).save(extra)
+    try:
+        assert ran(dvc(project, "repro")) == STAGES
+        assert (project / "data/raw" / folder.name / "red/extra.png").is_file()
+    finally:
+        extra.unlink()
+    assert "download" not in ran(dvc(project, "repro"))
+    assert not (project / "data/raw" / folder.name / "red/extra.png").exists()
+    assert metrics(project) == before
 
 
 def test_train_param_reruns_only_train_and_evaluate(project):
     set_param(project, "train", "learning_rate", 0.002)
-    assert ran(dvc(project, "repro")) == ["train", "evaluate"]
+    assert ran(dvc(project, "repro")) == ["source", "train", "evaluate"]
     git(project, "checkout", "params.yaml")
     dvc(project, "repro")  # back to the committed run (restored from the run cache)
 
@@ -126,7 +96,7 @@ def test_experiment_variant_and_metrics_diff(project):
     git(project, "add", "-A")
     git(project, "commit", "-qm", "baseline results")
     output = dvc(project, "exp", "run", "-S", "model=tutorial_cnn", "-S", "train.epochs=1")
-    assert ran(output) == ["preprocess", "extract-features", "train", "evaluate"]
+    assert ran(output) == ["source", "preprocess", "extract-features", "train", "evaluate"]
     assert "tutorial_cnn" in dvc(project, "exp", "show", "--csv")
     git(project, "add", "-A")
     git(project, "commit", "-qm", "tutorial_cnn")
@@ -192,5 +162,5 @@ def test_stacked_model_end_to_end_then_head_only_experiments_reuse_the_features(
 
     output = dvc(project, "exp", "run", "-S", "model=stacked", "-S", f"pretrained={stand_in_weights}",
                  "-S", "train.learning_rate=0.0005")
-    assert ran(output) == ["train", "evaluate"]
+    assert ran(output) == ["source", "train", "evaluate"]
     git(project, "checkout", "params.yaml")

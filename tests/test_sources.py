@@ -424,3 +424,76 @@ def test_tfds_not_prepared_says_how(tmp_path, monkeypatch):
 def test_tfds_name_and_version_are_parsed():
     assert get_source("tfds:mnist:3.0.1") == TfdsSource("mnist", "3.0.1")
     assert get_source("tfds:mnist:3.0.1").spec == "mnist:3.0.1"
+
+
+def write_params(data: str):
+    with open("params.yaml", "w") as f:
+        yaml.safe_dump({"data": data}, f)
+
+
+def test_source_identity_follows_the_content_not_the_location(tmp_path, monkeypatch):
+    from flaxvision.data import identify_dataset
+
+    archive = {"cats_and_dogs_filtered/train/cats/1.png": image_bytes("PNG", "red")}
+    with zipfile.ZipFile(mirror_path("cats_and_dogs_filtered.zip"), "w") as zf:
+        for name, data in archive.items():
+            zf.writestr(name, data)
+    first = identify_dataset("cats_vs_dogs")
+    moved = tmp_path / "elsewhere"
+    os.replace(os.environ["DATA_MIRROR"], moved)
+    monkeypatch.setenv("DATA_MIRROR", str(moved))
+    assert identify_dataset("cats_vs_dogs") == first  # where the mirror is does not count
+    with zipfile.ZipFile(moved / "cats_and_dogs_filtered.zip", "a") as zf:
+        zf.writestr("cats_and_dogs_filtered/train/dogs/2.png", image_bytes("PNG", "blue"))
+    changed = identify_dataset("cats_vs_dogs")
+    assert changed["files"][0]["sha256"] != first["files"][0]["sha256"]
+
+
+def test_source_identity_of_a_folder_changes_with_any_image(tmp_path):
+    from flaxvision.data import identify_dataset
+
+    folder = tmp_path / "images"
+    for name in ("cats", "dogs"):
+        (folder / name).mkdir(parents=True)
+        (folder / name / "1.png").write_bytes(image_bytes("PNG", name == "cats" and "red" or "blue"))
+    first = identify_dataset(f"folder:{folder}")
+    assert first["files"][0]["files"] == 2
+    (folder / "dogs" / "1.png").write_bytes(image_bytes("PNG", "green"))
+    assert identify_dataset(f"folder:{folder}") != first
+
+
+def test_relative_paths_resolve_against_dvc_root(tmp_path, monkeypatch, capsys):
+    """As in `dvc exp run --temp`: the stage runs in a copy under .dvc/tmp, DVC_ROOT names the project."""
+    from stages import source as source_stage
+
+    folder = tmp_path / "images"
+    for name in ("cats", "dogs"):
+        (folder / name).mkdir(parents=True)
+        (folder / name / "1.png").write_bytes(image_bytes("PNG", "red"))
+    copy = Path.cwd() / ".dvc" / "tmp" / "exps" / "tmp1234"
+    copy.mkdir(parents=True)
+    monkeypatch.setenv("DVC_ROOT", str(Path.cwd()))
+    monkeypatch.chdir(copy)
+    write_params("folder:../images")
+    source_stage.main()
+    assert json.loads(Path("data/source.json").read_text())["files"][0]["files"] == 2
+    download_stage.main()
+    assert Path("data/raw/images/cats/1.png").is_file()
+
+    with zipfile.ZipFile(tmp_path / "mirror" / "cats_and_dogs_filtered.zip", "w") as zf:
+        zf.writestr("cats_and_dogs_filtered/train/cats/1.png", image_bytes("PNG", "red"))
+    monkeypatch.setenv("DATA_MIRROR", "../mirror")  # beside the project, not beside the copy
+    write_params("cats_vs_dogs")
+    source_stage.main()
+    assert json.loads(Path("data/source.json").read_text())["files"][0]["name"] == "cats_and_dogs_filtered.zip"
+
+
+def test_a_mirror_that_no_longer_exists_is_an_error(tmp_path, monkeypatch, capsys):
+    from stages import source as source_stage
+
+    monkeypatch.setenv("DATA_MIRROR", str(tmp_path / "gone"))
+    write_params("cats_vs_dogs")
+    with pytest.raises(SystemExit):
+        source_stage.main()
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith("error: DATA_MIRROR=") and "is not a directory" in line

@@ -8,7 +8,8 @@ from flax import nnx
 
 import models
 from flaxvision.evaluation import loss_and_accuracy
-from flaxvision.training import Plateau, TrainConfig, Trainer, fit
+from flaxvision.errors import UserError
+from flaxvision.training import Plateau, TrainConfig, Trainer, check_finite, fit
 from flaxvision.transforms import AugmentConfig
 from tests.helpers import pattern_images
 
@@ -94,6 +95,26 @@ def test_learning_rate_is_reduced_on_plateau(tmp_path, data):
         if not plateau.update(epoch["val"]["loss"]) and plateau.exhausted:
             lr, plateau.wait = max(lr * 0.5, 0.01), 0
     assert [epoch["learning_rate"] for epoch in progress.history] == expected
+
+
+def test_a_diverged_run_stops_at_that_epoch_and_saves_nothing(tmp_path, data):
+    """The issue's `-S train.optimizer=sgd -S train.learning_rate=1e6`: an error, never a 'best' epoch."""
+    config = dataclasses.replace(CONFIG, optimizer="sgd", learning_rate=1e6)
+    logged = []
+    with pytest.raises(UserError) as error:
+        run(tmp_path, data, config, on_epoch=lambda epoch, metrics: logged.append(epoch))
+    message = str(error.value)
+    assert "\n" not in message and message.startswith("training diverged in epoch 1 ")
+    assert all(param in message for param in ("train.learning_rate", "train.batchnorm_momentum",
+                                              "train.compute_dtype"))
+    assert logged == [] and not list((tmp_path / "checkpoints").glob("[0-9]*"))
+
+
+@pytest.mark.parametrize("loss", [float("nan"), float("inf")])
+def test_a_non_finite_loss_is_never_accepted(loss):
+    with pytest.raises(UserError, match="diverged in epoch 3"):
+        check_finite(2, 0.5, loss, 1e-3)
+    assert not Plateau(patience=3).update(float("nan"))
 
 
 def test_plateau_counts_epochs_without_improvement():

@@ -6,14 +6,16 @@ Modules: ``download`` (mirror, cache, verified downloads, safe extraction, atomi
 """
 
 from flaxvision.data.prepared import PREPARED_DIR, Prepared, PreprocessConfig, load_prepared, prepare
-from flaxvision.data.sources import RAW_DIR, download_dataset, read_dataset
+from flaxvision.data.sources import RAW_DIR, SOURCE_IDENTITY, download_dataset, identify_dataset, read_dataset
 
 __all__ = [
     "PREPARED_DIR",
     "RAW_DIR",
+    "SOURCE_IDENTITY",
     "Prepared",
     "PreprocessConfig",
     "download_dataset",
+    "identify_dataset",
     "load_prepared",
     "prepare",
     "read_dataset",

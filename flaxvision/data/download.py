@@ -66,15 +66,26 @@ class FileRecord:
     verification: str
 
 
+def project_root() -> Path:
+    """The DVC project's root, against which relative paths of params and DATA_MIRROR resolve.
+
+    DVC runs a stage with $DVC_ROOT set to the project's root, also when it runs the stage in a
+    copy of the project (``dvc exp run --temp``, queued experiments), where the working directory
+    is that copy under .dvc/tmp.
+    """
+    return Path(os.environ.get("DVC_ROOT") or ".")
+
+
 def mirror_dir() -> Path | None:
-    """The offline mirror folder: $DATA_MIRROR, else ../shared/datasets if it exists."""
+    """The offline mirror folder: $DATA_MIRROR, else ../shared/datasets beside the project if it exists."""
     configured = os.environ.get("DATA_MIRROR")
     if configured:
-        path = Path(configured)
+        path = project_root() / configured
         if not path.is_dir():
-            raise UserError(f"DATA_MIRROR={configured} is not a directory")
+            raise UserError(f"DATA_MIRROR={configured} is not a directory: set it to the folder of "
+                            "dataset files, or unset it")
         return path
-    default = Path("..") / "shared" / "datasets"
+    default = project_root() / ".." / "shared" / "datasets"
     return default if default.is_dir() else None
 
 
@@ -244,3 +255,17 @@ def snapshot_tree(src: Path, dest: Path) -> tuple[int, int]:
             files += 1
             size += (target / filename).stat().st_size
     return files, size
+
+
+def tree_digest(src: Path) -> tuple[int, int, str]:
+    """(files, bytes, sha256) of the files ``snapshot_tree`` would copy: their paths and contents."""
+    files = size = 0
+    digest = hashlib.sha256()
+    for folder, dirnames, filenames in os.walk(src):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for filename in sorted(f for f in filenames if not f.startswith(".")):
+            path = Path(folder) / filename
+            digest.update(f"{path.relative_to(src).as_posix()}\0{sha256(path)}\n".encode())
+            files += 1
+            size += path.stat().st_size
+    return files, size, digest.hexdigest()

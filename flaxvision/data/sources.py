@@ -9,7 +9,8 @@
 * ``dog_breeds``: Kaggle's dog-breed-identification.zip (no public URL: placed by hand in the
   mirror): ``labels.csv`` (id,breed) names the class of each ``train/<id>.jpg``; Kaggle's
   ``test/`` is unlabelled and not used;
-* ``folder:<path>``: your own ``<class>/<image>`` tree (path relative to the project root),
+* ``folder:<path>``: your own ``<class>/<image>`` tree (a relative path is relative to the
+  project's root, also in ``dvc exp run --temp`` and queued experiments),
   optionally split into ``train/``, ``validation/`` (or ``val/``) and ``test/`` folders;
   snapshotted into data/raw (hardlinks where possible);
 * ``tfds:<name>`` or ``tfds:<name>:<version>``: a TFDS dataset already prepared (ArrayRecord)
@@ -44,13 +45,16 @@ from flaxvision.data.download import (
     extract_zip,
     fetch,
     link_or_copy,
+    project_root,
     snapshot_tree,
+    tree_digest,
 )
 from flaxvision.data.images import Example
 from flaxvision.errors import UserError
 from flaxvision.files import atomic_directory, write_json
 
 RAW_DIR = Path("data/raw")
+SOURCE_IDENTITY = Path("data/source.json")  # written by the source stage: see identify_dataset
 SOURCES_FILE = "SOURCES.json"
 TFDS_MANIFEST = "tfds.json"
 VALID_FORMS = (
@@ -125,6 +129,20 @@ class RawDataset:
     splits: dict[str, FileSplit | ArraySplit | TfdsSplit]  # keys among train, validation, test
     ignored: list[dict] = dataclasses.field(default_factory=list)  # {"file", "reason"}: not images
     empty_classes: list[str] = dataclasses.field(default_factory=list)
+
+
+def identify_dataset(data: str) -> dict:
+    """What the files of ``data`` are, by content (sizes and SHA-256), wherever they were found.
+
+    Files of a URL are downloaded into the cache first. The result does not depend on where the
+    files are mounted, so it changes exactly when the data does.
+    """
+    return {"data": data, "files": get_source(data).identify()}
+
+
+def _identify_files(files: Sequence[RemoteFile]) -> list[dict]:
+    records = (fetch(file)[1] for file in files)
+    return [{"name": r.name, "url": r.url, "size": r.size, "sha256": r.sha256} for r in records]
 
 
 def download_dataset(data: str, raw: Path = RAW_DIR) -> list[FileRecord]:
@@ -315,6 +333,9 @@ class ArchiveSource:
             raise UserError(f"{' and '.join(f.name for f in self.files)}: {problem}") from None
         return records
 
+    def identify(self) -> list[dict]:
+        return _identify_files(self.files)
+
     def read(self, raw: Path) -> RawDataset:
         return self.layout(raw, self.root)
 
@@ -327,16 +348,26 @@ class FolderSource:
 
     @property
     def root(self) -> str:
-        return Path(os.path.abspath(self.path)).name or "images"
+        return Path(os.path.abspath(self._folder())).name or "images"
 
-    def download(self, raw: Path) -> list[FileRecord]:
-        src = Path(self.path)
+    def _folder(self) -> Path:
+        return project_root() / self.path
+
+    def _checked_folder(self) -> Path:
+        src = self._folder()
         if not src.exists():
-            raise UserError(f"params.yaml data: folder {self.path} does not exist")
+            raise UserError(f"params.yaml data: folder {self.path} does not exist (looked at {src.absolute()})")
         if not src.is_dir():
             raise UserError(f"params.yaml data: {self.path} is not a folder")
         scan_tree(src.parent, src.name)
-        files, size = snapshot_tree(src, raw / self.root)
+        return src
+
+    def identify(self) -> list[dict]:
+        files, size, digest = tree_digest(self._checked_folder())
+        return [{"name": self.root, "files": files, "size": size, "sha256": digest}]
+
+    def download(self, raw: Path) -> list[FileRecord]:
+        files, size = snapshot_tree(self._checked_folder(), raw / self.root)
         return [FileRecord(self.root, None, self.path, size, "", f"snapshot of {files} files")]
 
     def read(self, raw: Path) -> RawDataset:
@@ -395,6 +426,9 @@ class SignsSource:
             records.append(record)
         return records
 
+    def identify(self) -> list[dict]:
+        return _identify_files(self.files)
+
     def read(self, raw: Path) -> RawDataset:
         splits, all_classes = {}, []
         for file in self.files:
@@ -426,6 +460,9 @@ class TfdsSource:
     @property
     def spec(self) -> str:
         return f"{self.name}:{self.version}" if self.version else self.name
+
+    def identify(self) -> list[dict]:
+        return [self._manifest(self._builder(os.environ.get("TFDS_DATA_DIR")))]
 
     def download(self, raw: Path) -> list[FileRecord]:
         builder = self._builder(os.environ.get("TFDS_DATA_DIR"))

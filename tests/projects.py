@@ -1,0 +1,106 @@
+"""Throw-away copies of this DVC project in temporary git repos, and running DVC in them."""
+
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import yaml
+from PIL import Image
+
+from tests.conftest import PROJECT_ROOT
+from tests.helpers import pattern_images
+
+PROJECT_FILES = ["dvc.yaml", "params.yaml", "stages", "models", "flaxvision", ".dvc/config", ".dvc/plots",
+                 ".dvcignore"]
+STAGES = list(yaml.safe_load((PROJECT_ROOT / "dvc.yaml").read_text())["stages"])
+CLASSES = ["red", "green", "blue"]
+
+
+def new_project(root: Path, data: str, **train) -> Path:
+    """The project's code and pipeline at ``root``, committed, on ``data`` at 32×32 (train
+    params: 2 epochs, batch 8, then ``train``)."""
+    for name in PROJECT_FILES:
+        source, target = PROJECT_ROOT / name, root / name
+        if source.is_dir():
+            shutil.copytree(source, target, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(source, target)
+    (root / ".gitignore").write_text("/checkpoints/\n/dvc_plots/\n")
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    params["data"] = data
+    params["preprocess"]["image_size"] = [32, 32]
+    params["train"].update(epochs=2, batch_size=8, **train)
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    git(root, "init", "-q")
+    commit(root, "project")
+    return root
+
+
+def image_folder(folder: Path, count: int = 60) -> Path:
+    """A ``<class>/<image>.png`` tree of learnable 32×32 pattern images."""
+    images, labels = pattern_images(count, size=32)
+    for index, (image, label) in enumerate(zip(images, labels)):
+        (folder / CLASSES[label]).mkdir(parents=True, exist_ok=True)
+        Image.fromarray(image).save(folder / CLASSES[label] / f"{index}.png")
+    return folder
+
+
+def cats_vs_dogs_zip(path: Path, count: int = 60) -> Path:
+    """A small stand-in for cats_and_dogs_filtered.zip, with its layout (train/, validation/)."""
+    images, labels = pattern_images(count, size=32, classes=2)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(path, "w") as archive:
+        for index, (image, label) in enumerate(zip(images, labels)):
+            split = "train" if index < count * 2 // 3 else "validation"
+            png = io.BytesIO()
+            Image.fromarray(image).save(png, format="PNG")
+            archive.writestr(f"cats_and_dogs_filtered/{split}/{['cats', 'dogs'][label]}/{index}.png", png.getvalue())
+    return path
+
+
+def environment(root: Path) -> dict:
+    env = dict(os.environ)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"  # `python` = this venv
+    env.update(GIT_AUTHOR_NAME="test", GIT_AUTHOR_EMAIL="test@example.com",
+               GIT_COMMITTER_NAME="test", GIT_COMMITTER_EMAIL="test@example.com",
+               FLAXVISION_CACHE=str(root / ".downloads"), DVC_NO_ANALYTICS="1")
+    env.pop("DATA_MIRROR", None)
+    return env
+
+
+def git(root: Path, *args):
+    subprocess.run(["git", *args], cwd=root, check=True, env=environment(root))
+
+
+def commit(root: Path, message: str):
+    git(root, "add", "-A")
+    git(root, "commit", "-qm", message)
+
+
+def dvc(root: Path, *args, check=True) -> str:
+    result = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=root, env=environment(root),
+                            capture_output=True, text=True)
+    output = result.stdout + result.stderr
+    if check:
+        assert result.returncode == 0, f"dvc {' '.join(args)} failed:\n{output}"
+    return output
+
+
+def ran(output: str) -> list[str]:
+    return [stage for stage in STAGES if f"Running stage '{stage}'" in output]
+
+
+def metrics(root: Path) -> dict:
+    return json.loads((root / "results/evaluate/metrics.json").read_text())
+
+
+def set_param(root: Path, section: str, key: str, value):
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    params[section][key] = value
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))

@@ -1,0 +1,84 @@
+"""dvc.yaml's deps against the import graph: a stage re-runs whenever code it imports changes."""
+
+import ast
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from flaxvision.pipeline import CODE_ROOTS, code_files
+from tests.conftest import PROJECT_ROOT
+
+STAGES = yaml.safe_load((PROJECT_ROOT / "dvc.yaml").read_text())["stages"]
+
+
+def module_file(module: str) -> Path | None:
+    path = PROJECT_ROOT.joinpath(*module.split("."))
+    for candidate in (path / "__init__.py", path.with_suffix(".py")):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def imported_files(path: Path) -> set[Path]:
+    """Project files that ``path`` imports, lazy imports inside functions included, with the
+    packages whose ``__init__`` each import runs."""
+    package = path.relative_to(PROJECT_ROOT).with_suffix("").parts[:-1]
+    names = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names += [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:  # relative: from the package, one level up per extra dot
+                base = ".".join([*package[: len(package) - node.level + 1], *filter(None, [base])])
+            names += [base, *(f"{base}.{alias.name}" for alias in node.names)]
+    files = set()
+    for name in names:
+        parts = name.split(".")
+        if parts[0] in CODE_ROOTS:
+            files.update(f for i in range(1, len(parts) + 1) if (f := module_file(".".join(parts[:i]))))
+    return files
+
+
+def import_closure(start: Path) -> set[Path]:
+    seen, todo = set(), [start]
+    while todo:
+        path = todo.pop()
+        if path not in seen:
+            seen.add(path)
+            todo += imported_files(path)
+    return seen
+
+
+def stage_module(stage: dict) -> Path:
+    (module,) = re.fullmatch(r"python -m ([\w.]+)", stage["cmd"]).groups()
+    return module_file(module)
+
+
+@pytest.mark.parametrize("name", list(STAGES))
+def test_deps_cover_every_imported_module(name):
+    imported = import_closure(stage_module(STAGES[name]))
+    declared = set(code_files(name, PROJECT_ROOT / "dvc.yaml"))
+    missing = sorted(str(p.relative_to(PROJECT_ROOT)) for p in imported - declared)
+    assert not missing, f"dvc.yaml stage {name} imports these but does not depend on them: {missing}"
+
+
+@pytest.mark.parametrize("name", list(STAGES))
+def test_every_code_dep_is_imported(name):
+    """No code dep is superfluous: each covers at least one module the stage imports."""
+    imported = import_closure(stage_module(STAGES[name]))
+    for dep in STAGES[name]["deps"]:
+        path = PROJECT_ROOT / dep
+        if Path(dep).parts[0] not in CODE_ROOTS:
+            continue
+        covered = set(path.rglob("*.py")) if path.is_dir() else {path}
+        assert covered & imported, f"dvc.yaml stage {name} depends on {dep}, which it never imports"
+
+
+def test_the_import_walk_sees_lazy_imports():
+    """errors.stage_main imports flaxvision.runtime inside the function: it must still count."""
+    closure = import_closure(PROJECT_ROOT / "flaxvision" / "errors.py")
+    assert PROJECT_ROOT / "flaxvision" / "runtime.py" in closure
+    assert PROJECT_ROOT / "flaxvision" / "data" / "download.py" in closure

@@ -1,0 +1,56 @@
+"""What is committed is true: dvc.lock's hashes of code, params and results are those of the files.
+
+DVC compares them in a copy of the project's files as git sees them (so neither data the workspace
+holds nor an experiment applied to it counts). Data that a fresh clone lacks ("deleted", "not in
+cache") is fine; anything else that differs means dvc.lock and results/ are stale: run `dvc repro`
+and commit dvc.lock and results/ with the change.
+"""
+
+import json
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import PROJECT_ROOT
+
+ABSENT = {"deleted", "not in cache"}
+
+
+def git_files() -> list[str]:
+    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+                            cwd=PROJECT_ROOT, capture_output=True, text=True)
+    if listed.returncode:
+        pytest.skip(f"not a git checkout: {listed.stderr.strip()}")
+    return [name for name in listed.stdout.split("\0") if name and (PROJECT_ROOT / name).is_file()]
+
+
+def stale_entries(status: dict) -> list[str]:
+    """'stage: path (what)' for every difference that is not just absent data."""
+    stale = []
+    for stage, entries in status.items():
+        for entry in entries:
+            if entry == "always changed":
+                continue
+            if not isinstance(entry, dict):
+                stale.append(f"{stage}: {entry}")
+                continue
+            for kind, changes in entry.items():
+                if not isinstance(changes, dict):
+                    stale.append(f"{stage}: {kind}")
+                    continue
+                stale += [f"{stage}: {kind} {path} ({what})" for path, what in changes.items() if what not in ABSENT]
+    return stale
+
+
+def test_dvc_lock_matches_the_committed_code_params_and_results(tmp_path):
+    for name in git_files():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(PROJECT_ROOT / name, tmp_path / name)
+    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
+    result = subprocess.run([sys.executable, "-m", "dvc", "status", "--json"], cwd=tmp_path,
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    stale = stale_entries(json.loads(result.stdout))
+    assert not stale, "dvc.lock is stale (run `dvc repro`, commit dvc.lock and results/): " + "; ".join(stale)
