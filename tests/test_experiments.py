@@ -54,7 +54,7 @@ def test_queued_grid_resolves_relative_folder(project):
     while any(state in (status := dvc(project, "queue", "status")) for state in ("Queued", "Running")):
         assert time.monotonic() < deadline, status
         time.sleep(2)
-    assert "Failed" not in status, dvc(project, "queue", "logs", status.split()[4], check=False)
+    assert "Failed" not in status, status
     runs = [run for run in experiments(project).values() if run["params"]["data"] == "folder:../images"]
     rates = sorted(run["params"]["train"]["learning_rate"] for run in runs)
     assert rates == [0.0003, 0.001]
