@@ -104,3 +104,17 @@ def set_param(root: Path, section: str, key: str, value):
     params = yaml.safe_load((root / "params.yaml").read_text())
     params[section][key] = value
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def experiments(root) -> dict:
+    """{experiment name: {"params": ..., "metrics": ...}} of `dvc exp show --json`."""
+    found = {}
+    for baseline in json.loads(dvc(root, "exp", "show", "--json")):
+        for experiment in baseline.get("experiments") or []:
+            for revision in experiment["revs"]:
+                data = revision["data"]
+                found[revision.get("name") or revision["rev"]] = {
+                    "params": data["params"]["params.yaml"]["data"],
+                    "metrics": data["metrics"]["results/evaluate/metrics.json"]["data"],
+                }
+    return found

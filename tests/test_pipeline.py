@@ -1,27 +1,45 @@
-"""End to end: the real dvc.yaml run by DVC in a temporary git repo, on tiny generated images."""
+"""End to end: the real dvc.yaml run by DVC in a temporary git repo, on tiny generated images.
+
+The experiments run by DVC's own machinery (`dvc exp run --temp`, queued experiments) run in a copy
+of the project under .dvc/tmp, where the default mirror and relative `folder:` paths must still
+resolve against the project's root, as in the workspace."""
 
 import json
+import re
 import shutil
 import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
 from PIL import Image
 
 import models
 from tests.helpers import pattern_images
-from tests.projects import STAGES, dvc, environment, git, image_folder, metrics, new_project, ran, set_param
+from tests.projects import (
+    STAGES,
+    cats_vs_dogs_zip,
+    dvc,
+    environment,
+    experiments,
+    git,
+    image_folder,
+    metrics,
+    new_project,
+    ran,
+    set_param,
+)
 
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory):
-    images = image_folder(tmp_path_factory.mktemp("images"))
-    return new_project(tmp_path_factory.mktemp("project"), f"folder:{images}")
+    """The project with a relative folder: dataset and the default mirror (../shared/datasets) beside it."""
+    base = tmp_path_factory.mktemp("beside")
+    image_folder(base / "images")
+    cats_vs_dogs_zip(base / "shared" / "datasets" / "cats_and_dogs_filtered.zip")
+    return new_project(base / "project", "folder:../images")
 
 
 def test_repro_runs_every_stage_then_nothing(project):
@@ -65,7 +83,7 @@ def test_changed_folder_contents_rerun_what_depends_on_them(project):
     results again (data/raw and data/prepared come from DVC's run-cache, keyed by the source's
     identity; train and evaluate, whose metrics are not cached, run again)."""
     before = metrics(project)
-    folder = Path(yaml.safe_load((project / "params.yaml").read_text())["data"].removeprefix("folder:"))
+    folder = project.parent / "images"
     extra = folder / "red" / "extra.png"
     Image.fromarray(pattern_images(1, size=32)[0][0][::-1]).save(extra)
     try:
@@ -103,6 +121,31 @@ def test_experiment_variant_and_metrics_diff(project):
     diff = json.loads(dvc(project, "metrics", "diff", "HEAD~1", "--json"))
     accuracy = diff["results/evaluate/metrics.json"]["accuracy"]
     assert set(accuracy) >= {"old", "new"}
+
+
+def test_temp_experiment_finds_the_default_mirror(project):
+    output = dvc(project, "exp", "run", "--temp", "-n", "temp-mirror", "-S", "data=cats_vs_dogs")
+    assert ran(output)[:2] == ["source", "download"]
+    assert "offline mirror" in output
+    run = experiments(project)["temp-mirror"]
+    assert run["params"]["data"] == "cats_vs_dogs" and 0 <= run["metrics"]["accuracy"] <= 1
+
+
+def test_queued_grid_resolves_relative_folder(project):
+    output = dvc(project, "exp", "run", "--queue", "-S", "train.learning_rate=0.001,0.0003")
+    names = re.findall(r"Queued experiment '([\w-]+)'", output)
+    assert len(names) == 2
+    dvc(project, "queue", "start")
+    deadline = time.monotonic() + 600
+    while any(state in (status := dvc(project, "queue", "status")) for state in ("Queued", "Running")):
+        assert time.monotonic() < deadline, status
+        time.sleep(2)
+    assert "Failed" not in status, status
+    runs = [experiments(project)[name] for name in names]
+    assert all(run["params"]["data"] == "folder:../images" for run in runs)
+    rates = sorted(run["params"]["train"]["learning_rate"] for run in runs)
+    assert rates == [0.0003, 0.001]
+    assert all(0 <= run["metrics"]["accuracy"] <= 1 for run in runs)
 
 
 def test_plots_render_offline(project):
