@@ -51,7 +51,8 @@ CLASSES = ["cat", "dog", "fox"]  # pattern_images' square colours: red, green, b
 
 @pytest.fixture
 def project(tmp_path, monkeypatch):
-    """A project folder as cwd, an empty mirror beside it, a private cache, no network."""
+    """A project folder as cwd, an empty mirror and tfds data dir beside it, a private cache, no
+    network, and the code linked in (the train stage digests its source files by relative path)."""
     root = tmp_path / "project"
     root.mkdir()
     for folder in ("mirror", "cache", "tfds"):
@@ -61,7 +62,7 @@ def project(tmp_path, monkeypatch):
     monkeypatch.setenv("FLAXVISION_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path / "tfds"))
     monkeypatch.delenv("DVC_ROOT", raising=False)
-    for code in ("flaxvision", "models", "stages"):  # the train stage digests its code, from the project root
+    for code in ("flaxvision", "models", "stages"):
         os.symlink(PROJECT_ROOT / code, code)
 
     def offline(*args, **kwargs):
@@ -87,11 +88,12 @@ def write_params(overrides: dict | None = None, text: str | None = None):
     Path("params.yaml").write_text(text)
 
 
-def write_images(folder: Path, count: int, label: int = 0, suffix: str = ".png"):
+def write_images(folder: Path, count: int, label: int = 0):
+    """``count`` 16×16 PNGs in ``folder``: a square on noise, red, green or blue by ``label``."""
     folder.mkdir(parents=True, exist_ok=True)
     images, _ = pattern_images(count, size=16, classes=1, seed=label)
     for index, image in enumerate(images):
-        Image.fromarray(np.roll(image, label, axis=-1)).save(folder / f"{index}{suffix}")
+        Image.fromarray(np.roll(image, label, axis=-1)).save(folder / f"{index}.png")
 
 
 def write_tree(root: Path, layout: dict[str, int]):
@@ -275,7 +277,8 @@ PARAMS_CASES = [
     ("fractions-sum", preprocess, {"preprocess": {"val_fraction": 0.6, "test_fraction": 0.5}},
      ["val_fraction + test_fraction must be below 1"]),
     ("max-bad-fraction", preprocess, {"preprocess": {"max_bad_fraction": 2}}, ["max_bad_fraction must be between"]),
-    ("split-seed-string", preprocess, {"preprocess": {"split_seed": "zero"}}, ["'preprocess.split_seed' must be a int"]),
+    ("split-seed-string", preprocess, {"preprocess": {"split_seed": "zero"}},
+     ["'preprocess.split_seed' must be a int"]),
     ("batch-size-zero", train, {"train": {"batch_size": 0}}, ["batch_size must be at least 1, got 0"]),
     ("learning-rate-negative", train, {"train": {"learning_rate": -0.1}}, ["learning_rate must be positive"]),
     ("reduce-lr-factor", train, {"train": {"reduce_lr_factor": 1.5}}, ["reduce_lr_factor must be in (0, 1)"]),
@@ -699,7 +702,8 @@ PREDICT_CASES = [
      ["edited-model/model.json: unknown model 'alexnet'"]),
     ("model-json-lacks-color-mode", ["x.png", "--model", "EDITED"], {"color_mode": None}, 2,
      ["edited-model/model.json lacks color_mode", "retrain with `dvc repro train`"]),
-    ("top-k-zero", ["x.png", "--model", "MODEL", "--top-k", "0"], {}, 2, ["--top-k and --batch-size must be at least 1"]),
+    ("top-k-zero", ["x.png", "--model", "MODEL", "--top-k", "0"], {}, 2,
+     ["--top-k and --batch-size must be at least 1"]),
     ("top-k-not-a-number", ["x.png", "--top-k", "three"], {}, 2, ["argument --top-k: invalid int value: 'three'",
                                                                   "see predict --help"]),
     ("batch-size-zero", ["x.png", "--batch-size", "0"], {}, 2, ["--top-k and --batch-size must be at least 1"]),
