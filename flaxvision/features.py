@@ -58,7 +58,10 @@ def load_features(directory: Path = FEATURES_DIR) -> dict[str, np.ndarray] | Non
     directory = Path(directory)
     if not (directory / MANIFEST).is_file():
         raise UserError(f"no {directory / MANIFEST}: run `dvc repro extract-features` first")
-    splits = json.loads((directory / MANIFEST).read_text())["features"]
-    if splits is None:
-        return None
-    return {split: np.load(directory / f"{split}.npy") for split in splits}
+    try:
+        splits = json.loads((directory / MANIFEST).read_text())["features"]
+        return None if splits is None else {split: np.load(directory / f"{split}.npy") for split in splits}
+    except (OSError, ValueError, KeyError, TypeError) as error:  # a half-deleted or hand-edited folder
+        problem = type(error).__name__
+        raise UserError(f"{directory} is incomplete or unreadable ({problem}): "
+                        "run `dvc repro --force extract-features`") from None

@@ -9,12 +9,18 @@ from pathlib import Path
 
 import yaml
 
-DVC_FILE = Path("dvc.yaml")
+from flaxvision.errors import UserError
+
+DVC_FILE = Path(__file__).resolve().parents[1] / "dvc.yaml"  # the project this code is part of
 CODE_ROOTS = ("flaxvision", "models", "stages")
 
 
 def stage_deps(stage: str, dvc_file: Path = DVC_FILE) -> list[str]:
-    return yaml.safe_load(dvc_file.read_text())["stages"][stage]["deps"]
+    try:
+        return yaml.safe_load(dvc_file.read_text())["stages"][stage]["deps"]
+    except (OSError, yaml.YAMLError, KeyError, TypeError) as error:
+        raise UserError(f"{dvc_file}: cannot read stage {stage}'s deps ({type(error).__name__}): "
+                        "run the stages from a checkout of the project") from None
 
 
 def code_files(stage: str, dvc_file: Path = DVC_FILE) -> list[Path]:

@@ -33,8 +33,8 @@ FORMATS = ("text", "csv", "json")
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
+        output_format = args.format or output_format_of(args.output)  # before the work it would waste
         results = predict_files(args.inputs, args.model, args.top_k, args.batch_size)
-        output_format = args.format or output_format_of(args.output)
         report = FORMATTERS[output_format](results)
         if args.output:
             try:
@@ -52,8 +52,15 @@ def main(argv: list[str] | None = None) -> int:
     return 1 if failed else 0
 
 
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse whose usage errors are one ``error: `` line, as every other error here."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {message} (see predict --help)\n")
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="predict", description="Print the most probable classes of images, by a trained model.")
     parser.add_argument("inputs", nargs="+", type=Path, metavar="IMAGE_OR_FOLDER",
                         help="image files, or folders searched recursively for image files")

@@ -14,6 +14,7 @@ import dataclasses
 import hashlib
 import json
 import math
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
@@ -114,6 +115,8 @@ class Trainer:
         if config.batch_size % devices:
             raise UserError(f"params.yaml: train.batch_size {config.batch_size} must be a multiple of the "
                             f"{devices} devices it is split over")
+        self._devices = devices
+        self._batch_sizes = {}  # training-set size -> its batch size (each clamp is reported once)
         mesh = jax.make_mesh((devices,), ("data",), axis_types=(AxisType.Auto,))  # XLA partitions the step
         self.replicated = NamedSharding(mesh, PartitionSpec())
         self.batch_sharding = NamedSharding(mesh, PartitionSpec("data"))
@@ -156,9 +159,25 @@ class Trainer:
         """The model in eval mode, with the current weights."""
         return nnx.merge(self.eval_graph, self.model_state)
 
+    def batch_size(self, count: int) -> int:
+        """train.batch_size, or for a training set smaller than that the largest multiple of the
+        device count that fits, said once on stderr."""
+        if count not in self._batch_sizes:
+            wanted = self.config.batch_size
+            fitting = count // self._devices * self._devices
+            if not fitting:
+                raise UserError(f"the training split has {count} images, fewer than the {self._devices} devices "
+                                "a batch is split over: add images or lower preprocess.val_fraction/test_fraction")
+            if fitting < wanted:
+                tqdm.write(f"warning: params.yaml train.batch_size {wanted} is more than the {count} training "
+                           f"images: training with batches of {fitting}; set train.batch_size to {fitting} or less, "
+                           "or add images", file=sys.stderr)  # on its own line, above the progress bars
+            self._batch_sizes[count] = min(wanted, fitting)
+        return self._batch_sizes[count]
+
     def train_epoch(self, images, labels, epoch: int, learning_rate: float) -> dict:
         """One pass over the shuffled training set (the last partial batch is dropped)."""
-        batch_size = min(self.config.batch_size, len(labels))
+        batch_size = self.batch_size(len(labels))
         order = np.random.default_rng([self.config.seed, epoch]).permutation(len(labels))
         steps = len(order) // batch_size
         totals = {"loss": 0.0, "correct": 0}

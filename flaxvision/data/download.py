@@ -29,7 +29,7 @@ import sys
 import urllib.error
 import urllib.request
 import zipfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path, PurePosixPath
 
 from tqdm import tqdm
@@ -244,27 +244,62 @@ def link_or_copy(src: Path, dest: Path) -> None:
 
 
 def snapshot_tree(src: Path, dest: Path) -> tuple[int, int]:
-    """Mirror the visible files of ``src`` into ``dest``; returns (files, bytes)."""
+    """Mirror the visible files of ``src`` into ``dest``; returns (files, bytes).
+
+    Links to folders and files are followed (the snapshot holds what they point to), so a
+    class folder that is a link is not dropped; see ``visible_tree`` for what is refused.
+    """
     files = size = 0
-    for folder, dirnames, filenames in os.walk(src):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        target = dest / Path(folder).relative_to(src)
+    for folder, filenames in visible_tree(src):
+        target = dest / folder.relative_to(src)
         target.mkdir(parents=True, exist_ok=True)
-        for filename in sorted(f for f in filenames if not f.startswith(".")):
-            link_or_copy(Path(folder) / filename, target / filename)
+        for filename in filenames:
+            link_or_copy(folder / filename, target / filename)
             files += 1
             size += (target / filename).stat().st_size
     return files, size
+
+
+def visible_tree(src: Path) -> Iterator[tuple[Path, list[str]]]:
+    """(folder, its visible regular files' names) for ``src`` and each visible folder under it,
+    top-down and sorted, following links.
+
+    A link to nothing, a link back to a folder it is in (the walk would never end) and an
+    unreadable folder are UserErrors naming them: a file is never left out without a word.
+    """
+    def unreadable(error: OSError):
+        raise UserError(f"{error.filename}: cannot read the folder ({error.strerror}): fix its permissions")
+
+    # The real folders from src down to each folder, to recognise a link that loops.
+    chains = {str(src): {os.path.realpath(src)}}
+    for folder, dirnames, filenames in os.walk(src, onerror=unreadable, followlinks=True):
+        chain = chains.pop(folder)
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for name in dirnames:
+            path = os.path.join(folder, name)
+            real = os.path.realpath(path)
+            if real in chain:
+                raise UserError(f"{path} leads back to {real}, a folder above it (a link loops), so the tree "
+                                "has no end: remove that link")
+            chains[path] = chain | {real}
+        visible = []
+        for name in sorted(f for f in filenames if not f.startswith(".")):
+            path = os.path.join(folder, name)
+            if os.path.islink(path) and not os.path.exists(path):
+                raise UserError(f"{path}: a link to {os.readlink(path)}, which does not exist: "
+                                "remove the link or restore its target")
+            if os.path.isfile(path):  # not sockets or pipes (reading a pipe would wait forever)
+                visible.append(name)
+        yield Path(folder), visible
 
 
 def tree_digest(src: Path) -> tuple[int, int, str]:
     """(files, bytes, sha256) of the files ``snapshot_tree`` would copy: their paths and contents."""
     files = size = 0
     digest = hashlib.sha256()
-    for folder, dirnames, filenames in os.walk(src):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        for filename in sorted(f for f in filenames if not f.startswith(".")):
-            path = Path(folder) / filename
+    for folder, filenames in visible_tree(src):
+        for filename in filenames:
+            path = folder / filename
             digest.update(f"{path.relative_to(src).as_posix()}\0{sha256(path)}\n".encode())
             files += 1
             size += path.stat().st_size

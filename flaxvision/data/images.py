@@ -6,7 +6,10 @@ to ``image_size`` with bilinear filtering, ignoring the aspect ratio as Keras's
 ``image_dataset_from_directory`` does. Alpha is dropped (as Keras does, not composited);
 16-bit greyscale is scaled to 8 bits (Pillow's own conversion would clip it). JPEGs much
 larger than the target are decoded at a reduced scale (``Image.draft``), which makes
-decoding several times faster.
+decoding several times faster and bounds its memory. Other formats cannot be decoded reduced:
+an image that would still be above ``MAX_PIXELS`` is refused before decoding, from the size in
+its header (``ImageTooLarge``), so a huge file costs neither gigabytes nor Pillow's
+multi-line DecompressionBombWarning.
 
 ``ImageDecoder`` runs this over a process pool with a progress bar; a file that cannot be
 decoded yields its reason instead of an array, so the caller can skip and report it.
@@ -15,6 +18,7 @@ decoded yields its reason instead of an array, so the caller can skip and report
 import functools
 import multiprocessing
 import os
+import warnings
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import NamedTuple
@@ -25,6 +29,13 @@ from tqdm import tqdm
 
 PIL_MODES = {"rgb": "RGB", "grayscale": "L"}
 TRANSPOSING_ORIENTATIONS = {5, 6, 7, 8}  # EXIF orientations that swap width and height
+# 50 megapixels decode to 150 MB as RGB, per decoding worker: a 7000×7000 PNG is still read, a
+# 12000×12000 one is not (a JPEG is first reduced by draft(), up to 8× each way).
+MAX_PIXELS = 50_000_000
+
+
+class ImageTooLarge(ValueError):
+    """An image too large to decode with bounded memory."""
 
 
 class Example(NamedTuple):
@@ -48,10 +59,19 @@ def load_image(image: str | Path | np.ndarray, size: tuple[int, int], color_mode
         single_channel = image.ndim == 3 and image.shape[-1] == 1
         return _finish(Image.fromarray(image[:, :, 0] if single_channel else image), size, color_mode)
     height, width = size
-    with Image.open(image) as img:
-        orientation = img.getexif().get(ExifTags.Base.Orientation, 1)
-        # draft() picks the smallest JPEG scale that is still at least the requested size.
-        img.draft(img.mode, (height, width) if orientation in TRANSPOSING_ORIENTATIONS else (width, height))
+    with warnings.catch_warnings():
+        # Pillow warns (several lines) above its own limit, which is above MAX_PIXELS: ours decides.
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        img = Image.open(image)
+    with img:
+        if img.format in ("JPEG", "MPO"):  # the formats decoded reduced; their EXIF is in the header
+            orientation = img.getexif().get(ExifTags.Base.Orientation, 1)
+            # draft() picks the smallest JPEG scale that is still at least the requested size.
+            img.draft(img.mode, (height, width) if orientation in TRANSPOSING_ORIENTATIONS else (width, height))
+        # Before anything decodes the pixels (a PNG's getexif() does: its EXIF may follow them).
+        if img.width * img.height > MAX_PIXELS:
+            raise ImageTooLarge(f"{img.width}×{img.height} pixels, more than the {MAX_PIXELS:,} this decodes "
+                                "(memory): shrink the image or remove it")
         return _finish(ImageOps.exif_transpose(img), size, color_mode)
 
 

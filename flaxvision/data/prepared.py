@@ -6,8 +6,9 @@ Layout (all written at once: the folder is replaced atomically):
   ``<split>_labels.npy`` int32 [N], for split in train, validation, test;
 * ``dataset.json``: data, classes (in label order), image_size, color_mode, split sizes and
   where each split came from;
-* ``report.json``: counts per split and class, skipped (undecodable) files with the reason,
-  ignored (non-image) files, empty classes.
+* ``report.json``: counts per split and class, skipped (undecodable or too large) files with
+  the reason, ignored (non-image) files, empty classes, and warnings about classes with too
+  few images in a split (flaxvision.data.splits.thin_class_warnings).
 """
 
 import dataclasses
@@ -19,7 +20,7 @@ import numpy as np
 
 from flaxvision.data.images import ImageDecoder
 from flaxvision.data.sources import RawDataset
-from flaxvision.data.splits import SPLITS, plan_splits
+from flaxvision.data.splits import SPLITS, plan_splits, thin_class_warnings
 from flaxvision.errors import UserError
 from flaxvision.files import atomic_directory, write_json
 
@@ -78,9 +79,10 @@ def prepare(
     """Decode, split and write ``dataset`` to ``out`` (atomically); returns (dataset.json, report.json)."""
     with atomic_directory(out) as tmp, ImageDecoder(config.image_size, config.color_mode) as decoder:
         decoded = {name: _decode(decoder, name, split, tmp, config) for name, split in dataset.splits.items()}
+        origins = {name: split.origin for name, split in dataset.splits.items()}
         plans = plan_splits(
             {name: d.labels for name, d in decoded.items()},
-            {name: split.origin for name, split in dataset.splits.items()},
+            origins,
             config.val_fraction,
             config.test_fraction,
             config.split_seed,
@@ -95,7 +97,10 @@ def prepare(
             report["splits"][name] = {"count": len(labels), "per_class": per_class}
         for leftover in tmp.glob(".*.decoded.npy"):
             leftover.unlink()
-        report |= {"ignored": dataset.ignored, "empty_classes": dataset.empty_classes}
+        per_class = {name: split["per_class"] for name, split in report["splits"].items()}
+        fractions = {"validation": config.val_fraction, "test": config.test_fraction}
+        report |= {"ignored": dataset.ignored, "empty_classes": dataset.empty_classes,
+                   "warnings": thin_class_warnings(per_class, plans, origins, fractions)}
         info = {
             "data": data,
             "classes": dataset.classes,

@@ -12,7 +12,8 @@
 * ``folder:<path>``: your own ``<class>/<image>`` tree (a relative path is relative to the
   project's root, also in ``dvc exp run --temp`` and queued experiments),
   optionally split into ``train/``, ``validation/`` (or ``val/``) and ``test/`` folders;
-  snapshotted into data/raw (hardlinks where possible);
+  snapshotted into data/raw (hardlinks where possible; links to folders and files are
+  followed, a link loop or a link to nothing is an error);
 * ``tfds:<name>`` or ``tfds:<name>:<version>``: a TFDS dataset already prepared (ArrayRecord)
   in $TFDS_DATA_DIR or tfds's default data dir, read with ``tfds.data_source``.
 
@@ -48,6 +49,7 @@ from flaxvision.data.download import (
     project_root,
     snapshot_tree,
     tree_digest,
+    visible_tree,
 )
 from flaxvision.data.images import Example
 from flaxvision.errors import UserError
@@ -241,7 +243,8 @@ def _subfolders(folder: Path) -> list[Path]:
 
 
 def _visible_files(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith("."))
+    """Every visible file under ``folder``, through links as the snapshot sees them."""
+    return sorted(parent / name for parent, names in visible_tree(folder) for name in names)
 
 
 # --- Kaggle's labels.csv layout -----------------------------------------------------------
@@ -326,11 +329,15 @@ class ArchiveSource:
             path, record = fetch(file)
             extract_zip(path, raw)
             records.append(record)
+        names = " and ".join(f.name for f in self.files)
+        if not (raw / self.root).is_dir():
+            raise UserError(f"{names}: no folder {self.root}/ inside, so not the official archive: "
+                            "delete it and get the official one")
         try:
             self.layout(raw, self.root)  # fail now, not at preprocess, if the layout is wrong
         except UserError as error:  # name the archives, not the temp folder they went to
             problem = str(error).replace(f"{raw}/", "").replace(str(raw), ".")
-            raise UserError(f"{' and '.join(f.name for f in self.files)}: {problem}") from None
+            raise UserError(f"{names}: {problem}") from None
         return records
 
     def identify(self) -> list[dict]:

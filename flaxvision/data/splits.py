@@ -27,6 +27,10 @@ tfds:<name>     split ``train``             ``validation``, else 20% of       ``
 
 The percentages are the defaults in params.yaml. ``dataset.json`` states, for every split,
 where it came from (``split_sources``).
+
+Too small to mean much: a class without training images, or with fewer than two validation or
+test images, is a warning (one line per split, in report.json too) naming the classes and the
+fraction to raise or lower (``thin_class_warnings``); the stage still succeeds.
 """
 
 import dataclasses
@@ -100,3 +104,38 @@ def plan_splits(
         taken = " and ".join(name for name, _ in children)
         plans[parent] = SplitPlan(parent, rest, f"{whole.description} minus {taken}")
     return {name: plans[name] for name in SPLITS}
+
+
+# A validation or test score per class means little below this many images of the class (one
+# image scores 0 or 100%); a class without training images cannot be learnt at all.
+MIN_IMAGES = {"train": 1, "validation": 2, "test": 2}
+FRACTION_PARAMS = {"validation": "preprocess.val_fraction", "test": "preprocess.test_fraction"}
+SHOWN_CLASSES = 5  # classes named in a warning; the others are counted
+
+
+def thin_class_warnings(per_class: dict[str, dict[str, int]], plans: dict[str, SplitPlan],
+                        origins: dict[str, str], fractions: dict[str, float]) -> list[str]:
+    """One line per split with classes below MIN_IMAGES: which, how many, and what to change.
+
+    ``per_class``: split -> class -> images; ``origins``: predefined split -> where it came from
+    (as for plan_splits); ``fractions``: split -> the value of its FRACTION_PARAMS.
+    """
+    lines = []
+    for name, counts in per_class.items():
+        plan, least = plans[name], MIN_IMAGES[name]
+        thin = {cls: n for cls, n in counts.items() if n < least}
+        if not thin:
+            continue
+        shown = ", ".join(f"{cls} {n}" for cls, n in list(thin.items())[:SHOWN_CLASSES])
+        more = f" and {len(thin) - SHOWN_CLASSES} more" if len(thin) > SHOWN_CLASSES else ""
+        problem = ("no image, so the model cannot learn them" if name == "train"
+                   else f"fewer than {least} images, so their scores mean little")
+        add = f"add images to {origins[plan.source]}"
+        if plan.source != name:  # carved out of another split: a larger share helps
+            fix = f"raise {FRACTION_PARAMS[name]} (now {fractions[name]:g}) or {add}"
+        else:  # predefined: what is carved out of it takes images away
+            taken = [FRACTION_PARAMS[s] for s in FRACTION_PARAMS if s != name and plans[s].source == name]
+            fix = add + (f" or lower {' and '.join(taken)}" if taken else "")
+        lines.append(f"{name} split ({plan.description}): {len(thin)} of {len(counts)} classes have "
+                     f"{problem} ({shown}{more}): {fix}")
+    return lines
