@@ -79,21 +79,21 @@ def test_library_code_change_reruns_the_stages_that_import_it(project):
 
 
 def test_changed_folder_contents_rerun_what_depends_on_them(project):
-    """No --force: the source stage sees the folder's new contents; going back gives the old
-    results again (data/raw and data/prepared come from DVC's run-cache, keyed by the source's
-    identity; train and evaluate, whose metrics are not cached, run again)."""
-    before = metrics(project)
-    folder = project.parent / "images"
-    extra = folder / "red" / "extra.png"
+    """No --force: the source stage sees the folder's new contents, download re-snapshots it and
+    preprocess (and so what follows it) is out of date; going back restores the old snapshot (from
+    DVC's run-cache, keyed by the source's identity, never by the param alone)."""
+    extra = project.parent / "images" / "red" / "extra.png"
+    snapshot = project / "data/raw/images/red/extra.png"
     Image.fromarray(pattern_images(1, size=32)[0][0][::-1]).save(extra)
     try:
-        assert ran(dvc(project, "repro")) == STAGES
-        assert (project / "data/raw" / folder.name / "red/extra.png").is_file()
+        assert ran(dvc(project, "repro", "download")) == ["source", "download"]
+        assert snapshot.is_file()
+        assert set(json.loads(dvc(project, "status", "--json"))) == {"source", "preprocess"}
     finally:
         extra.unlink()
-    assert "download" not in ran(dvc(project, "repro"))
-    assert not (project / "data/raw" / folder.name / "red/extra.png").exists()
-    assert metrics(project) == before
+    dvc(project, "repro", "download")
+    assert not snapshot.exists()
+    assert set(json.loads(dvc(project, "status", "--json"))) == {"source"}
 
 
 def test_train_param_reruns_only_train_and_evaluate(project):
