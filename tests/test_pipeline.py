@@ -1,79 +1,26 @@
 """End to end: the real dvc.yaml run by DVC in a temporary git repo, on tiny generated images."""
 
 import json
-import os
 import shutil
 import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
-from PIL import Image
 
 import models
-from tests.conftest import PROJECT_ROOT
-from tests.helpers import pattern_images
+from tests.helpers import dvc, environment, git, make_project
 
-PROJECT_FILES = ["dvc.yaml", "params.yaml", "stages", "models", "flaxvision", ".dvc/config", ".dvc/plots"]
 STAGES = ["download", "preprocess", "extract-features", "train", "evaluate"]
 
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory):
-    root = tmp_path_factory.mktemp("project")
-    for name in PROJECT_FILES:
-        source, target = PROJECT_ROOT / name, root / name
-        if source.is_dir():
-            shutil.copytree(source, target, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy(source, target)
-    (root / ".gitignore").write_text("/checkpoints/\n/dvc_plots/\n")
-
-    images_dir = tmp_path_factory.mktemp("images")
-    images, labels = pattern_images(60, size=32)
-    for index, (image, label) in enumerate(zip(images, labels)):
-        folder = images_dir / ["red", "green", "blue"][label]
-        folder.mkdir(exist_ok=True)
-        Image.fromarray(image).save(folder / f"{index}.png")
-
-    params = yaml.safe_load((root / "params.yaml").read_text())
-    params["data"] = f"folder:{images_dir}"
-    params["preprocess"]["image_size"] = [32, 32]
-    params["train"].update(epochs=2, batch_size=8)
-    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-
-    git(root, "init", "-q")
-    git(root, "add", "-A")
-    git(root, "commit", "-qm", "project")
-    return root
-
-
-def git(root, *args):
-    subprocess.run(["git", *args], cwd=root, check=True, env=environment(root))
-
-
-def environment(root):
-    env = dict(os.environ)
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"  # `python` = this venv
-    env.update(GIT_AUTHOR_NAME="test", GIT_AUTHOR_EMAIL="test@example.com",
-               GIT_COMMITTER_NAME="test", GIT_COMMITTER_EMAIL="test@example.com",
-               FLAXVISION_CACHE=str(root / ".downloads"), DVC_NO_ANALYTICS="1")
-    env.pop("DATA_MIRROR", None)
-    return env
-
-
-def dvc(root, *args, check=True) -> str:
-    result = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=root, env=environment(root),
-                            capture_output=True, text=True)
-    output = result.stdout + result.stderr
-    if check:
-        assert result.returncode == 0, f"dvc {' '.join(args)} failed:\n{output}"
-    return output
+    return make_project(tmp_path_factory.mktemp("project"), tmp_path_factory.mktemp("images"),
+                        epochs=2, batch_size=8)
 
 
 def ran(output: str) -> list[str]:
