@@ -1,21 +1,36 @@
 """Writing result files and folders so that a killed process never leaves a half-written one under
-the real name."""
+the real name, nor a temporary one where git, DVC or a user would take it for a result.
+
+Temporaries go into the DVC project's ``.dvc/tmp/flaxvision/`` (git-ignored by DVC, and on the
+target's filesystem, so the final rename stays atomic), or beside the target outside a DVC project.
+Their names carry the writer's host and process id, and every write removes those whose writer has
+died: a stage cannot rely on cleaning up after itself when it runs again, because DVC may restore
+its outputs from the run cache without running it.
+"""
 
 import contextlib
 import json
 import os
+import re
 import shutil
-import tempfile
+import socket
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+TEMP_AREA = Path(".dvc/tmp/flaxvision")  # relative to the DVC project's root
+
 
 def write_bytes(path: Path, data: bytes):
-    """Write ``data`` beside ``path``, then rename it into place (atomic on one filesystem)."""
+    """Write ``data`` to a temp file, then rename it into place (atomic on one filesystem)."""
     path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    tmp.replace(path)
+    tmp = _temp_path(_temp_dir(path), path)
+    try:
+        with open(tmp, "xb") as file:
+            file.write(data)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def write_json(path: Path, value):
@@ -24,20 +39,20 @@ def write_json(path: Path, value):
 
 @contextlib.contextmanager
 def atomic_directory(final: Path) -> Iterator[Path]:
-    """Yield an empty temp folder beside ``final`` that replaces ``final`` on success.
+    """Yield an empty temp folder that replaces ``final`` on success.
 
     On any error the temp folder is removed and ``final`` is left as it was.
     """
+    final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
-    for stale in final.parent.glob(f".{final.name}.*-tmp"):  # left by a killed run
-        shutil.rmtree(stale, ignore_errors=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix="-tmp", dir=final.parent))
-    tmp.chmod(0o755)
+    temp_dir = _temp_dir(final)
+    tmp = _temp_path(temp_dir, final)
+    tmp.mkdir()
     try:
         yield tmp
         if final.is_dir() and not final.is_symlink():
-            old = Path(tempfile.mkdtemp(prefix=f".{final.name}.old.", suffix="-tmp", dir=final.parent))
-            os.replace(final, old / final.name)
+            old = _temp_path(temp_dir, final)
+            os.replace(final, old)
             os.replace(tmp, final)
             shutil.rmtree(old)
         else:
@@ -46,3 +61,43 @@ def atomic_directory(final: Path) -> Iterator[Path]:
             os.replace(tmp, final)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _temp_path(folder: Path, target: Path) -> Path:
+    """A new name in ``folder`` for a temporary of ``target``, ending with its writer's host and pid."""
+    return folder / f".{target.name}.{uuid.uuid4().hex[:8]}.{socket.gethostname()}-{os.getpid()}.tmp"
+
+
+def _temp_dir(target: Path) -> Path:
+    """The folder for ``target``'s temporaries, swept of those left by dead processes."""
+    folder = parent = target.absolute().parent
+    for ancestor in (parent, *parent.parents):
+        if (ancestor / ".dvc").is_dir():
+            area = ancestor / TEMP_AREA
+            area.mkdir(parents=True, exist_ok=True)
+            if area.stat().st_dev == parent.stat().st_dev:  # else a rename could not move it into place
+                folder = area
+            break
+    _sweep(folder)
+    return folder
+
+
+def _sweep(folder: Path):
+    """Remove this host's temporaries in ``folder`` whose process is gone (killed before cleaning up)."""
+    owned = re.compile(rf"\.{re.escape(socket.gethostname())}-(\d+)\.tmp$")
+    for entry in folder.iterdir():
+        if (match := owned.search(entry.name)) and not _alive(int(match[1])):
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                entry.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        pass
+    return True

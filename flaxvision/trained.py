@@ -22,7 +22,7 @@ from flax import nnx, serialization, traverse_util
 import models
 from flaxvision.config import from_dict
 from flaxvision.errors import UserError
-from flaxvision.files import write_bytes, write_json
+from flaxvision.files import atomic_directory, write_bytes, write_json
 from models.transfer import TransferConfig
 
 WEIGHTS = "weights.msgpack"
@@ -32,12 +32,11 @@ BUILD_KEYS = ("model", "classes", "input_shape")  # what rebuilding the network 
 
 
 def save_trained(directory: Path, model: nnx.Module, metadata: dict):
-    """Write ``directory/weights.msgpack`` and ``directory/model.json`` (last: it marks completion)."""
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
+    """Replace ``directory`` with one holding ``weights.msgpack`` and ``model.json``, atomically."""
     weights = nnx.to_pure_dict(nnx.state(model, WEIGHT_KINDS))
-    write_bytes(directory / WEIGHTS, serialization.msgpack_serialize(weights))
-    write_json(directory / METADATA, metadata)
+    with atomic_directory(Path(directory)) as tmp:
+        write_bytes(tmp / WEIGHTS, serialization.msgpack_serialize(weights))
+        write_json(tmp / METADATA, metadata)
 
 
 def load_trained(directory: Path) -> tuple[nnx.Module, dict]:

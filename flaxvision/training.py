@@ -215,10 +215,13 @@ class Checkpoints:
 
     def __init__(self, directory: Path):
         # Orbax needs an absolute path (a relative one fails in a background thread). Saves are
-        # synchronous because the next train step donates (frees) the buffers being saved.
+        # synchronous because the next train step donates (frees) the buffers being saved. A save
+        # killed part-way leaves a `<step>.orbax-checkpoint-tmp` folder, ignored when resuming;
+        # Orbax removes it when saving that step again, or (as asked here) when the next run starts.
         self.manager = ocp.CheckpointManager(
             Path(directory).absolute(),
-            options=ocp.CheckpointManagerOptions(max_to_keep=1, enable_async_checkpointing=False),
+            options=ocp.CheckpointManagerOptions(max_to_keep=1, enable_async_checkpointing=False,
+                                                 cleanup_tmp_directories=True),
         )
 
     def save(self, epoch: int, state, best_model_state, progress: Progress):

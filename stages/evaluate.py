@@ -52,16 +52,15 @@ def main():
     logits = predict_model(model, metadata["preprocessing"], images, config.batch_size)
     result = evaluate_logits(logits, labels, data.classes, config.top_k)
 
+    # Each output is replaced atomically and the metrics come last: a run killed part-way leaves
+    # no metrics without the predictions and pictures they go with.
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    write_json(RESULTS_DIR / "metrics.json", result.summary)
     write_json(RESULTS_DIR / "per_class.json", [{"class": name, **scores} for name, scores in result.per_class.items()])
     # One row per test image: DVC's confusion template counts them into the matrix.
     write_json(RESULTS_DIR / "predictions.json", [
         {"actual": data.classes[t], "predicted": data.classes[p]}
         for t, p in zip(labels.tolist(), logits.argmax(-1).tolist())
     ])
-    print(" ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}"
-                   for k, v in result.summary.items()))
 
     probabilities = softmax(logits)
     with atomic_directory(PLOTS_DIR) as plots:
@@ -71,6 +70,10 @@ def main():
         written = write_activation_maps(plots / "activations", model, metadata["preprocessing"], images,
                                         labels, probabilities, data.classes, config)
     print(f"{PLOTS_DIR}: samples, samples_augmented, test_misclassified and {written} activation maps")
+
+    write_json(RESULTS_DIR / "metrics.json", result.summary)
+    print(" ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}"
+                   for k, v in result.summary.items()))
 
 
 def write_sample_grids(plots: Path, data, count: int, augment_config: AugmentConfig):

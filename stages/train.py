@@ -1,11 +1,13 @@
 """train: fit the model named by params `model` on data/prepared (or, for frozen pretrained
 backbones, its head on data/features); write artifacts/model and the training curves.
 
-A run killed part-way resumes from checkpoints/ (a persistent DVC output) when started again
-with the same params and data.
+A run killed part-way resumes from checkpoints/ (not a DVC output) when started again with the
+same params and data. Its curves so far are in checkpoints/live; results/train gets them only
+once training has finished.
 """
 
 import dataclasses
+import shutil
 from pathlib import Path
 
 from dvclive import Live
@@ -16,6 +18,7 @@ from flaxvision.config import load_params, require, section
 from flaxvision.data import load_prepared
 from flaxvision.errors import stage_main
 from flaxvision.features import load_features
+from flaxvision.files import atomic_directory, write_bytes
 from flaxvision.pipeline import code_files
 from flaxvision.trained import save_trained
 from flaxvision.training import TrainConfig, Trainer, fingerprint, fit
@@ -24,7 +27,10 @@ from models.transfer import TransferConfig
 
 MODEL_DIR = Path("artifacts/model")
 CHECKPOINT_DIR = Path("checkpoints")
-LIVE_DIR = Path("results/train")
+# dvclive's folder while training: git-ignored and no DVC output, so an unfinished run's curves
+# are never taken for a result (on resume, fit replays the history into it).
+LIVE_DIR = CHECKPOINT_DIR / "live"
+RESULTS_DIR = Path("results/train")
 
 
 @stage_main
@@ -68,6 +74,8 @@ def main():
         live.summary = {"best_epoch": progress.best_epoch + 1, "epochs": progress.epoch,
                         "train": best["train"], "val": best["val"]}
 
+    # Each output is replaced atomically, the model first and the metrics last, so a run killed
+    # between them never leaves curves or metrics without the model they describe.
     nnx.update(trained, nnx.state(trainer.model))  # the best weights
     save_trained(MODEL_DIR, model, {
         "model": model_name,
@@ -77,6 +85,9 @@ def main():
         "color_mode": data.color_mode,
         "preprocessing": models.preprocessing(model_name),
     })
+    with atomic_directory(RESULTS_DIR / "plots") as plots:
+        shutil.copytree(LIVE_DIR / "plots", plots, dirs_exist_ok=True)
+    write_bytes(RESULTS_DIR / "metrics.json", (LIVE_DIR / "metrics.json").read_bytes())
     print(f"best epoch {progress.best_epoch + 1}/{progress.epoch}: "
           f"val_loss {best['val']['loss']:.4f}, val_accuracy {best['val']['accuracy']:.4f}")
 

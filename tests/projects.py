@@ -31,7 +31,8 @@ def new_project(root: Path, data: str, **train) -> Path:
         else:
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy(source, target)
-    (root / ".gitignore").write_text("/checkpoints/\n/dvc_plots/\n")
+    # As the real .gitignore, and the compilation cache (FLAXVISION_CACHE below) stays out of git too.
+    (root / ".gitignore").write_text("/checkpoints/\n/dvc_plots/\n/.downloads/\n__pycache__/\n")
     params = yaml.safe_load((root / "params.yaml").read_text())
     params["data"] = data
     params["preprocess"]["image_size"] = [32, 32]
@@ -74,8 +75,9 @@ def environment(root: Path) -> dict:
     return env
 
 
-def git(root: Path, *args):
-    subprocess.run(["git", *args], cwd=root, check=True, env=environment(root))
+def git(root: Path, *args) -> str:
+    return subprocess.run(["git", *args], cwd=root, check=True, env=environment(root),
+                          capture_output=True, text=True).stdout
 
 
 def commit(root: Path, message: str):
@@ -83,9 +85,13 @@ def commit(root: Path, message: str):
     git(root, "commit", "-qm", message)
 
 
+def dvc_command(*args) -> list[str]:
+    return [sys.executable, "-m", "dvc", *args]
+
+
 def dvc(root: Path, *args, check=True) -> str:
-    result = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=root, env=environment(root),
-                            capture_output=True, text=True)
+    result = subprocess.run(dvc_command(*args), cwd=root, env=environment(root), capture_output=True,
+                            text=True)
     output = result.stdout + result.stderr
     if check:
         assert result.returncode == 0, f"dvc {' '.join(args)} failed:\n{output}"

@@ -61,10 +61,14 @@ def test_killed_run_resumes_from_its_latest_checkpoint(tmp_path, data):
 
     with pytest.raises(KeyboardInterrupt):
         run(tmp_path / "resumed", data, on_epoch=crash_in_third_epoch)
+    # A save killed part-way, of a step this run never saves over (a longer run's).
+    unfinished = tmp_path / "resumed" / "checkpoints" / "9.orbax-checkpoint-tmp"
+    (unfinished / "state").mkdir(parents=True)
     replayed = []
     _, resumed = run(tmp_path / "resumed", data, on_epoch=lambda epoch, metrics: replayed.append(epoch))
     assert replayed == [0, 1, 2, 3]  # epochs 0-1 replayed from the checkpoint, 2-3 trained
     assert resumed.history == reference.history
+    assert not unfinished.exists()
 
 
 def test_checkpoint_of_another_run_is_not_resumed(tmp_path, data):

@@ -1,0 +1,193 @@
+"""Kill anywhere, lose nothing, leave nothing: every stage of dvc.yaml, SIGKILLed at several moments.
+
+One uninterrupted `dvc repro` of a tiny project is the reference. Each case then runs one stage
+with `dvc repro --force --single-item <stage>`, SIGKILLs the stage's own process (the python child
+of dvc, found by its command line) at a moment seen from the filesystem, and checks:
+
+- between the kill and the rerun, each of the stage's outputs is absent or byte-identical to the
+  reference's, and nothing else in the workspace changed or appeared (no temporaries, no curves);
+- after rerunning the stage the same way, the whole workspace (dvc.lock and every output included)
+  is byte-identical to the reference, `git status` is clean, and no temporary is left, not even
+  in .dvc/tmp or as an unfinished Orbax checkpoint.
+
+Both runs are forced: otherwise DVC would restore the reference's outputs from its cache instead
+of running the stage, and the rerun would test nothing.
+"""
+
+import hashlib
+import os
+import shlex
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import psutil  # DVC's own dependency
+import pytest
+import yaml
+
+from flaxvision.files import TEMP_AREA
+from tests.conftest import PROJECT_ROOT
+from tests.projects import commit, dvc, dvc_command, environment, git, image_folder, new_project
+
+STAGES = yaml.safe_load((PROJECT_ROOT / "dvc.yaml").read_text())["stages"]
+# Not the workspace a user or DVC looks at (all git-ignored, and __pycache__ anywhere): git's and
+# DVC's own folders, the resume point with its curves, the compilation cache.
+PRIVATE = {".git", ".dvc", "checkpoints", ".downloads"}
+ORBAX_TMP = ".orbax-checkpoint-tmp"
+
+
+def started(root: Path) -> bool:
+    return True  # the stage's process exists and has written nothing yet
+
+
+def temporary(output: str):
+    """An atomic write of ``output`` is under way: its temp folder exists (in .dvc/tmp or, where
+    it must not be, beside the output)."""
+    def writing(root: Path) -> bool:
+        return any(folder.is_dir() and any(entry.name.startswith(f".{Path(output).name}.")
+                                           for entry in os.scandir(folder))
+                   for folder in (root / TEMP_AREA, (root / output).parent))
+    return writing
+
+
+def exists(path: str):
+    return lambda root: (root / path).exists()
+
+
+def saving_checkpoint(step: int):
+    """Orbax is writing the checkpoint after epoch ``step`` (its temp folder exists)."""
+    return lambda root: (root / "checkpoints").is_dir() and any(
+        entry.name.startswith(f"{step}{ORBAX_TMP}") for entry in os.scandir(root / "checkpoints"))
+
+
+# When each stage is killed. A stage missing here (added later) is killed as it starts and when its
+# outputs are all in place, before it exits.
+MOMENTS = {
+    "download": {"copying the files": temporary("data/raw"), "output in place": exists("data/raw")},
+    "preprocess": {"decoding the images": temporary("data/prepared"),
+                   "output in place": exists("data/prepared")},
+    # Writes its one small manifest at once (simple_cnn has no features): nothing mid-work to hit.
+    "extract-features": {"starting": started, "output in place": exists("data/features")},
+    "train": {
+        "saving checkpoint 1": saving_checkpoint(1),
+        "in epoch 2": exists("checkpoints/1"),
+        "saving checkpoint 2": saving_checkpoint(2),
+        "model in place": exists("artifacts/model"),
+        "curves in place": exists("results/train/plots"),
+    },
+    "evaluate": {"drawing the pictures": temporary("results/evaluate/plots"),
+                 "pictures in place": exists("results/evaluate/plots")},  # metrics come last
+}
+
+
+def outputs(stage: dict) -> list[str]:
+    return [next(iter(out)) if isinstance(out, dict) else out
+            for kind in ("outs", "metrics", "plots") for out in stage.get(kind, [])]
+
+
+def moments(name: str) -> dict:
+    return MOMENTS.get(name) or {
+        "starting": started,
+        "outputs in place": lambda root: all((root / out).exists() for out in outputs(STAGES[name])),
+    }
+
+
+CASES = [(stage, moment) for stage in STAGES for moment in moments(stage)]
+
+
+def snapshot(root: Path) -> dict[str, str]:
+    """The SHA-256 of every file of the workspace, by path (PRIVATE folders left out)."""
+    files = {}
+    for folder, subfolders, names in os.walk(root):
+        here = Path(folder).relative_to(root)
+        subfolders[:] = [name for name in subfolders
+                         if name != "__pycache__" and not (here == Path(".") and name in PRIVATE)]
+        for name in names:
+            files[(here / name).as_posix()] = hashlib.sha256((Path(folder) / name).read_bytes()).hexdigest()
+    return files
+
+
+def inside(name: str, path: str) -> bool:
+    return name == path or name.startswith(f"{path}/")
+
+
+def under(files: dict, path: str) -> dict:
+    return {name: digest for name, digest in files.items() if inside(name, path)}
+
+
+def outside(files: dict, paths: list[str]) -> dict:
+    return {name: digest for name, digest in files.items() if not any(inside(name, path) for path in paths)}
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """A project after an uninterrupted run, committed, and its snapshot."""
+    images = image_folder(tmp_path_factory.mktemp("images"))
+    root = new_project(tmp_path_factory.mktemp("project"), f"folder:{images}", epochs=3)
+    dvc(root, "repro")
+    commit(root, "the uninterrupted run")
+    return root, snapshot(root)
+
+
+def run_killed(root: Path, stage: str, moment) -> float:
+    """Run ``stage`` under DVC and SIGKILL its process when ``moment(root)`` holds; the seconds it ran."""
+    command = shlex.split(STAGES[stage]["cmd"])
+    log = root / ".git" / "killed-run.log"  # out of the workspace, kept for a failure's message
+    with open(log, "wb") as output:
+        repro = subprocess.Popen(dvc_command("repro", "--force", "--single-item", stage), cwd=root,
+                                 env=environment(root), stdout=output, stderr=subprocess.STDOUT)
+    start, deadline = time.monotonic(), time.monotonic() + 180
+    while (process := stage_process(repro, command)) is None:
+        assert repro.poll() is None and time.monotonic() < deadline, f"no {stage}:\n{log.read_text()}"
+    while not moment(root):
+        assert running(process), f"{stage} ended before the moment:\n{log.read_text()}"
+        assert time.monotonic() < deadline, f"{stage} never reached the moment:\n{log.read_text()}"
+        time.sleep(0.001)
+    ran = time.monotonic() - start
+    process.send_signal(signal.SIGKILL)
+    repro.wait(timeout=60)
+    # DVC's report: the signal ended the stage (not the stage's own exit before the signal came).
+    assert "exited with -9" in log.read_text(), f"{stage} was not killed:\n{log.read_text()}"
+    return ran
+
+
+def stage_process(repro: subprocess.Popen, command: list[str]) -> psutil.Process | None:
+    """The process running ``command`` among dvc's descendants (not the shell dvc starts it with)."""
+    try:
+        return next((child for child in psutil.Process(repro.pid).children(recursive=True)
+                     if child.cmdline()[1:] == command[1:]), None)
+    except psutil.Error:  # a process ended while being looked at
+        return None
+
+
+def running(process: psutil.Process) -> bool:
+    try:
+        return process.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+@pytest.mark.parametrize("stage, moment", CASES)
+def test_a_killed_stage_loses_nothing_and_leaves_nothing(reference, stage, moment):
+    root, expected = reference
+    assert snapshot(root) == expected, "an earlier case left the workspace changed"
+    # Else train would resume from the reference's last epoch and have nothing left to do.
+    shutil.rmtree(root / "checkpoints", ignore_errors=True)
+
+    seconds = run_killed(root, stage, moments(stage)[moment])
+
+    outs = outputs(STAGES[stage])
+    left = snapshot(root)
+    for out in outs:
+        assert under(left, out) in ({}, under(expected, out)), f"{out} is half-written after the kill"
+    assert outside(left, outs) == outside(expected, outs), "the kill changed or left files beside its outputs"
+
+    dvc(root, "repro", "--force", "--single-item", stage)
+    assert snapshot(root) == expected, "the rerun's workspace differs from the uninterrupted run's"
+    assert git(root, "status", "--porcelain", "--untracked-files=all") == ""
+    assert list((root / TEMP_AREA).iterdir()) == [], "temporaries of the killed run are left in .dvc/tmp"
+    assert not list((root / "checkpoints").glob(f"*{ORBAX_TMP}*")), "an unfinished checkpoint is left"
+    print(f"{stage} killed at '{moment}' after {seconds:.1f} s: outputs absent or identical; "
+          f"rerun identical, nothing left")
