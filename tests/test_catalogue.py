@@ -184,11 +184,16 @@ def write_prepared(counts=(6, 3, 3), size=32, image_size=None, missing=()):
 
 
 def outputs(root: Path) -> dict[str, tuple[int, int]]:
-    """Every file under ``root`` (and the download cache) with its size and mtime, and any temp folder."""
+    """Every file under ``root`` (and the download cache) with its size and mtime, and any temp folder;
+    not the curves of a run in progress (checkpoints/live: no output, dvclive opens it first) nor
+    JAX's compilation cache."""
     cache = Path(os.environ["FLAXVISION_CACHE"])
+    skipped = (root / "checkpoints" / "live", cache / "xla")
     found = {}
     for base in (root, cache):
         for path in base.rglob("*"):
+            if any(path.is_relative_to(folder) for folder in skipped):
+                continue
             if path.is_file() or path.name.endswith(("-tmp", ".part", ".tmp")):
                 found[str(path)] = (path.stat().st_size, path.stat().st_mtime_ns) if path.is_file() else (0, 0)
     return found
