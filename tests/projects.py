@@ -36,7 +36,7 @@ def new_project(root: Path, data: str, **train) -> Path:
     params = yaml.safe_load((root / "params.yaml").read_text())
     params["data"] = data
     params["preprocess"]["image_size"] = [32, 32]
-    params["train"].update(epochs=2, batch_size=8, **train)
+    params["train"].update({"epochs": 2, "batch_size": 8, **train})
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     git(root, "init", "-q")
     commit(root, "project")
