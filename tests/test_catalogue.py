@@ -596,6 +596,16 @@ def test_a_batch_larger_than_the_training_split_is_clamped_and_said(project, cap
     assert Path("artifacts/model/model.json").is_file()
 
 
+def test_a_diverged_run_is_an_error_that_leaves_no_model_or_metrics(project, capsys):
+    """The issue's `-S train.optimizer=sgd -S train.learning_rate=1e6`, which exited 0 with a model."""
+    write_prepared()
+    write_params({"train": {"optimizer": "sgd", "learning_rate": 1e6, "batch_size": 2}})
+    extract_features.main()
+    capsys.readouterr()
+    expect_error(capsys, train.main, "training diverged in epoch 1", "lower train.learning_rate (now 1e+06)")
+    assert not Path("artifacts/model").exists() and not Path("results/train").exists()
+
+
 def test_a_symlinked_class_folder_is_followed(project, capsys, tmp_path):
     write_tree(Path("pets"), {"cat": 5, "dog": 5})
     write_images(tmp_path / "elsewhere" / "foxes", 5, label=2)
