@@ -32,7 +32,7 @@ import models
 from flaxvision.data import sources
 from flaxvision.predict import main as predict_main
 from flaxvision.trained import save_trained
-from stages import download, evaluate, extract_features, preprocess, train
+from stages import download, evaluate, extract_features, preprocess, source, train
 from tests.conftest import PROJECT_ROOT
 from tests.helpers import pattern_images
 
@@ -422,18 +422,27 @@ def corrupt_zip_member():
 
 @pytest.mark.parametrize("data, setup, fragments", [as_param(case) for case in SOURCE_CASES])
 def test_bad_sources(project, capsys, data, setup, fragments):
+    """In the pipeline's order: the source stage (run at every `dvc repro`) refuses the input with
+    the error, or finds nothing wrong with the files themselves and download then refuses it."""
     if data.startswith("tfds:"):
         pytest.importorskip("tensorflow_datasets")
     setup()
     write_params({"data": data})
+    try:
+        source.main()
+    except SystemExit:
+        capsys.readouterr()
+        expect_error(capsys, source.main, *fragments)
+        assert not Path("data/source.json").exists()
     expect_error(capsys, download.main, *fragments)
     assert not Path("data/raw").exists()
 
 
-def test_data_mirror_not_a_directory(project, capsys, monkeypatch):
+@pytest.mark.parametrize("stage", [source, download])
+def test_data_mirror_not_a_directory(project, capsys, monkeypatch, stage):
     monkeypatch.setenv("DATA_MIRROR", str(project / "params.yaml"))
     write_params({"data": "cats_vs_dogs"})
-    expect_error(capsys, download.main, f"DATA_MIRROR={project / 'params.yaml'} is not a directory")
+    expect_error(capsys, stage.main, f"DATA_MIRROR={project / 'params.yaml'} is not a directory")
 
 
 def test_unreachable_url(project, capsys, monkeypatch):
