@@ -47,28 +47,29 @@ def section(params: dict, name: str, schema: type):
     return from_dict(values, schema, prefix=name)
 
 
-def from_dict(values: dict, schema: type, prefix: str):
+def from_dict(values: dict, schema: type, prefix: str, file: str = "params.yaml"):
+    """The dataclass ``schema`` from ``values`` (the mapping at key ``prefix`` of ``file``; "": the
+    whole file), checking keys and types; nested dataclasses are read the same way."""
     hints = typing.get_type_hints(schema)
     fields = {f.name: f for f in dataclasses.fields(schema)}
     unknown = sorted(set(values) - set(fields))
+    def key(name: str) -> str:
+        return f"{prefix}.{name}" if prefix else name
+
     if unknown:
-        raise UserError(
-            f"params.yaml: unknown key '{prefix}.{unknown[0]}'; valid keys: {', '.join(fields)}"
-        )
-    kwargs = {}
-    for key, value in values.items():
-        hint = hints[key]
-        if dataclasses.is_dataclass(hint):
-            kwargs[key] = from_dict(value or {}, hint, f"{prefix}.{key}")
-        else:
-            kwargs[key] = _coerce(value, hint, f"{prefix}.{key}")
+        raise UserError(f"{file}: unknown key '{key(unknown[0])}'; valid keys: {', '.join(fields)}")
+    kwargs = {name: _coerce(value, hints[name], key(name), file) for name, value in values.items()}
     try:
         return schema(**kwargs)
     except ValueError as error:  # a schema's __post_init__ rejects a value
-        raise UserError(f"params.yaml: {prefix}: {error}") from None
+        raise UserError(f"{file}: {prefix + ': ' if prefix else ''}{error}") from None
 
 
-def _coerce(value, hint, key):
+def _coerce(value, hint, key, file):
+    if dataclasses.is_dataclass(hint):
+        if value is not None and not isinstance(value, dict):
+            raise UserError(f"{file}: '{key}' must be a mapping, got {value!r}")
+        return from_dict(value or {}, hint, key, file)
     origin = typing.get_origin(hint)
     if origin in (typing.Union, types.UnionType):
         options = typing.get_args(hint)
@@ -78,24 +79,24 @@ def _coerce(value, hint, key):
             if option is type(None):
                 continue
             try:
-                return _coerce(value, option, key)
+                return _coerce(value, option, key, file)
             except UserError:
                 pass
-        raise UserError(f"params.yaml: '{key}' has the wrong type: {value!r} (expected {hint})")
+        raise UserError(f"{file}: '{key}' has the wrong type: {value!r} (expected {hint})")
     if origin is typing.Literal:
         choices = typing.get_args(hint)
         if value not in choices:
-            raise UserError(f"params.yaml: '{key}' must be one of {list(choices)}, got {value!r}")
+            raise UserError(f"{file}: '{key}' must be one of {list(choices)}, got {value!r}")
         return value
     if origin in (tuple, list):
         (item,) = set(typing.get_args(hint)) - {Ellipsis}
         if not isinstance(value, (list, tuple)):
-            raise UserError(f"params.yaml: '{key}' must be a list, got {value!r}")
-        return origin(_coerce(v, item, key) for v in value)
+            raise UserError(f"{file}: '{key}' must be a list, got {value!r}")
+        return origin(_coerce(v, item, key, file) for v in value)
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if hint is bool and not isinstance(value, bool):
-        raise UserError(f"params.yaml: '{key}' must be true or false, got {value!r}")
+        raise UserError(f"{file}: '{key}' must be true or false, got {value!r}")
     if hint in (int, float, str) and (not isinstance(value, hint) or isinstance(value, bool) and hint is not bool):
-        raise UserError(f"params.yaml: '{key}' must be a {hint.__name__}, got {value!r}")
+        raise UserError(f"{file}: '{key}' must be a {hint.__name__}, got {value!r}")
     return value

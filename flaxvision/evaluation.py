@@ -9,7 +9,7 @@ import optax
 from flax import nnx
 from tqdm import tqdm
 
-from flaxvision.transforms import preprocess_input
+from models.scaling import preprocess_input
 
 
 @dataclasses.dataclass(frozen=True)

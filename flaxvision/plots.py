@@ -2,17 +2,26 @@
 
 Each function returns a matplotlib `Figure` (its titles can be checked) and `write_png` writes
 it. Figures are built with matplotlib's object API, not pyplot: no global state, no GUI backend.
+The evaluate stage's pictures come last: sample training images (as given to the model, and
+augmented), the most confidently misclassified test images, and one test image's activations.
 """
 
+import dataclasses
 import io
 import math
 from pathlib import Path
 
+import jax
+import jax.numpy as jnp
 import matplotlib
 import numpy as np
+from flax import nnx
 from matplotlib.figure import Figure
 
+from flaxvision.activations import conv_activations, select_layers
+from flaxvision.evaluation import most_confident_errors
 from flaxvision.files import write_bytes
+from flaxvision.transforms import AugmentConfig, augment
 
 DPI = 100
 CELL_INCHES = 1.7  # one image of a grid, caption included
@@ -143,3 +152,56 @@ def write_png(figure: Figure, path: Path):
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=DPI, metadata={"Software": None})
     write_bytes(path, buffer.getvalue())
+
+
+def training_samples(images: np.ndarray, labels: np.ndarray, classes: list[str], count: int,
+                     description: str, augment_config: AugmentConfig) -> dict[str, Figure]:
+    """samples.png: training images with their class; samples_augmented.png: the same, augmented.
+
+    ``description`` says what the images are, e.g. "96×96 rgb".
+    """
+    chosen = spread_over_classes(labels, count)
+    images = np.asarray(images[chosen])
+    captions = [short(classes[label]) for label in labels[chosen]]
+    samples = image_grid(images, captions, f"Training images ({description}, "
+                                           "as the model gets them before augmentation)")
+
+    # The augmentation of the train step, with a fixed key: pixels stay in [0, 255] until preprocessing.
+    augmented = augment(jnp.asarray(images, jnp.float32), jax.random.key(0), augment_config)
+    augmented = np.asarray(jnp.clip(jnp.round(augmented), 0, 255), np.uint8)
+    defaults = AugmentConfig()
+    changed = [field.name if value is True else f"{field.name} {value}"
+               for field in dataclasses.fields(AugmentConfig)
+               if (value := getattr(augment_config, field.name)) != getattr(defaults, field.name)]
+    settings = ", ".join(changed) if augment_config.enabled else "none: params.yaml augment is off"
+    return {"samples.png": samples,
+            "samples_augmented.png": image_grid(
+                augmented, captions, f"The same images, randomly augmented as in training ({settings})")}
+
+
+def misclassified(images, labels: np.ndarray, probabilities: np.ndarray, classes: list[str], count: int) -> Figure:
+    """The most confidently misclassified test images, with their true and predicted class."""
+    worst = most_confident_errors(probabilities, labels, count)
+    predicted = probabilities.argmax(-1)
+    captions = [f"true: {short(classes[labels[i]])}\npredicted: {short(classes[predicted[i]])} "
+                f"{probabilities[i, predicted[i]]:.0%}" for i in worst]
+    title = (f"The {len(worst)} most confidently misclassified test images "
+             f"({np.sum(predicted != labels)} of {len(labels)} test images are misclassified)")
+    return image_grid(np.asarray(images[worst]), captions, title, colors=[WRONG_COLOR] * len(worst),
+                      empty="every test image is classified correctly")
+
+
+def activation_maps(model: nnx.Module, preprocessing: str, image: np.ndarray, caption: str, correct: bool,
+                    layers, max_layers: int, max_channels: int) -> dict[str, Figure]:
+    """One picture per chosen conv layer (``layers``, see activations.select_layers): every
+    channel of its output for ``image``, shown beside it with ``caption``; keyed by file name."""
+    image = np.asarray(image)
+    activations = conv_activations(model, image, preprocessing)
+    figures = {}
+    for activation in select_layers(activations, layers, max_layers):
+        title = f"Conv layer {activation.index + 1} of {len(activations)}: {activation.path} ({activation.description})"
+        figures[f"{activation.index + 1:03d}_{activation.path}.png"] = activation_map(
+            activation.output, title, image=image, image_caption=caption, max_channels=max_channels,
+            image_caption_color=CORRECT_COLOR if correct else WRONG_COLOR,
+        )
+    return figures

@@ -24,7 +24,7 @@ from flaxvision.data.sources import IMAGE_SUFFIXES
 from flaxvision.errors import UserError
 from flaxvision.evaluation import predict_model, softmax, top_classes
 from flaxvision.files import write_bytes
-from flaxvision.trained import METADATA, load_trained
+from flaxvision.trained import load_trained
 
 DEFAULT_MODEL = Path("artifacts/model")  # the workspace's latest trained model
 FORMATS = ("text", "csv", "json")
@@ -79,24 +79,21 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def predict_files(inputs: list[Path], model_dir: Path, top_k: int, batch_size: int) -> list[dict]:
     """One result per image, in input order: {file, predictions: [{class, probability}]} or {file, error}."""
-    model, metadata = load_trained(model_dir)
-    missing = [key for key in ("color_mode", "preprocessing") if key not in metadata]
-    if missing:
-        raise UserError(f"{model_dir / METADATA} lacks {', '.join(missing)}: retrain with `dvc repro train`")
-    height, width, _ = metadata["input_shape"]
+    model, info = load_trained(model_dir)
+    height, width, _ = info.input_shape
     results, decoded = [], {}  # decoded: result index -> uint8 pixels
     for path in find_images(inputs):
         results.append({"file": str(path)})
         try:
-            decoded[len(results) - 1] = load_image(path, (height, width), metadata["color_mode"])
+            decoded[len(results) - 1] = load_image(path, (height, width), info.color_mode)
         except Exception as error:  # any failure of an untrusted file: report it, go on with the others
             results[-1]["error"] = unreadable(path, error)
     if decoded:
-        logits = predict_model(model, metadata["preprocessing"], np.stack(list(decoded.values())), batch_size)
+        logits = predict_model(model, info.preprocessing, np.stack(list(decoded.values())), batch_size)
         probabilities = softmax(logits)
         for index, row, best in zip(decoded, probabilities, top_classes(probabilities, top_k)):
             results[index]["predictions"] = [
-                {"class": metadata["classes"][c], "probability": float(row[c])} for c in best
+                {"class": info.classes[c], "probability": float(row[c])} for c in best
             ]
     return results
 

@@ -1,75 +1,115 @@
-"""A trained model on disk: its weights and everything needed to rebuild and feed it.
+"""A trained model on disk: its weights, and `ModelInfo` (model.json), all that rebuilding and feeding it needs.
 
-``model.json`` holds ``model`` (the registry name), ``classes`` (names in label order),
-``input_shape`` ([height, width, channels]), ``color_mode`` ('rgb' or 'grayscale') and
-``preprocessing`` (the `flaxvision.transforms.preprocess_input` mode), and for transfer models
-``transfer`` (their models.transfer.TransferConfig): with the decoding of
-`flaxvision.data.images`, that is the whole input pipeline, so predict needs only this folder.
+With the decoding of `flaxvision.data.images`, `ModelInfo` is the whole input pipeline, so
+predict needs only this folder.
 
 The weights are Flax msgpack rather than an Orbax checkpoint: Orbax's files carry timestamps
 and random names, while msgpack is byte-for-byte the same for the same weights, so two
 identical runs give DVC the same hash for the model (Orbax keeps the training checkpoints).
 """
 
-import functools
+import dataclasses
 import json
 from pathlib import Path
+from typing import Literal
 
 import jax
 import jax.numpy as jnp
 from flax import nnx, serialization, traverse_util
 
 import models
+from flaxvision.builder import build_model
 from flaxvision.config import from_dict
 from flaxvision.errors import UserError
 from flaxvision.files import atomic_directory, write_bytes, write_json
+from models.scaling import PREPROCESSING_MODES
 from models.transfer import TransferConfig
 
 WEIGHTS = "weights.msgpack"
 METADATA = "model.json"
 WEIGHT_KINDS = nnx.Not(nnx.RngState)  # parameters, frozen weights, BatchNorm statistics; not dropout RNGs
-BUILD_KEYS = ("model", "classes", "input_shape")  # what rebuilding the network needs
+FORMAT = 1  # model.json's layout; files from before it was recorded have this layout too
 
 
-def save_trained(directory: Path, model: nnx.Module, metadata: dict):
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ModelInfo:
+    """model.json: what a trained model is and what it takes.
+
+    model: the registry name (models.MODEL_NAMES); transfer: a transfer model's settings.
+    classes: class names in label order. input_shape: (height, width, channels) of its images,
+    decoded in ``color_mode`` and scaled by ``preprocessing`` (a models.scaling mode).
+    """
+
+    model: str
+    transfer: TransferConfig | None = None
+    classes: tuple[str, ...]
+    input_shape: tuple[int, int, int]
+    color_mode: Literal["rgb", "grayscale"]
+    preprocessing: str
+    format: int = FORMAT
+
+    def __post_init__(self):
+        if self.model not in models.MODEL_NAMES:
+            raise ValueError(f"unknown model '{self.model}'; this code has {', '.join(models.MODEL_NAMES)}")
+        if self.preprocessing not in PREPROCESSING_MODES:
+            raise ValueError(f"unknown preprocessing '{self.preprocessing}'; valid: {', '.join(PREPROCESSING_MODES)}")
+        if self.format > FORMAT:
+            raise ValueError(f"format {self.format} is newer than this code's ({FORMAT}): update flaxvision")
+        if not self.classes:
+            raise ValueError("classes is empty")
+
+    def build(self, seed: int = 0) -> nnx.Module:
+        """The model, randomly initialised (pretrained weights are not fetched)."""
+        return build_model(self.model, num_classes=len(self.classes), input_shape=self.input_shape,
+                           transfer=self.transfer, seed=seed)
+
+
+def save_trained(directory: Path, model: nnx.Module, info: ModelInfo):
     """Replace ``directory`` with one holding ``weights.msgpack`` and ``model.json``, atomically."""
     weights = nnx.to_pure_dict(nnx.state(model, WEIGHT_KINDS))
     with atomic_directory(Path(directory)) as tmp:
         write_bytes(tmp / WEIGHTS, serialization.msgpack_serialize(weights))
-        write_json(tmp / METADATA, metadata)
+        write_json(tmp / METADATA, dataclasses.asdict(info))
 
 
-def load_trained(directory: Path) -> tuple[nnx.Module, dict]:
-    """The model (in eval mode) and its metadata, as written by save_trained."""
-    directory = Path(directory)
-    if not (directory / METADATA).is_file():
+def read_info(directory: Path) -> ModelInfo:
+    """The `ModelInfo` of a model folder, or a UserError naming what is wrong with it."""
+    path = Path(directory) / METADATA
+    if not path.is_file():
         raise UserError(f"no trained model in {directory}: run `dvc repro train` first")
     try:
-        metadata = json.loads((directory / METADATA).read_text())
+        values = json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        raise UserError(f"{directory} holds an unreadable model ({type(error).__name__}): run `dvc repro train`") from None
+    if not isinstance(values, dict):
+        raise UserError(f"{path} is not a model description: run `dvc repro train`")
+    if missing := [field.name for field in dataclasses.fields(ModelInfo)
+                   if field.default is dataclasses.MISSING and field.name not in values]:
+        raise UserError(f"{path} lacks {', '.join(missing)}: retrain with `dvc repro train`")
+    return from_dict(values, ModelInfo, prefix="", file=str(path))
+
+
+def load_trained(directory: Path) -> tuple[nnx.Module, ModelInfo]:
+    """The model (in eval mode) and its `ModelInfo`, as written by save_trained."""
+    directory = Path(directory)
+    info = read_info(directory)
+    try:
         restored = serialization.msgpack_restore((directory / WEIGHTS).read_bytes())
     except (OSError, ValueError) as error:
-        problem = type(error).__name__
-        raise UserError(f"{directory} holds an unreadable model ({problem}): run `dvc repro train`") from None
-    missing = [key for key in BUILD_KEYS if key not in metadata]
-    if missing:
-        raise UserError(f"{directory / METADATA} lacks {', '.join(missing)}: retrain with `dvc repro train`")
-    if metadata["model"] not in models.MODEL_NAMES:
-        raise UserError(f"{directory / METADATA}: unknown model '{metadata['model']}'; "
-                        f"this code has {', '.join(models.MODEL_NAMES)}")
+        raise UserError(f"{directory} holds an unreadable model ({type(error).__name__}): run `dvc repro train`") from None
     # Build the network from shapes only: initialising weights the file replaces takes seconds
     # (an eager op per layer). The other state (dropout RNGs) is computed in one compiled call,
     # from which XLA drops the unused weight initialisers.
-    build = functools.partial(build_model, metadata)
-    graph, weights, _ = nnx.split(nnx.eval_shape(build), WEIGHT_KINDS, ...)
+    graph, weights, _ = nnx.split(nnx.eval_shape(info.build), WEIGHT_KINDS, ...)
     if mismatch := _mismatch(nnx.to_pure_dict(weights), restored):
-        shape = "×".join(map(str, metadata["input_shape"]))
-        raise UserError(f"{directory / WEIGHTS} does not fit {metadata['model']} for {shape} inputs and "
-                        f"{len(metadata['classes'])} classes (as {METADATA} says): {mismatch}")
+        shape = "×".join(map(str, info.input_shape))
+        raise UserError(f"{directory / WEIGHTS} does not fit {info.model} for {shape} inputs and "
+                        f"{len(info.classes)} classes (as {METADATA} says): {mismatch}")
     nnx.replace_by_pure_dict(weights, jax.tree.map(jnp.asarray, restored))
-    other_state = jax.jit(lambda: nnx.split(build(), WEIGHT_KINDS, ...)[2])()
+    other_state = jax.jit(lambda: nnx.split(info.build(), WEIGHT_KINDS, ...)[2])()
     model = nnx.merge(graph, weights, other_state)
     model.eval()
-    return model, metadata
+    return model, info
 
 
 def _mismatch(expected: dict, restored: dict) -> str:
@@ -87,15 +127,3 @@ def _mismatch(expected: dict, restored: dict) -> str:
     if extra := sorted(set(restored) - set(expected)):
         return f"it has {extra[0]}, which the model lacks"
     return ""
-
-
-def build_model(metadata: dict, seed: int = 0) -> nnx.Module:
-    """The model of ``metadata``, randomly initialised (pretrained weights are not fetched)."""
-    transfer = metadata.get("transfer")
-    return models.create_model(
-        metadata["model"],
-        num_classes=len(metadata["classes"]),
-        input_shape=tuple(metadata["input_shape"]),
-        rngs=nnx.Rngs(seed),
-        transfer=transfer and from_dict(transfer, TransferConfig, prefix="model.json transfer"),
-    )

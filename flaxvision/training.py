@@ -1,4 +1,4 @@
-"""Training: one jitted update with donated state, Keras-style callbacks, Orbax checkpoints.
+"""Training: one jitted update with donated state, Keras-style callbacks, resumable from checkpoints.
 
 The dataset lives on the devices as uint8; each step gathers its batch by index, augments and
 preprocesses it inside the compiled function, so the host only sends a vector of indices.
@@ -11,8 +11,6 @@ run resume from its latest checkpoint with the same result as an uninterrupted o
 """
 
 import dataclasses
-import hashlib
-import json
 import math
 import sys
 from collections.abc import Callable
@@ -23,14 +21,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-import orbax.checkpoint as ocp
 from flax import nnx
 from jax.sharding import AxisType, NamedSharding, PartitionSpec
 from tqdm import tqdm
 
+from flaxvision.checkpoints import Checkpoints, Progress
 from flaxvision.errors import UserError
 from flaxvision.evaluation import loss_and_accuracy, make_predict_step, predict
-from flaxvision.transforms import AugmentConfig, augment, preprocess_input
+from flaxvision.transforms import AugmentConfig, augment
+from models.scaling import preprocess_input
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,18 +93,17 @@ class Plateau:
 
 
 class Trainer:
-    """Owns the model and optimizer state and the two compiled steps (train, predict)."""
+    """Owns the model and optimizer state and the two compiled steps (train, predict).
+
+    The model is built for the config (flaxvision.builder: compute dtype, BatchNorm momentum);
+    the trainer only casts each batch to ``config.compute_dtype``.
+    """
 
     def __init__(self, model: nnx.Module, config: TrainConfig, augment_config: AugmentConfig,
                  preprocessing: str):
         self.config = config
         self.augment_config = augment_config
         self.preprocessing = preprocessing
-        for _, module in nnx.iter_modules(model):
-            if isinstance(module, nnx.BatchNorm) and config.batchnorm_momentum is not None:
-                module.momentum = config.batchnorm_momentum
-            if isinstance(module, (nnx.Conv, nnx.Linear)):
-                module.dtype = jnp.dtype(config.compute_dtype)  # their param_dtype stays float32
         model.eval()
         self.eval_graph = nnx.graphdef(model)
         model.train()
@@ -123,13 +121,13 @@ class Trainer:
         self.train_graph, state = nnx.split((model, optimizer))
         self.state = jax.device_put(state, self.replicated)
         self.augment_key = jax.random.key(config.seed)
-        self._train_step = jax.jit(self._train_step_fn, donate_argnums=0,
+        self.train_step = jax.jit(self._train_step, donate_argnums=0,
                                    out_shardings=(self.replicated, self.replicated))
         self._predict_step = make_predict_step(self.eval_graph, preprocessing)
 
     # --- compiled steps -------------------------------------------------------------------
 
-    def _train_step_fn(self, state, images, labels, indices, learning_rate):
+    def _train_step(self, state, images, labels, indices, learning_rate):
         model, optimizer = nnx.merge(self.train_graph, state)
         optimizer.opt_state.hyperparams["learning_rate"][...] = learning_rate
         key = jax.random.fold_in(self.augment_key, optimizer.step[...])
@@ -184,7 +182,7 @@ class Trainer:
         lr = jnp.float32(learning_rate)
         for step in tqdm(range(steps), desc=f"epoch {epoch + 1}", unit="step", leave=False):
             indices = jnp.asarray(order[step * batch_size:(step + 1) * batch_size], jnp.int32)
-            self.state, metrics = self._train_step(self.state, images, labels, indices, lr)
+            self.state, metrics = self.train_step(self.state, images, labels, indices, lr)
             totals = jax.tree.map(jnp.add, totals, metrics)  # stays on device: no sync per step
         count = steps * batch_size
         return {"loss": float(totals["loss"]) / count, "accuracy": float(totals["correct"]) / count}
@@ -195,74 +193,6 @@ class Trainer:
     def replicate(self, tree):
         """Put arrays (a dataset, a restored state) on every device of the mesh."""
         return jax.device_put(tree, self.replicated)
-
-
-@dataclasses.dataclass
-class Progress:
-    """Everything besides arrays that a resumed run needs (saved as JSON with the checkpoint)."""
-
-    fingerprint: str
-    epoch: int = 0
-    learning_rate: float = 0.0
-    history: list = dataclasses.field(default_factory=list)
-    best_epoch: int = -1
-    early_stopping: dict = dataclasses.field(default_factory=dict)
-    reduce_lr: dict = dataclasses.field(default_factory=dict)
-
-
-class Checkpoints:
-    """Latest train state and best weights, one Orbax step per finished epoch."""
-
-    def __init__(self, directory: Path):
-        # Orbax needs an absolute path (a relative one fails in a background thread). Saves are
-        # synchronous because the next train step donates (frees) the buffers being saved. A save
-        # killed part-way leaves a `<step>.orbax-checkpoint-tmp` folder, ignored when resuming;
-        # Orbax removes it when saving that step again, or (as asked here) when the next run starts.
-        self.manager = ocp.CheckpointManager(
-            Path(directory).absolute(),
-            options=ocp.CheckpointManagerOptions(max_to_keep=1, enable_async_checkpointing=False,
-                                                 cleanup_tmp_directories=True),
-        )
-
-    def save(self, epoch: int, state, best_model_state, progress: Progress):
-        self.manager.save(epoch, args=ocp.args.Composite(
-            state=ocp.args.StandardSave(state),
-            best=ocp.args.StandardSave(best_model_state),
-            progress=ocp.args.JsonSave(dataclasses.asdict(progress)),
-        ))
-
-    def restore(self, fingerprint: str, state_like, best_like):
-        """(state, best, progress) of the latest checkpoint of this very run, else None."""
-        step = self.manager.latest_step()
-        if step is None:
-            return None
-        progress = self.manager.restore(step, args=ocp.args.Composite(progress=ocp.args.JsonRestore()))
-        if progress["progress"]["fingerprint"] != fingerprint:
-            return None  # left by a run with other params or data: start over
-        restored = self.manager.restore(step, args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(nnx.eval_shape(lambda: state_like)),
-            best=ocp.args.StandardRestore(nnx.eval_shape(lambda: best_like)),
-        ))
-        return restored["state"], restored["best"], Progress(**progress["progress"])
-
-    def clear(self):
-        for step in self.manager.all_steps():
-            self.manager.delete(step)
-
-    def close(self):
-        self.manager.wait_until_finished()
-        self.manager.close()
-
-
-def fingerprint(*parts) -> str:
-    """A digest of everything that defines a run, so a checkpoint is only resumed by its own run."""
-    digest = hashlib.sha256()
-    for part in parts:
-        if isinstance(part, np.ndarray):
-            digest.update(np.ascontiguousarray(part).tobytes())
-        else:
-            digest.update(json.dumps(part, sort_keys=True, default=str).encode())
-    return digest.hexdigest()
 
 
 def check_finite(epoch: int, train_loss: float, val_loss: float, learning_rate: float):

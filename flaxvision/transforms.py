@@ -1,4 +1,4 @@
-"""On-device augmentation and input preprocessing: pure jnp, so both run inside a jitted step.
+"""On-device augmentation: pure jnp, so it runs inside a jitted step (models.scaling scales its output).
 
 `augment` reproduces keras ImageDataGenerator's random affine augmentation (rotation,
 shift, shear, zoom, flips) and Keras' RandomFlip/RandomRotation layers: each image gets
@@ -14,7 +14,6 @@ from typing import Literal, get_args
 import jax
 import jax.numpy as jnp
 
-from flaxvision.errors import UserError
 
 FillMode = Literal["nearest", "reflect", "wrap", "constant"]
 
@@ -165,31 +164,3 @@ def _neighbour(coordinate: jax.Array, size: int, fill_mode: FillMode) -> tuple[j
 def _modulo(x: jax.Array, period: int) -> jax.Array:
     # jnp.mod's float remainder is about 30 times slower than this on CPU.
     return x - period * jnp.floor(x / period)
-
-
-PREPROCESSING_MODES = ("none", "unit", "tf", "caffe", "torch")
-_CAFFE_BGR_MEAN = (103.939, 116.779, 123.68)
-_TORCH_RGB_MEAN = (0.485, 0.456, 0.406)
-_TORCH_RGB_STD = (0.229, 0.224, 0.225)
-
-
-def preprocess_input(images: jax.Array, mode: str) -> jax.Array:
-    """Scale [0, 255] images for a model, as float32; the modes match keras.applications.
-
-    'none': x as it is (models that scale their input themselves). 'unit': x / 255. 'tf': x / 127.5 - 1. 'caffe': RGB → BGR minus the ImageNet BGR means.
-    'torch': x / 255, then minus the ImageNet RGB means, over their standard deviations.
-    """
-    if mode not in PREPROCESSING_MODES:
-        raise UserError(f"unknown preprocessing mode '{mode}'; valid modes: {', '.join(PREPROCESSING_MODES)}")
-    x = jnp.asarray(images, jnp.float32)
-    if mode in ("caffe", "torch") and x.shape[-1] != 3:
-        raise UserError(f"preprocessing mode '{mode}' needs RGB images, got {x.shape[-1]} channel(s)")
-    if mode == "none":
-        return x
-    if mode == "unit":
-        return x / 255
-    if mode == "tf":
-        return x / 127.5 - 1
-    if mode == "caffe":
-        return x[..., ::-1] - jnp.array(_CAFFE_BGR_MEAN)
-    return (x / 255 - jnp.array(_TORCH_RGB_MEAN)) / jnp.array(_TORCH_RGB_STD)

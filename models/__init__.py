@@ -1,23 +1,32 @@
-"""The model registry: the presets that params.yaml's ``model`` names.
+"""The model registry: the architectures that params.yaml's ``model`` names.
 
 From-scratch presets (the seeds' CNNs, ResNet50) take float32 images [batch, height, width,
 channels] already scaled by `preprocessing(name)` (see flaxvision.transforms.preprocess_input).
-Transfer models (`TRANSFER_PRESETS`, and ``transfer``: the general form configured by params
-``transfer``) take [0, 255] images and scale them per backbone themselves. Every model returns
+Transfer models (`TRANSFER_PRESETS`, and ``transfer``: the general form, configured by a
+`TransferConfig`) take [0, 255] images and scale them per backbone themselves. Every model returns
 logits [batch, num_classes]. Dropout and BatchNorm follow NNX's ``model.train()`` /
 ``model.eval()``; a new model is in training mode. Dropout draws from the model's own RNG
 streams, so its state lives with the parameters.
+
+This is architecture only: weights are random, and a name or shape the registry cannot build is a
+`ModelError`. flaxvision.builder fills pretrained weights and words the errors for params.yaml.
 """
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
 from flax import nnx
 
-from flaxvision.errors import UserError
 from models import cnn, resnet
-from models.layers import InputTooSmallError
+from models.layers import Dtype, ModelError
+
+__all__ = ["MODEL_NAMES", "TRANSFER_PRESETS", "ModelError", "TransferConfig", "UnknownModelError", "create_model",
+           "input_size", "preprocessing", "transfer_config"]
 from models.transfer import Transfer, TransferConfig
+
+
+class UnknownModelError(ModelError):
+    """No model of that name."""
 
 
 class _Preset(NamedTuple):
@@ -57,30 +66,30 @@ def create_model(
     input_shape: tuple[int, int, int],
     rngs: nnx.Rngs,
     transfer: TransferConfig | None = None,
-    pretrained: str | None = None,
+    backbones: Sequence[nnx.Module] | None = None,
+    dtype: Dtype = None,
+    batchnorm_momentum: float | None = None,
 ) -> nnx.Module:
     """A new model ``name`` for ``input_shape`` (height, width, channels) images.
 
-    ``transfer`` is params ``transfer``, used when ``name`` is 'transfer'; ``pretrained`` is params
-    ``pretrained``, the weights of a transfer model's backbones (None: random).
+    ``transfer`` configures model 'transfer'. ``backbones`` are a transfer model's backbones, built
+    (and filled with weights) by the caller; None builds them with random weights. ``dtype`` is the
+    computation dtype of convolutions and dense layers (None: float32, as their parameters);
+    ``batchnorm_momentum`` overrides every BatchNorm's (None: each keeps the Keras original's).
     """
-    try:
-        if config := transfer_config(name, transfer):
-            if config.head != "dense" and config.head not in _PRESETS:
-                raise UserError(f"params.yaml: transfer head '{config.head}' is neither 'dense' nor one of "
-                                f"the from-scratch models {', '.join(_PRESETS)}")
-            return Transfer(config, num_classes=num_classes, input_shape=tuple(input_shape),
-                            make_head=config.head != "dense" and _PRESETS[config.head].build,
-                            pretrained=pretrained, rngs=rngs)
-        return _preset(name).build(num_classes=num_classes, input_shape=tuple(input_shape), rngs=rngs)
-    except InputTooSmallError as error:
-        raise UserError(
-            f"params.yaml: model '{name}' cannot take these images (raise preprocess.image_size): {error}"
-        ) from None
+    options = dict(num_classes=num_classes, input_shape=tuple(input_shape), dtype=dtype,
+                   batchnorm_momentum=batchnorm_momentum, rngs=rngs)
+    if config := transfer_config(name, transfer):
+        if config.head != "dense" and config.head not in _PRESETS:
+            raise ModelError(f"transfer head '{config.head}' is neither 'dense' nor one of the from-scratch "
+                             f"models {', '.join(_PRESETS)}")
+        return Transfer(config, backbones=backbones, make_head=config.head != "dense" and _PRESETS[config.head].build,
+                        **options)
+    return _preset(name).build(**options)
 
 
 def transfer_config(name: str, transfer: TransferConfig | None = None) -> TransferConfig | None:
-    """The settings of transfer model ``name`` (params ``transfer`` for 'transfer'); None for the others."""
+    """The settings of transfer model ``name`` (``transfer`` for 'transfer'); None for the others."""
     if name == "transfer":
         return transfer or TransferConfig()
     if name in TRANSFER_PRESETS:
@@ -103,5 +112,5 @@ def input_size(name: str, transfer: TransferConfig | None = None) -> tuple[int, 
 
 def _preset(name: str) -> _Preset:
     if name not in _PRESETS:
-        raise UserError(f"params.yaml: unknown model '{name}'; valid models: {', '.join(MODEL_NAMES)}")
+        raise UnknownModelError(f"unknown model '{name}'; valid models: {', '.join(MODEL_NAMES)}")
     return _PRESETS[name]

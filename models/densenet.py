@@ -6,30 +6,30 @@ All BatchNorms are pre-activation (BatchNorm → ReLU → convolution), epsilon 
 convolution has a bias.
 """
 
+from functools import partial
+
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from models.layers import Pooling, Top, average_pool, batch_norm, check_input_size, conv, max_pool, zero_pad
+from models.layers import Dtype, Pooling, Top, average_pool, batch_norm, check_input_size, conv, max_pool, zero_pad
 
 EPSILON = 1.001e-5
 GROWTH_RATE = 32
 DENSENET121_BLOCKS = (6, 12, 24, 16)  # ConvBlocks per dense block
 
 
-def _batch_norm(num_features: int, rngs: nnx.Rngs) -> nnx.BatchNorm:
-    return batch_norm(num_features, epsilon=EPSILON, rngs=rngs)
-
-
 class ConvBlock(nnx.Module):
     """Keras' conv_block: BatchNorm, ReLU, 1×1 convolution to 4·growth_rate channels,
     BatchNorm, ReLU, 3×3 convolution to growth_rate channels, concatenated to the input."""
 
-    def __init__(self, in_features: int, growth_rate: int, *, rngs: nnx.Rngs):
-        self.norm0 = _batch_norm(in_features, rngs)
-        self.conv1 = conv(in_features, 4 * growth_rate, 1, use_bias=False, rngs=rngs)
-        self.norm1 = _batch_norm(4 * growth_rate, rngs)
-        self.conv2 = conv(4 * growth_rate, growth_rate, 3, padding="SAME", use_bias=False, rngs=rngs)
+    def __init__(self, in_features: int, growth_rate: int, *, dtype: Dtype = None,
+                 batchnorm_momentum: float | None = None, rngs: nnx.Rngs):
+        norm = partial(batch_norm, epsilon=EPSILON, momentum=batchnorm_momentum, rngs=rngs)
+        self.norm0 = norm(in_features)
+        self.conv1 = conv(in_features, 4 * growth_rate, 1, use_bias=False, dtype=dtype, rngs=rngs)
+        self.norm1 = norm(4 * growth_rate)
+        self.conv2 = conv(4 * growth_rate, growth_rate, 3, padding="SAME", use_bias=False, dtype=dtype, rngs=rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         y = self.conv1(nnx.relu(self.norm0(x)))
@@ -44,9 +44,10 @@ class ConvBlock(nnx.Module):
 class TransitionBlock(nnx.Module):
     """Keras' transition_block: BatchNorm, ReLU, 1×1 convolution to half the channels, 2×2 average pooling."""
 
-    def __init__(self, in_features: int, *, rngs: nnx.Rngs):
-        self.norm = _batch_norm(in_features, rngs)
-        self.conv = conv(in_features, in_features // 2, 1, use_bias=False, rngs=rngs)
+    def __init__(self, in_features: int, *, dtype: Dtype = None, batchnorm_momentum: float | None = None,
+                 rngs: nnx.Rngs):
+        self.norm = batch_norm(in_features, epsilon=EPSILON, momentum=batchnorm_momentum, rngs=rngs)
+        self.conv = conv(in_features, in_features // 2, 1, use_bias=False, dtype=dtype, rngs=rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         return average_pool(self.conv(nnx.relu(self.norm(x))), 2)
@@ -68,25 +69,30 @@ class DenseNet(nnx.Module):
         include_top: bool = True,
         pooling: Pooling = None,
         classes: int = 1000,
+        dtype: Dtype = None,
+        batchnorm_momentum: float | None = None,
         rngs: nnx.Rngs,
     ):
         check_input_size(input_shape)
-        self.stem_conv = conv(input_shape[-1], 64, 7, strides=2, padding=3, use_bias=False, rngs=rngs)
-        self.stem_bn = _batch_norm(64, rngs)
+        options = dict(dtype=dtype, batchnorm_momentum=batchnorm_momentum, rngs=rngs)
+        norm = partial(batch_norm, epsilon=EPSILON, momentum=batchnorm_momentum, rngs=rngs)
+        self.stem_conv = conv(input_shape[-1], 64, 7, strides=2, padding=3, use_bias=False, dtype=dtype, rngs=rngs)
+        self.stem_bn = norm(64)
         in_features, dense_blocks, transitions = 64, [], []
         for index, num_blocks in enumerate(blocks):
             if index:
-                transitions.append(TransitionBlock(in_features, rngs=rngs))
+                transitions.append(TransitionBlock(in_features, **options))
                 in_features //= 2
             dense_block = []
             for _ in range(num_blocks):
-                dense_block.append(ConvBlock(in_features, GROWTH_RATE, rngs=rngs))
+                dense_block.append(ConvBlock(in_features, GROWTH_RATE, **options))
                 in_features += GROWTH_RATE
             dense_blocks.append(nnx.List(dense_block))
         self.dense_blocks = nnx.List(dense_blocks)
         self.transitions = nnx.List(transitions)
-        self.final_bn = _batch_norm(in_features, rngs)
-        self.top = Top(in_features, include_top=include_top, pooling=pooling, classes=classes, rngs=rngs)
+        self.final_bn = norm(in_features)
+        self.top = Top(in_features, include_top=include_top, pooling=pooling, classes=classes, dtype=dtype,
+                       rngs=rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         x = nnx.relu(self.stem_bn(self.stem_conv(x)))

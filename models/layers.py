@@ -5,22 +5,27 @@ where Flax's differ: glorot-uniform kernels with zero bias, 'VALID' padding, Bat
 epsilon 1e-3 (momentum 0.99 is the same in both). Layers with parameters are NNX modules
 (Conv2D and DepthwiseConv2D are `nnx.Conv`, Dense `nnx.Linear`, BatchNormalization
 `nnx.BatchNorm`, so Keras weights map onto them one to one); the others are plain
-functions of an NHWC batch. On CPU, convolutions and max pooling are computed in forms that
-avoid XLA:CPU's slow kernels (`_conv_general_dilated`, `_window_max`); other backends get the
-native operations.
+functions of an NHWC batch. Convolutions and max pooling go through `models.kernels`, which
+avoids XLA:CPU's slow kernels.
 
 `Sequential` lets a preset list its layers as the Keras original does, without input
 sizes: a `Lazy` layer is built once the shape of its input is known.
 """
 
 from collections.abc import Callable, Sequence
-from functools import partial, reduce
 from typing import Any, Literal
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
 from jax import lax
+
+from models import kernels
+
+# The dtype convolutions and dense layers compute in (None: their inputs' and parameters'); the
+# parameters themselves stay float32.
+Dtype = Any
+KERAS_MOMENTUM = 0.99  # BatchNormalization's default
 
 glorot_uniform = nnx.initializers.glorot_uniform()
 
@@ -44,6 +49,7 @@ def conv(
     use_bias: bool = True,
     kernel_init: nnx.Initializer = glorot_uniform,
     feature_group_count: int = 1,
+    dtype: Dtype = None,
     rngs: nnx.Rngs,
 ) -> nnx.Conv:
     """Keras Conv2D with a square kernel (grouped with ``feature_group_count``).
@@ -60,7 +66,8 @@ def conv(
         use_bias=use_bias,
         kernel_init=kernel_init,
         feature_group_count=feature_group_count,
-        conv_general_dilated=_conv_general_dilated,
+        conv_general_dilated=kernels.conv_general_dilated,
+        dtype=dtype,
         rngs=rngs,
     )
 
@@ -72,6 +79,7 @@ def depthwise_conv(
     strides: int = 1,
     padding: str | int = "VALID",
     use_bias: bool = True,
+    dtype: Dtype = None,
     rngs: nnx.Rngs,
 ) -> nnx.Conv:
     """Keras DepthwiseConv2D (depth multiplier 1): one k×k filter per channel.
@@ -80,7 +88,7 @@ def depthwise_conv(
     (k, k, channels, 1) reshaped to (k, k, 1, channels).
     """
     return conv(in_features, in_features, kernel_size, strides=strides, padding=padding, use_bias=use_bias,
-                kernel_init=_depthwise_glorot_uniform, feature_group_count=in_features, rngs=rngs)
+                kernel_init=_depthwise_glorot_uniform, feature_group_count=in_features, dtype=dtype, rngs=rngs)
 
 
 def _depthwise_glorot_uniform(key, shape, dtype=jnp.float32):
@@ -91,82 +99,16 @@ def _depthwise_glorot_uniform(key, shape, dtype=jnp.float32):
     return glorot_uniform(key, keras_shape, dtype).reshape(shape)
 
 
-def _conv_general_dilated(lhs, rhs, window_strides, padding, **kwargs):
-    """lax.conv_general_dilated (NHWC, HWIO), routed around the slow paths of XLA:CPU.
-
-    Measured on a 2-core x86 CPU, batch 32, forward (forward + backward):
-    - depthwise (MobileNetV2): XLA's grouped convolution runs near 1 GFLOP/s, 3×3 over
-      56×56×144 maps takes 330 ms (1.2 s), and 41 ms (230 ms) as nine shifted multiply-adds;
-    - 1×1 (most of ResNet50): a matrix product over channels. XLA differentiates the
-      convolution by transposing the activations to batch-last, and fuses the elementwise
-      chain that made them (a ResNet stage's BatchNorms and residual adds) into each
-      transpose: seed 004's ResNet50 (64×64) trains at 540 ms a step, 340 ms as matrix products;
-    - a feature map no larger than the kernel (ResNet50's last stage at 64×64): a 3×3,
-      512→512 convolution over 2×2 maps takes 184 ms, and 1.7 ms as one matrix product;
-    - an unpadded ('VALID') stride-1 convolution is 2-6× slower than the same convolution
-      with 'SAME' padding: 32→32 channels over 77×77 maps takes 115 ms (282 ms) as 'VALID',
-      47 ms (88 ms) as 'SAME' + crop.
-    Other backends get the native convolution, and so do dilated and other grouped ones, and
-    those asked for an output type or sharding.
-    """
-    if (jax.default_backend() != "cpu" or {*kwargs["lhs_dilation"], *kwargs["rhs_dilation"]} != {1}
-            or kwargs.get("preferred_element_type") is not None or kwargs.get("out_sharding") is not None):
-        return lax.conv_general_dilated(lhs, rhs, window_strides, padding, **kwargs)
-    kernel_height, kernel_width, group_features, out_features = rhs.shape
-    if isinstance(padding, str):
-        padding = lax.padtype_to_pads(lhs.shape[1:3], rhs.shape[:2], window_strides, padding)
-    if kwargs["feature_group_count"] != 1:
-        if group_features == 1 and out_features == lhs.shape[-1]:
-            return _depthwise_as_taps(lhs, rhs, window_strides, padding)
-        return lax.conv_general_dilated(lhs, rhs, window_strides, padding, **kwargs)
-    if min(lhs.shape[1:3]) <= max(kernel_height, kernel_width) or (kernel_height, kernel_width) == (1, 1):
-        return _conv_as_matmul(lhs, rhs, window_strides, padding, precision=kwargs["precision"])
-    unpadded = all(pad == (0, 0) for pad in padding)
-    if unpadded and tuple(window_strides) == (1, 1) and kernel_height % 2 and kernel_width % 2:
-        same = lax.conv_general_dilated(lhs, rhs, window_strides, "SAME", **kwargs)
-        crop_y, crop_x = kernel_height // 2, kernel_width // 2
-        return same[:, crop_y:same.shape[1] - crop_y, crop_x:same.shape[2] - crop_x]
-    return lax.conv_general_dilated(lhs, rhs, window_strides, padding, **kwargs)
-
-
-def _conv_as_matmul(lhs, rhs, window_strides, padding, precision):
-    """The convolution as one matrix product of its patches (im2col) with the kernel."""
-    lhs = jnp.pad(lhs, ((0, 0), *padding, (0, 0)))
-    # Patch features in HWIO kernel order: (kernel row, kernel column, input channel).
-    patches = jnp.concatenate(_taps(lhs, rhs.shape[:2], window_strides), axis=-1)
-    return jnp.matmul(patches, rhs.reshape(-1, rhs.shape[-1]), precision=precision)
-
-
-def _depthwise_as_taps(lhs, rhs, window_strides, padding):
-    """A depthwise convolution as the sum of the input's shifted views, each scaled per channel
-    by one kernel position: elementwise work that XLA fuses into one pass."""
-    taps = _taps(jnp.pad(lhs, ((0, 0), *padding, (0, 0))), rhs.shape[:2], window_strides)
-    return sum(tap * weights for tap, weights in zip(taps, rhs.reshape(-1, rhs.shape[-1]), strict=True))
-
-
-def _taps(x: jax.Array, window: tuple[int, int], strides: Sequence[int]) -> list[jax.Array]:
-    """The views of x [B, H, W, C] that a 'VALID' window sliding with ``strides`` reads, one per
-    window position in row-major order: view (i, j) is [B, H', W', C], each output position's
-    input at offset (i, j) within its window."""
-    (window_height, window_width), (stride_y, stride_x) = window, strides
-    out_height = (x.shape[1] - window_height) // stride_y + 1
-    out_width = (x.shape[2] - window_width) // stride_x + 1
-    return [
-        x[:, i:i + (out_height - 1) * stride_y + 1:stride_y, j:j + (out_width - 1) * stride_x + 1:stride_x]
-        for i in range(window_height)
-        for j in range(window_width)
-    ]
-
-
 def dense(
     in_features: int,
     out_features: int,
     *,
     kernel_init: nnx.Initializer = glorot_uniform,
+    dtype: Dtype = None,
     rngs: nnx.Rngs,
 ) -> nnx.Linear:
     """Keras Dense (Flax's Linear defaults to a lecun-normal kernel)."""
-    return nnx.Linear(in_features, out_features, kernel_init=kernel_init, rngs=rngs)
+    return nnx.Linear(in_features, out_features, kernel_init=kernel_init, dtype=dtype, rngs=rngs)
 
 
 def conv_norm(
@@ -175,7 +117,7 @@ def conv_norm(
     kernel_size: int,
     *,
     epsilon: float = 1e-3,
-    momentum: float = 0.99,
+    momentum: float | None = None,
     rngs: nnx.Rngs,
     **conv_options: Any,
 ) -> nnx.Sequential:
@@ -193,7 +135,7 @@ def batch_norm(
     num_features: int,
     *,
     epsilon: float = 1e-3,
-    momentum: float = 0.99,
+    momentum: float | None = None,
     use_bias: bool = True,
     use_scale: bool = True,
     rngs: nnx.Rngs,
@@ -201,12 +143,12 @@ def batch_norm(
     """Keras BatchNormalization over the channel axis; use_bias/use_scale are Keras' center/scale.
 
     Its gamma and beta are trainable `nnx.Param`s, its moving mean and variance
-    `nnx.BatchStat`s, updated only in training mode.
+    `nnx.BatchStat`s, updated only in training mode. ``momentum`` None is Keras' default.
     """
     return nnx.BatchNorm(
         num_features,
         epsilon=epsilon,
-        momentum=momentum,
+        momentum=KERAS_MOMENTUM if momentum is None else momentum,
         use_bias=use_bias,
         use_scale=use_scale,
         rngs=rngs,
@@ -219,51 +161,7 @@ def max_pool(x: jax.Array, size: int, strides: int | None = None, padding: str =
     if jax.default_backend() != "cpu":
         return nnx.max_pool(x, (size, size), (strides, strides), padding)
     pads = lax.padtype_to_pads(x.shape[1:3], (size, size), (strides, strides), padding)
-    return _window_max(jnp.pad(x, ((0, 0), *pads, (0, 0)), constant_values=-jnp.inf), size, strides)
-
-
-@partial(jax.custom_vjp, nondiff_argnums=(1, 2))
-def _window_max(x: jax.Array, size: int, strides: int) -> jax.Array:
-    """Max over size×size windows sliding by ``strides`` ('VALID'), as a max of the windows' views.
-
-    Both directions are written out because XLA:CPU's are slow (reduce_window forward,
-    select_and_scatter backward). Measured on a 2-core x86 CPU, batch 32, forward + backward:
-    2×2/2 over 158×158×32 maps takes 286 ms in XLA's ops and 35 ms here, 3×3/2 over
-    114×114×64 maps (the ResNet and DenseNet stems at 224×224) 362 ms and 66 ms. Like XLA's,
-    the gradient goes to each window's first maximum in row-major order.
-    """
-    return reduce(jnp.maximum, _taps(x, (size, size), (strides, strides)))
-
-
-def _window_max_forward(x, size, strides):
-    y = _window_max(x, size, strides)
-    return y, (x, y)
-
-
-def _window_max_backward(size, strides, residuals, grad):
-    x, y = residuals
-    taps, scatter = jax.vjp(lambda x: _taps(x, (size, size), (strides, strides)), x)
-    taken = jnp.zeros(y.shape, bool)
-    routed = []
-    for tap in taps:
-        is_first_max = (tap == y) & ~taken
-        taken = taken | is_first_max
-        routed.append(jnp.where(is_first_max, grad, 0.0))
-    if strides == size:  # disjoint windows: laid out as tiles, 3% faster for seed 000's CNN than summed
-        return (_untile(routed, size, x.shape),)
-    return scatter(routed)
-
-
-_window_max.defvjp(_window_max_forward, _window_max_backward)
-
-
-def _untile(pieces: list[jax.Array], size: int, shape: tuple[int, ...]) -> jax.Array:
-    """`_taps` of disjoint size×size windows put back: the pieces [B, H', W', C] laid out as the
-    tiles of a [B, H'·size, W'·size, C] map, zero-padded to ``shape``."""
-    batch, out_height, out_width, channels = pieces[0].shape
-    rows = [jnp.stack(pieces[i * size:(i + 1) * size], axis=3) for i in range(size)]
-    tiles = jnp.stack(rows, axis=2).reshape(batch, out_height * size, out_width * size, channels)
-    return jnp.pad(tiles, ((0, 0), (0, shape[1] - out_height * size), (0, shape[2] - out_width * size), (0, 0)))
+    return kernels.window_max(jnp.pad(x, ((0, 0), *pads, (0, 0)), constant_values=-jnp.inf), size, strides)
 
 
 def average_pool(x: jax.Array, size: int, strides: int | None = None, padding: str = "VALID") -> jax.Array:
@@ -314,7 +212,11 @@ class Lazy:
         return self.make(in_features, *self.args, **self.kwargs, rngs=rngs)
 
 
-class InputTooSmallError(ValueError):
+class ModelError(ValueError):
+    """A model cannot be built as asked (an unknown name, inputs it cannot take)."""
+
+
+class InputTooSmallError(ModelError):
     """The input shrinks to nothing inside the network (a `Sequential` or a backbone)."""
 
 
@@ -339,10 +241,11 @@ class Top(nnx.Module):
     Keras. Without: ``pooling`` ('avg' or 'max' features, or None: the feature map).
     """
 
-    def __init__(self, in_features: int, *, include_top: bool, pooling: Pooling, classes: int, rngs: nnx.Rngs):
+    def __init__(self, in_features: int, *, include_top: bool, pooling: Pooling, classes: int, dtype: Dtype = None,
+                 rngs: nnx.Rngs):
         check_pooling(pooling)
         self.pooling = "avg" if include_top else pooling
-        self.predictions = dense(in_features, classes, rngs=rngs) if include_top else None
+        self.predictions = dense(in_features, classes, dtype=dtype, rngs=rngs) if include_top else None
 
     def __call__(self, x: jax.Array) -> jax.Array:
         x = global_pool(x, self.pooling)

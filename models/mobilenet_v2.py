@@ -8,7 +8,7 @@ multiples of 8 as Keras rounds them.
 import jax
 from flax import nnx
 
-from models.layers import Pooling, Top, batch_norm, check_input_size, conv_norm, depthwise_conv, relu6, zero_pad
+from models.layers import Dtype, Pooling, Top, batch_norm, check_input_size, conv_norm, depthwise_conv, relu6, zero_pad
 
 EPSILON, MOMENTUM = 1e-3, 0.999
 
@@ -32,10 +32,14 @@ def correct_pad(size: tuple[int, int], kernel_size: int) -> tuple[tuple[int, int
     return tuple((half - (1 - n % 2), half) for n in size)
 
 
-def _conv_norm(in_features: int, out_features: int, kernel_size: int, *, rngs: nnx.Rngs,
-               **options) -> nnx.Sequential:
+def _conv_norm(in_features: int, out_features: int, kernel_size: int, *, batchnorm_momentum: float | None,
+               rngs: nnx.Rngs, **options) -> nnx.Sequential:
     return conv_norm(in_features, out_features, kernel_size, use_bias=False, epsilon=EPSILON,
-                     momentum=MOMENTUM, rngs=rngs, **options)
+                     momentum=_momentum(batchnorm_momentum), rngs=rngs, **options)
+
+
+def _momentum(batchnorm_momentum: float | None) -> float:
+    return MOMENTUM if batchnorm_momentum is None else batchnorm_momentum
 
 
 class InvertedResidual(nnx.Module):
@@ -44,16 +48,18 @@ class InvertedResidual(nnx.Module):
     ReLU6, then a 1×1 projection with BatchNorm and no activation; the input is added when it
     has the output's shape."""
 
-    def __init__(self, in_features: int, out_features: int, *, expansion: int, strides: int, rngs: nnx.Rngs):
+    def __init__(self, in_features: int, out_features: int, *, expansion: int, strides: int, dtype: Dtype = None,
+                 batchnorm_momentum: float | None = None, rngs: nnx.Rngs):
         hidden = expansion * in_features
-        self.expand = _conv_norm(in_features, hidden, 1, rngs=rngs) if expansion != 1 else None
+        options = dict(dtype=dtype, batchnorm_momentum=batchnorm_momentum, rngs=rngs)
+        self.expand = _conv_norm(in_features, hidden, 1, **options) if expansion != 1 else None
         # With strides 2 Keras pads by correct_pad, which depends on the input size, then convolves 'valid'.
         self.depthwise = nnx.Sequential(
             depthwise_conv(hidden, 3, strides=strides, padding="SAME" if strides == 1 else "VALID",
-                           use_bias=False, rngs=rngs),
-            batch_norm(hidden, epsilon=EPSILON, momentum=MOMENTUM, rngs=rngs),
+                           use_bias=False, dtype=dtype, rngs=rngs),
+            batch_norm(hidden, epsilon=EPSILON, momentum=_momentum(batchnorm_momentum), rngs=rngs),
         )
-        self.project = _conv_norm(hidden, out_features, 1, rngs=rngs)
+        self.project = _conv_norm(hidden, out_features, 1, **options)
         self.strides = strides
         self.residual = strides == 1 and in_features == out_features
 
@@ -88,22 +94,26 @@ class MobileNetV2(nnx.Module):
         include_top: bool,
         pooling: Pooling,
         classes: int,
+        dtype: Dtype = None,
+        batchnorm_momentum: float | None = None,
         rngs: nnx.Rngs,
     ):
         check_input_size(input_shape)
+        options = dict(dtype=dtype, batchnorm_momentum=batchnorm_momentum, rngs=rngs)
         in_features = make_divisible(32 * alpha)
-        self.stem = _conv_norm(input_shape[-1], in_features, 3, strides=2, padding="SAME", rngs=rngs)
+        self.stem = _conv_norm(input_shape[-1], in_features, 3, strides=2, padding="SAME", **options)
         blocks = []
         for expansion, filters, num_blocks, strides in STAGES:
             out_features = make_divisible(int(filters * alpha))
             for index in range(num_blocks):
                 blocks.append(InvertedResidual(in_features, out_features, expansion=expansion,
-                                               strides=strides if index == 0 else 1, rngs=rngs))
+                                               strides=strides if index == 0 else 1, **options))
                 in_features = out_features
         self.blocks = nnx.List(blocks)
         last_features = make_divisible(1280 * alpha) if alpha > 1 else 1280
-        self.last_conv = _conv_norm(in_features, last_features, 1, rngs=rngs)
-        self.top = Top(last_features, include_top=include_top, pooling=pooling, classes=classes, rngs=rngs)
+        self.last_conv = _conv_norm(in_features, last_features, 1, **options)
+        self.top = Top(last_features, include_top=include_top, pooling=pooling, classes=classes, dtype=dtype,
+                       rngs=rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         x = relu6(self.stem(x))
@@ -127,9 +137,11 @@ def mobilenet_v2(
     include_top: bool = True,
     pooling: Pooling = None,
     classes: int = 1000,
+    dtype: Dtype = None,
+    batchnorm_momentum: float | None = None,
     rngs: nnx.Rngs,
 ) -> MobileNetV2:
     """keras.applications.MobileNetV2 at width ``alpha`` (ImageNet weights exist for 0.35, 0.5,
     0.75, 1.0, 1.3 and 1.4); it expects 'tf' preprocessing."""
     return MobileNetV2(alpha=alpha, input_shape=input_shape, include_top=include_top, pooling=pooling,
-                       classes=classes, rngs=rngs)
+                       classes=classes, dtype=dtype, batchnorm_momentum=batchnorm_momentum, rngs=rngs)

@@ -15,6 +15,7 @@ import jax
 from flax import nnx
 
 from models.layers import (
+    Dtype,
     Lazy,
     Pooling,
     Sequential,
@@ -61,29 +62,28 @@ class BottleneckBlock(nnx.Module):
         kernel_init: nnx.Initializer = glorot_uniform,
         use_bias: bool = True,
         epsilon: float = 1e-3,
+        dtype: Dtype = None,
+        batchnorm_momentum: float | None = None,
         rngs: nnx.Rngs,
     ):
         if not projection and (in_features != filters[-1] or (strides != 1 and not preact)):
             raise ValueError("an identity shortcut needs in_features == filters[-1] (and strides 1 in v1)")
         reduce, middle, expand = filters
         # A convolution followed by BatchNorm has a bias in v1 (as Keras builds it), none in v2.
-        conv_norm_options = dict(
-            kernel_init=kernel_init, use_bias=use_bias and not preact, epsilon=epsilon, rngs=rngs
-        )
+        conv_norm_options = dict(kernel_init=kernel_init, use_bias=use_bias and not preact, epsilon=epsilon,
+                                 momentum=batchnorm_momentum, dtype=dtype, rngs=rngs)
         reduce_strides, middle_strides = (1, strides) if preact else (strides, 1)
 
-        self.preact = batch_norm(in_features, epsilon=epsilon, rngs=rngs) if preact else None
+        self.preact = (batch_norm(in_features, epsilon=epsilon, momentum=batchnorm_momentum, rngs=rngs)
+                       if preact else None)
         self.reduce = conv_norm(in_features, reduce, 1, strides=reduce_strides, **conv_norm_options)
         # Keras: 'same' in v1, ZeroPadding2D + 'valid' in v2 (they differ only with strides 2).
         self.middle = conv_norm(reduce, middle, kernel_size, strides=middle_strides, padding=kernel_size // 2,
                                 **conv_norm_options)
         if preact:
-            self.expand = conv(middle, expand, 1, kernel_init=kernel_init, use_bias=use_bias, rngs=rngs)
-            self.shortcut = (
-                conv(in_features, expand, 1, strides=strides, kernel_init=kernel_init, use_bias=use_bias,
-                     rngs=rngs)
-                if projection else None
-            )
+            conv_options = dict(kernel_init=kernel_init, use_bias=use_bias, dtype=dtype, rngs=rngs)
+            self.expand = conv(middle, expand, 1, **conv_options)
+            self.shortcut = conv(in_features, expand, 1, strides=strides, **conv_options) if projection else None
         else:
             self.expand = conv_norm(middle, expand, 1, **conv_norm_options)
             self.shortcut = (
@@ -125,6 +125,8 @@ def resnet(
     *,
     num_classes: int,
     input_shape: tuple[int, int, int],
+    dtype: Dtype = None,
+    batchnorm_momentum: float | None = None,
     rngs: nnx.Rngs,
 ) -> Sequential:
     """The seed's ResNet: a 7×7/2 stem, bottleneck stages, 2×2 average pooling, a dense head.
@@ -134,29 +136,28 @@ def resnet(
     seed: glorot-uniform for the stem, head and projection blocks, Keras RandomUniform
     (±0.05) for identity blocks.
     """
+    block = partial(Lazy, BottleneckBlock, dtype=dtype, batchnorm_momentum=batchnorm_momentum)
     blocks = []
     for stage, num_blocks in enumerate(stage_sizes):
         filters = (64 * 2**stage, 64 * 2**stage, 256 * 2**stage)
-        blocks.append(Lazy(BottleneckBlock, filters, strides=1 if stage == 0 else 2, projection=True))
-        blocks += [Lazy(BottleneckBlock, filters, kernel_init=random_uniform())] * (num_blocks - 1)
+        blocks.append(block(filters, strides=1 if stage == 0 else 2, projection=True))
+        blocks += [block(filters, kernel_init=random_uniform())] * (num_blocks - 1)
     return Sequential(
         input_shape,
         partial(zero_pad, padding=3),
-        Lazy(conv, 64, 7, strides=2),
-        Lazy(batch_norm),
+        Lazy(conv, 64, 7, strides=2, dtype=dtype),
+        Lazy(batch_norm, momentum=batchnorm_momentum),
         nnx.relu,
         partial(max_pool, size=3, strides=2),
         *blocks,
         partial(average_pool, size=2),
         flatten,
-        Lazy(dense, num_classes),
+        Lazy(dense, num_classes, dtype=dtype),
         rngs=rngs,
     )
 
 
-def resnet50(*, num_classes: int, input_shape: tuple[int, int, int], rngs: nnx.Rngs) -> Sequential:
-    """Seed 004: ResNet50 for the SIGNS hand-digit images (64×64 RGB scaled to [0, 1], 6 classes)."""
-    return resnet((3, 4, 6, 3), num_classes=num_classes, input_shape=input_shape, rngs=rngs)
+resnet50 = partial(resnet, (3, 4, 6, 3))  # seed 004: SIGNS hand digits, 64×64 RGB scaled to [0, 1], 6 classes
 
 
 class ResNet(nnx.Module):
@@ -178,11 +179,15 @@ class ResNet(nnx.Module):
         include_top: bool = True,
         pooling: Pooling = None,
         classes: int = 1000,
+        dtype: Dtype = None,
+        batchnorm_momentum: float | None = None,
         rngs: nnx.Rngs,
     ):
         check_input_size(input_shape)
-        self.stem_conv = conv(input_shape[-1], 64, 7, strides=2, padding=3, rngs=rngs)  # conv1_pad + 'valid'
-        self.stem_bn = None if preact else batch_norm(64, epsilon=KERAS_EPSILON, rngs=rngs)
+        norm = partial(batch_norm, epsilon=KERAS_EPSILON, momentum=batchnorm_momentum, rngs=rngs)
+        # conv1_pad + 'valid'
+        self.stem_conv = conv(input_shape[-1], 64, 7, strides=2, padding=3, dtype=dtype, rngs=rngs)
+        self.stem_bn = None if preact else norm(64)
         in_features, stages = 64, []
         for stage, num_blocks in enumerate(stage_sizes):
             if preact:
@@ -193,12 +198,14 @@ class ResNet(nnx.Module):
             blocks = []
             for index, block_strides in enumerate(strides):
                 blocks.append(BottleneckBlock(in_features, filters, strides=block_strides, projection=index == 0,
-                                              preact=preact, epsilon=KERAS_EPSILON, rngs=rngs))
+                                              preact=preact, epsilon=KERAS_EPSILON, dtype=dtype,
+                                              batchnorm_momentum=batchnorm_momentum, rngs=rngs))
                 in_features = filters[-1]
             stages.append(nnx.List(blocks))
         self.stages = nnx.List(stages)
-        self.post_bn = batch_norm(in_features, epsilon=KERAS_EPSILON, rngs=rngs) if preact else None
-        self.top = Top(in_features, include_top=include_top, pooling=pooling, classes=classes, rngs=rngs)
+        self.post_bn = norm(in_features) if preact else None
+        self.top = Top(in_features, include_top=include_top, pooling=pooling, classes=classes, dtype=dtype,
+                       rngs=rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         x = self.stem_conv(x)

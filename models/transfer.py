@@ -12,19 +12,20 @@ a frozen BatchNorm stays in inference mode in training (its statistics are not u
 
 import dataclasses
 import math
-from pathlib import Path
+from collections.abc import Sequence
 from typing import Literal
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from flaxvision import conversion  # a module, not its names: flaxvision.conversion imports models
-from flaxvision.conversion.weights import imagenet_weights
-from flaxvision.errors import UserError
-from flaxvision.transforms import preprocess_input
+from models.scaling import preprocess_input
 from models.backbones import BACKBONES
-from models.layers import dense, flatten, output_shape
+from models.layers import Dtype, ModelError, dense, flatten, output_shape
+
+
+class FeatureShapeError(ModelError):
+    """The backbones' feature maps cannot be concatenated."""
 
 
 class Frozen(nnx.Variable):
@@ -83,17 +84,22 @@ class TransferConfig:
 
 class Transfer(nnx.Module):
     def __init__(self, config: TransferConfig, *, num_classes: int, input_shape: tuple[int, int, int],
-                 make_head, pretrained: str | None, rngs: nnx.Rngs):
-        """Backbones with ``pretrained`` weights (params ``pretrained``; None: random, as when
-        the trained weights are loaded next), and a head: ``make_head(num_classes=, input_shape=,
-        rngs=)`` (a from-scratch preset), or `DenseHead` when make_head is False."""
+                 make_head, backbones: Sequence[nnx.Module] | None = None, dtype: Dtype = None,
+                 batchnorm_momentum: float | None = None, rngs: nnx.Rngs):
+        """``config.backbones``, frozen as ``config.trainable_layers`` says, under a head:
+        ``make_head(num_classes=, input_shape=, dtype=, batchnorm_momentum=, rngs=)`` (a
+        from-scratch preset), or `DenseHead` when make_head is False.
+
+        ``backbones`` are the backbone modules, built by the caller (e.g. with pretrained weights);
+        None builds them here with random weights.
+        """
         self.preprocessing = tuple(BACKBONES[name].preprocessing for name in config.backbones)
-        self.backbones = nnx.List([
-            conversion.build_backbone(name, weights=_weights_file(pretrained, name, config, input_shape),
-                           input_shape=input_shape, pooling=config.pooling, rngs=rngs,
-                           **config.backbone_options(name))[0]
-            for name in config.backbones
-        ])
+        if backbones is None:
+            backbones = [BACKBONES[name].build(input_shape=input_shape, include_top=False, pooling=config.pooling,
+                                               dtype=dtype, batchnorm_momentum=batchnorm_momentum, rngs=rngs,
+                                               **config.backbone_options(name))
+                         for name in config.backbones]
+        self.backbones = nnx.List(backbones)
         for backbone in self.backbones:
             layers = list(backbone.keras_layers().values())
             trainable = len(layers) if config.trainable_layers == -1 else config.trainable_layers
@@ -102,13 +108,14 @@ class Transfer(nnx.Module):
 
         shapes = [output_shape(backbone, input_shape) for backbone in self.backbones]
         if len({shape[:-1] for shape in shapes}) > 1:
-            raise UserError(f"params.yaml: the backbones' feature maps {shapes} differ in size: "
-                            "set transfer.pooling to avg or max to stack them")
+            raise FeatureShapeError(f"the backbones' feature maps {shapes} differ in size")
         feature_shape = (*shapes[0][:-1], sum(shape[-1] for shape in shapes))
         if make_head:
-            self.head = make_head(num_classes=num_classes, input_shape=feature_shape, rngs=rngs)
+            self.head = make_head(num_classes=num_classes, input_shape=feature_shape, dtype=dtype,
+                                  batchnorm_momentum=batchnorm_momentum, rngs=rngs)
         else:
-            self.head = DenseHead(feature_shape, config.hidden_units, config.dropout, num_classes, rngs=rngs)
+            self.head = DenseHead(feature_shape, config.hidden_units, config.dropout, num_classes, dtype=dtype,
+                                  rngs=rngs)
 
     def features(self, images: jax.Array) -> jax.Array:
         """The backbones' outputs for [0, 255] images, concatenated along the last axis."""
@@ -129,10 +136,11 @@ class Transfer(nnx.Module):
 class DenseHead(nnx.Module):
     """Dropout → (Dense + ReLU) per hidden size → Dense logits, over flattened features."""
 
-    def __init__(self, feature_shape, hidden_units, dropout: float, num_classes: int, *, rngs: nnx.Rngs):
+    def __init__(self, feature_shape, hidden_units, dropout: float, num_classes: int, *, dtype: Dtype = None,
+                 rngs: nnx.Rngs):
         sizes = [math.prod(feature_shape), *hidden_units, num_classes]
         self.dropout = nnx.Dropout(dropout, rngs=rngs)
-        self.layers = nnx.List([dense(a, b, rngs=rngs) for a, b in zip(sizes, sizes[1:])])
+        self.layers = nnx.List([dense(a, b, dtype=dtype, rngs=rngs) for a, b in zip(sizes, sizes[1:])])
 
     def __call__(self, features: jax.Array) -> jax.Array:
         x = self.dropout(flatten(features))
@@ -145,21 +153,3 @@ def _freeze(layer: nnx.Module):
     for name, value in list(vars(layer).items()):
         if isinstance(value, nnx.Param):
             setattr(layer, name, Frozen(value.get_value()))
-
-
-def _weights_file(pretrained: str | None, name: str, config: TransferConfig, input_shape) -> str | None:
-    """params ``pretrained`` for backbone ``name``: 'imagenet', 'none', a .h5 file (one backbone),
-    or a folder holding the official files under their official names."""
-    if pretrained is None or pretrained in ("imagenet", "none") or Path(pretrained).is_file():
-        if len(config.backbones) > 1 and pretrained and Path(pretrained).is_file():
-            raise UserError(f"params.yaml: pretrained: {pretrained} is one file for {len(config.backbones)} "
-                            "backbones: give a folder holding each backbone's file")
-        return pretrained
-    if not Path(pretrained).is_dir():
-        raise UserError(f"params.yaml: pretrained: {pretrained} is not a file or folder; "
-                        "give imagenet, none, a Keras .h5 file or a folder of them")
-    official = imagenet_weights(name, include_top=False, input_shape=input_shape, **config.backbone_options(name))
-    path = Path(pretrained) / official.name
-    if not path.is_file():
-        raise UserError(f"params.yaml: pretrained: {pretrained} has no {official.name} for backbone '{name}'")
-    return str(path)

@@ -4,7 +4,7 @@ each ending in 2×2 max pooling; the top flattens and has two 4096-wide dense la
 import jax
 from flax import nnx
 
-from models.layers import Pooling, check_input_size, check_pooling, conv, dense, flatten, global_pool, max_pool
+from models.layers import Dtype, Pooling, check_input_size, check_pooling, conv, dense, flatten, global_pool, max_pool
 
 VGG16_BLOCKS = ((64, 2), (128, 2), (256, 3), (512, 3), (512, 3))  # (filters, convolutions) per block
 
@@ -21,6 +21,8 @@ class VGG(nnx.Module):
         include_top: bool = True,
         pooling: Pooling = None,
         classes: int = 1000,
+        dtype: Dtype = None,
+        batchnorm_momentum: float | None = None,  # VGG has no BatchNorm; taken as every backbone takes it
         rngs: nnx.Rngs,
     ):
         check_input_size(input_shape)
@@ -29,16 +31,16 @@ class VGG(nnx.Module):
         for filters, num_convs in blocks:
             block = []
             for _ in range(num_convs):
-                block.append(conv(in_features, filters, 3, padding="SAME", rngs=rngs))
+                block.append(conv(in_features, filters, 3, padding="SAME", dtype=dtype, rngs=rngs))
                 in_features = filters
             convs.append(nnx.List(block))
         self.blocks = nnx.List(convs)
         self.pooling = pooling
         if include_top:
             height, width = (size // 2 ** len(blocks) for size in input_shape[:2])  # 'valid' pooling floors
-            self.fc1 = dense(height * width * in_features, 4096, rngs=rngs)
-            self.fc2 = dense(4096, 4096, rngs=rngs)
-            self.predictions = dense(4096, classes, rngs=rngs)
+            self.fc1 = dense(height * width * in_features, 4096, dtype=dtype, rngs=rngs)
+            self.fc2 = dense(4096, 4096, dtype=dtype, rngs=rngs)
+            self.predictions = dense(4096, classes, dtype=dtype, rngs=rngs)
         else:
             self.fc1 = self.fc2 = self.predictions = None
 

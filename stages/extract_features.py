@@ -7,9 +7,7 @@ backbone) get only a manifest saying so: this stage then runs no model and costs
 
 import time
 
-from flax import nnx
-
-import models
+from flaxvision import builder
 from flaxvision.config import load_params, require, section
 from flaxvision.data import load_prepared
 from flaxvision.errors import stage_main
@@ -21,7 +19,7 @@ from models.transfer import TransferConfig
 def main():
     params = load_params()
     model_name = require(params, "model")
-    config = models.transfer_config(model_name, section(params, "transfer", TransferConfig))
+    config = builder.transfer_config(model_name, section(params, "transfer", TransferConfig))
     if config is None or not config.cache_features:
         write_features(FEATURES_DIR, None, {"model": model_name})
         print(f"{model_name} trains on images: no features to extract")
@@ -30,8 +28,8 @@ def main():
     pretrained = require(params, "pretrained")
     batch_size = section(params, "extract_features", ExtractConfig).batch_size
     data = load_prepared()
-    model = models.create_model(model_name, num_classes=len(data.classes), input_shape=data.image_shape,
-                                rngs=nnx.Rngs(0), transfer=config, pretrained=pretrained)
+    model = builder.build_model(model_name, num_classes=len(data.classes), input_shape=data.image_shape,
+                                transfer=config, pretrained=pretrained)
 
     start, count = time.perf_counter(), 0
     features = {}

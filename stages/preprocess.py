@@ -10,8 +10,7 @@ import dataclasses
 import sys
 import time
 
-import models
-
+from flaxvision import builder
 from flaxvision.config import load_params, require, section
 from flaxvision.data import PREPARED_DIR, RAW_DIR, PreprocessConfig, prepare, read_dataset
 from flaxvision.errors import stage_main
@@ -27,7 +26,7 @@ def main():
     dataset = read_dataset(data, RAW_DIR)
     if config.image_size is None:
         model_name = require(params, "model")
-        size = models.input_size(model_name, section(params, "transfer", TransferConfig))
+        size = builder.input_size(model_name, section(params, "transfer", TransferConfig))
         config = dataclasses.replace(config, image_size=size)
     info, report = prepare(data, dataset, config, PREPARED_DIR)
 

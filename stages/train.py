@@ -11,17 +11,17 @@ import shutil
 from pathlib import Path
 
 from dvclive import Live
-from flax import nnx
 
-import models
+from flaxvision import builder
+from flaxvision.checkpoints import fingerprint
 from flaxvision.config import load_params, require, section
 from flaxvision.data import load_prepared
 from flaxvision.errors import stage_main
 from flaxvision.features import load_features
 from flaxvision.files import atomic_directory, write_bytes
 from flaxvision.pipeline import code_files
-from flaxvision.trained import save_trained
-from flaxvision.training import TrainConfig, Trainer, fingerprint, fit
+from flaxvision.trained import ModelInfo, save_trained
+from flaxvision.training import TrainConfig, Trainer, fit
 from flaxvision.transforms import AugmentConfig
 from models.transfer import TransferConfig
 
@@ -37,24 +37,28 @@ RESULTS_DIR = Path("results/train")
 def main():
     params = load_params()
     model_name = require(params, "model")
-    transfer = models.transfer_config(model_name, section(params, "transfer", TransferConfig))
+    transfer = builder.transfer_config(model_name, section(params, "transfer", TransferConfig))
     config = section(params, "train", TrainConfig)
     augment_config = section(params, "augment", AugmentConfig)
     data = load_prepared()
     features = load_features()
 
-    model = models.create_model(model_name, num_classes=len(data.classes), input_shape=data.image_shape,
-                                rngs=nnx.Rngs(config.seed), transfer=transfer,
-                                pretrained=require(params, "pretrained") if transfer else None)
+    model = builder.build_model(model_name, num_classes=len(data.classes), input_shape=data.image_shape,
+                                transfer=transfer, pretrained=require(params, "pretrained") if transfer else None,
+                                dtype=config.compute_dtype, batchnorm_momentum=config.batchnorm_momentum,
+                                seed=config.seed)
+    info = ModelInfo(model=model_name, transfer=transfer, classes=tuple(data.classes),
+                     input_shape=tuple(data.image_shape), color_mode=data.color_mode,
+                     preprocessing=builder.preprocessing(model_name))
     if features is None:
-        trained, preprocessing = model, models.preprocessing(model_name)
+        trainer = Trainer(model, config, augment_config, info.preprocessing)
         train, validation = data.splits["train"], data.splits["validation"]
     else:  # frozen backbones: the head trains alone on their cached features
         if augment_config.enabled:
             print("note: params augment do not apply: the head trains on features of un-augmented images")
-        trained, preprocessing, augment_config = model.head, "none", AugmentConfig()
+        augment_config = AugmentConfig()
+        trainer = Trainer(model.head, config, augment_config, "none")
         train, validation = ((features[split], data.splits[split][1]) for split in ("train", "validation"))
-    trainer = Trainer(trained, config, augment_config, preprocessing)
     run_id = fingerprint(model_name, transfer and dataclasses.asdict(transfer), params.get("pretrained"),
                          dataclasses.asdict(config), dataclasses.asdict(augment_config),
                          data.classes, *train, *validation, *(path.read_text() for path in code_files("train")))
@@ -76,15 +80,11 @@ def main():
 
     # Each output is replaced atomically, the model first and the metrics last, so a run killed
     # between them never leaves curves or metrics without the model they describe.
-    nnx.update(trained, nnx.state(trainer.model))  # the best weights
-    save_trained(MODEL_DIR, model, {
-        "model": model_name,
-        "transfer": transfer and dataclasses.asdict(transfer),
-        "classes": data.classes,
-        "input_shape": list(data.image_shape),
-        "color_mode": data.color_mode,
-        "preprocessing": models.preprocessing(model_name),
-    })
+    if features is None:
+        model = trainer.model  # the best weights
+    else:
+        model.head = trainer.model  # the best head, over the backbones that made its features
+    save_trained(MODEL_DIR, model, info)
     with atomic_directory(RESULTS_DIR / "plots") as plots:
         shutil.copytree(LIVE_DIR / "plots", plots, dirs_exist_ok=True)
     write_bytes(RESULTS_DIR / "metrics.json", (LIVE_DIR / "metrics.json").read_bytes())

@@ -31,7 +31,7 @@ from PIL import Image, ImageFile
 import models
 from flaxvision.data import sources
 from flaxvision.predict import main as predict_main
-from flaxvision.trained import save_trained
+from flaxvision.trained import ModelInfo, save_trained
 from stages import download, evaluate, extract_features, preprocess, source, train
 from tests.conftest import PROJECT_ROOT
 from tests.helpers import pattern_images
@@ -697,8 +697,8 @@ def model_dir(tmp_path_factory):
     """An untrained simple_cnn for 32×32 RGB images (its smallest), saved as the train stage saves it."""
     folder = tmp_path_factory.mktemp("model") / "model"
     model = models.create_model("simple_cnn", num_classes=3, input_shape=(32, 32, 3), rngs=nnx.Rngs(0))
-    save_trained(folder, model, {"model": "simple_cnn", "classes": CLASSES, "input_shape": [32, 32, 3],
-                                 "color_mode": "rgb", "preprocessing": models.preprocessing("simple_cnn")})
+    save_trained(folder, model, ModelInfo(model="simple_cnn", classes=tuple(CLASSES), input_shape=(32, 32, 3),
+                                          color_mode="rgb", preprocessing=models.preprocessing("simple_cnn")))
     return folder
 
 

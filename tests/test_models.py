@@ -9,6 +9,7 @@ import pytest
 from flax import nnx
 
 import models
+from flaxvision import builder
 from flaxvision.errors import UserError
 from models.layers import conv, depthwise_conv, max_pool
 from tests.helpers import assert_conv_matches_lax
@@ -89,19 +90,20 @@ def test_registry():
     assert [models.preprocessing(name) for name in models.MODEL_NAMES] == ["unit", "tf", "unit", "unit"] + ["none"] * 4
     assert [models.input_size(name) for name in ("simple_cnn", "resnet50", "stacked", "transfer")] == [
         (96, 96), (64, 64), (331, 331), (224, 224)]
-    message = (
-        "params.yaml: unknown model 'vgg'; valid models: belgiumtsc_cnn, simple_cnn, tutorial_cnn, resnet50, "
+    # The registry is architecture only: its errors name no params; the builder words them for params.yaml.
+    unknown = (
+        "unknown model 'vgg'; valid models: belgiumtsc_cnn, simple_cnn, tutorial_cnn, resnet50, "
         "mobilenet_v2_transfer, mobilenet_v2_finetune, stacked, transfer"
     )
-    with pytest.raises(UserError, match=message):
+    with pytest.raises(models.ModelError, match=f"^{unknown}$"):
         models.create_model("vgg", num_classes=2, input_shape=(8, 8, 3), rngs=nnx.Rngs(0))
-    with pytest.raises(UserError, match=message):
-        models.preprocessing("vgg")
-    too_small = r"model 'resnet50' cannot take these images .*\(32, 32, 3\) inputs are too small"
+    with pytest.raises(UserError, match=f"^params.yaml: {unknown}$"):
+        builder.build_model("vgg", num_classes=2, input_shape=(8, 8, 3))
+    with pytest.raises(UserError, match=f"^params.yaml: {unknown}$"):
+        builder.preprocessing("vgg")
+    too_small = r"^params.yaml: model 'resnet50' cannot take these images .*\(32, 32, 3\) inputs are too small"
     with pytest.raises(UserError, match=too_small):
-        nnx.eval_shape(
-            lambda: models.create_model("resnet50", num_classes=2, input_shape=(32, 32, 3), rngs=nnx.Rngs(0))
-        )
+        nnx.eval_shape(lambda: builder.build_model("resnet50", num_classes=2, input_shape=(32, 32, 3)))
 
 
 @pytest.mark.parametrize("name", SEED_SHAPES)

@@ -15,7 +15,7 @@ from PIL import Image
 import models
 from flaxvision.evaluation import predict_model, softmax
 from flaxvision.predict import main, predict_files
-from flaxvision.trained import load_trained, save_trained
+from flaxvision.trained import ModelInfo, load_trained, save_trained
 from flaxvision.training import TrainConfig, Trainer, fit
 from flaxvision.transforms import AugmentConfig
 from tests.helpers import pattern_images
@@ -32,10 +32,9 @@ def model_dir(tmp_path_factory):
     trainer = Trainer(model, config, AugmentConfig(), models.preprocessing("simple_cnn"))
     progress = fit(trainer, pattern_images(96, seed=0), pattern_images(24, seed=1), root / "checkpoints", "run")
     assert progress.history[progress.best_epoch]["val"]["accuracy"] == 1.0  # the images below are easy
-    save_trained(root / "model", trainer.model, {
-        "model": "simple_cnn", "classes": CLASSES, "input_shape": [32, 32, 3], "color_mode": "rgb",
-        "preprocessing": models.preprocessing("simple_cnn"),
-    })
+    save_trained(root / "model", trainer.model, ModelInfo(
+        model="simple_cnn", classes=tuple(CLASSES), input_shape=(32, 32, 3), color_mode="rgb",
+        preprocessing=models.preprocessing("simple_cnn")))
     return root / "model"
 
 
@@ -149,10 +148,9 @@ def test_a_model_for_another_input_shape_is_a_one_line_error(model_dir, known_im
 
 def test_a_grayscale_model_gets_grayscale_images(tmp_path, known_images):
     model = models.create_model("belgiumtsc_cnn", num_classes=4, input_shape=(24, 24, 1), rngs=nnx.Rngs(0))
-    save_trained(tmp_path / "grey", model, {
-        "model": "belgiumtsc_cnn", "classes": list("abcd"), "input_shape": [24, 24, 1],
-        "color_mode": "grayscale", "preprocessing": "unit",
-    })
+    save_trained(tmp_path / "grey", model, ModelInfo(
+        model="belgiumtsc_cnn", classes=tuple("abcd"), input_shape=(24, 24, 1), color_mode="grayscale",
+        preprocessing="unit"))
     (result,) = predict_files([known_images["red"]], tmp_path / "grey", top_k=9, batch_size=4)
     assert sorted(p["class"] for p in result["predictions"]) == list("abcd")  # k capped at the classes
     assert sum(p["probability"] for p in result["predictions"]) == pytest.approx(1.0, abs=1e-5)

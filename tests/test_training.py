@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-import models
+from flaxvision import builder
 from flaxvision.evaluation import loss_and_accuracy
 from flaxvision.errors import UserError
 from flaxvision.training import Plateau, TrainConfig, Trainer, check_finite, fit
@@ -18,8 +18,9 @@ AUGMENT = AugmentConfig(rotation=10.0, horizontal_flip=True)
 
 
 def make_trainer(config=CONFIG, augment=AUGMENT, model="simple_cnn"):
-    net = models.create_model(model, num_classes=3, input_shape=(32, 32, 3), rngs=nnx.Rngs(config.seed))
-    return Trainer(net, config, augment, models.preprocessing(model))
+    net = builder.build_model(model, num_classes=3, input_shape=(32, 32, 3), dtype=config.compute_dtype,
+                              batchnorm_momentum=config.batchnorm_momentum, seed=config.seed)
+    return Trainer(net, config, augment, builder.preprocessing(model))
 
 
 @pytest.fixture(scope="module")
@@ -155,5 +156,5 @@ def test_bfloat16_compute_trains_with_float32_weights(tmp_path, data):
     leaves = jax.tree.leaves(trainer.state)  # parameters, BatchNorm statistics, optimizer moments
     assert {leaf.dtype for leaf in leaves if jnp.issubdtype(leaf.dtype, jnp.floating)} == {jnp.dtype("float32")}
     images, labels = (jnp.asarray(a) for a in data[0])
-    step = trainer._train_step.lower(trainer.state, images, labels, jnp.arange(8), 1e-3).as_text()
+    step = trainer.train_step.lower(trainer.state, images, labels, jnp.arange(8), 1e-3).as_text()
     assert "bf16" in step and "f32" in step  # bf16 convolutions and matmuls; float32 updates

@@ -12,7 +12,7 @@ import models
 from flaxvision.config import section
 from flaxvision.errors import UserError
 from flaxvision.features import extract_features
-from flaxvision.trained import load_trained, save_trained
+from flaxvision.trained import ModelInfo, load_trained, save_trained
 from flaxvision.training import TrainConfig, Trainer
 from flaxvision.transforms import AugmentConfig
 from models.transfer import Frozen, TransferConfig
@@ -42,7 +42,7 @@ def test_a_train_step_leaves_frozen_weights_and_frozen_batchnorm_statistics_alon
     before = weights(model)
     trainer = Trainer(model, TrainConfig(batch_size=4, learning_rate=0.1), AugmentConfig(), "none")
     batch, labels = jnp.asarray(images(4)), jnp.arange(4, dtype=jnp.int32) % 3
-    trainer.state, _ = trainer._train_step(trainer.state, batch, labels, jnp.arange(4), jnp.float32(0.1))
+    trainer.state, _ = trainer.train_step(trainer.state, batch, labels, jnp.arange(4), jnp.float32(0.1))
     after = weights(trainer.model)
 
     changed = {path for path, value in before.items() if not np.array_equal(value, after[path])}
@@ -84,9 +84,8 @@ def test_a_preset_head_runs_on_the_feature_map():
 def test_saved_transfer_model_loads_with_the_same_outputs(tmp_path):
     config = dataclasses.replace(SMALL, trainable_layers=1, cache_features=False)
     model = build(config)
-    save_trained(tmp_path, model, {"model": "transfer", "transfer": dataclasses.asdict(config),
-                                   "classes": ["a", "b", "c"], "input_shape": [32, 32, 3],
-                                   "color_mode": "rgb", "preprocessing": "none"})
+    save_trained(tmp_path, model, ModelInfo(model="transfer", transfer=config, classes=("a", "b", "c"),
+                                            input_shape=(32, 32, 3), color_mode="rgb", preprocessing="none"))
     loaded, _ = load_trained(tmp_path)
     model.eval()
     batch = jnp.asarray(images(3), jnp.float32)

@@ -32,6 +32,7 @@ from flaxvision.data.download import cache_dir, fetch, sha256
 from flaxvision.errors import UserError
 from flaxvision.files import write_bytes
 from models.backbones import BACKBONES
+from models.layers import Dtype
 
 WEIGHT_KINDS = nnx.Any(nnx.Param, nnx.BatchStat)
 
@@ -54,12 +55,15 @@ def build_backbone(
     include_top: bool = False,
     pooling: str | None = None,
     classes: int = 1000,
+    dtype: Dtype = None,
+    batchnorm_momentum: float | None = None,
     rngs: nnx.Rngs,
     **options,
 ) -> tuple[nnx.Module, Conversion | None]:
     """Backbone ``name`` (models.backbones.BACKBONES) with ``weights`` (see the module docstring).
 
-    ``options`` go to the backbone's build (MobileNetV2: ``alpha``). Returns the model, in
+    ``options`` name the weights as well as the architecture (MobileNetV2: ``alpha``); ``dtype``
+    and ``batchnorm_momentum`` go to the architecture only. Returns the model, in
     training mode like every new NNX model (``.eval()`` for inference), and where its weights
     came from (None for the random initialisation).
     """
@@ -69,9 +73,8 @@ def build_backbone(
     input_shape = tuple(input_shape)
 
     def build(rngs: nnx.Rngs) -> nnx.Module:
-        return backbone.build(
-            input_shape=input_shape, include_top=include_top, pooling=pooling, classes=classes, rngs=rngs, **options
-        )
+        return backbone.build(input_shape=input_shape, include_top=include_top, pooling=pooling, classes=classes,
+                              dtype=dtype, batchnorm_momentum=batchnorm_momentum, rngs=rngs, **options)
 
     if weights is None or weights == "none":
         return build(rngs), None

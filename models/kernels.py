@@ -1,0 +1,119 @@
+"""Convolution and max pooling for XLA:CPU, in forms that avoid its slow kernels.
+
+XLA:CPU runs some convolutions and pooling windows far below the machine's speed: grouped
+(depthwise) convolutions, 1×1 convolutions whose gradient transposes fused activations, kernels
+as large as their input, unpadded stride-1 convolutions, and reduce_window / select_and_scatter
+max pooling. Each is rewritten here as operations XLA:CPU runs fast (matrix products, shifted
+views of the input, elementwise maxima), with the same results; BENCHMARKS.md ("CPU kernels")
+gives the measured cost of each form. Other backends, and the cases not listed, get the native
+operation. The rewrites are differentiated by JAX, except max pooling, whose gradient is written
+out (tests/test_models.py checks values and gradients against lax).
+"""
+
+from collections.abc import Sequence
+from functools import partial, reduce
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+
+def conv_general_dilated(lhs, rhs, window_strides, padding, **kwargs):
+    """lax.conv_general_dilated (NHWC, HWIO), routed around the slow paths of XLA:CPU:
+
+    - depthwise: the sum of nine (k×k) shifted multiply-adds instead of a grouped convolution;
+    - 1×1, or a feature map no larger than the kernel: one matrix product over the patches;
+    - an unpadded ('VALID') stride-1 convolution with an odd kernel: 'SAME' padding, cropped.
+
+    Other backends get the native convolution, and so do dilated and other grouped ones, and
+    those asked for an output type or sharding.
+    """
+    if (jax.default_backend() != "cpu" or {*kwargs["lhs_dilation"], *kwargs["rhs_dilation"]} != {1}
+            or kwargs.get("preferred_element_type") is not None or kwargs.get("out_sharding") is not None):
+        return lax.conv_general_dilated(lhs, rhs, window_strides, padding, **kwargs)
+    kernel_height, kernel_width, group_features, out_features = rhs.shape
+    if isinstance(padding, str):
+        padding = lax.padtype_to_pads(lhs.shape[1:3], rhs.shape[:2], window_strides, padding)
+    if kwargs["feature_group_count"] != 1:
+        if group_features == 1 and out_features == lhs.shape[-1]:
+            return _depthwise_as_taps(lhs, rhs, window_strides, padding)
+        return lax.conv_general_dilated(lhs, rhs, window_strides, padding, **kwargs)
+    if min(lhs.shape[1:3]) <= max(kernel_height, kernel_width) or (kernel_height, kernel_width) == (1, 1):
+        return _conv_as_matmul(lhs, rhs, window_strides, padding, precision=kwargs["precision"])
+    unpadded = all(pad == (0, 0) for pad in padding)
+    if unpadded and tuple(window_strides) == (1, 1) and kernel_height % 2 and kernel_width % 2:
+        same = lax.conv_general_dilated(lhs, rhs, window_strides, "SAME", **kwargs)
+        crop_y, crop_x = kernel_height // 2, kernel_width // 2
+        return same[:, crop_y:same.shape[1] - crop_y, crop_x:same.shape[2] - crop_x]
+    return lax.conv_general_dilated(lhs, rhs, window_strides, padding, **kwargs)
+
+
+def _conv_as_matmul(lhs, rhs, window_strides, padding, precision):
+    """The convolution as one matrix product of its patches (im2col) with the kernel."""
+    lhs = jnp.pad(lhs, ((0, 0), *padding, (0, 0)))
+    # Patch features in HWIO kernel order: (kernel row, kernel column, input channel).
+    patches = jnp.concatenate(_taps(lhs, rhs.shape[:2], window_strides), axis=-1)
+    return jnp.matmul(patches, rhs.reshape(-1, rhs.shape[-1]), precision=precision)
+
+
+def _depthwise_as_taps(lhs, rhs, window_strides, padding):
+    """A depthwise convolution as the sum of the input's shifted views, each scaled per channel
+    by one kernel position: elementwise work that XLA fuses into one pass."""
+    taps = _taps(jnp.pad(lhs, ((0, 0), *padding, (0, 0))), rhs.shape[:2], window_strides)
+    return sum(tap * weights for tap, weights in zip(taps, rhs.reshape(-1, rhs.shape[-1]), strict=True))
+
+
+def _taps(x: jax.Array, window: tuple[int, int], strides: Sequence[int]) -> list[jax.Array]:
+    """The views of x [B, H, W, C] that a 'VALID' window sliding with ``strides`` reads, one per
+    window position in row-major order: view (i, j) is [B, H', W', C], each output position's
+    input at offset (i, j) within its window."""
+    (window_height, window_width), (stride_y, stride_x) = window, strides
+    out_height = (x.shape[1] - window_height) // stride_y + 1
+    out_width = (x.shape[2] - window_width) // stride_x + 1
+    return [
+        x[:, i:i + (out_height - 1) * stride_y + 1:stride_y, j:j + (out_width - 1) * stride_x + 1:stride_x]
+        for i in range(window_height)
+        for j in range(window_width)
+    ]
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(1, 2))
+def window_max(x: jax.Array, size: int, strides: int) -> jax.Array:
+    """Max over size×size windows sliding by ``strides`` ('VALID'), as a max of the windows' views.
+
+    Both directions are written out because XLA:CPU's are slow (reduce_window forward,
+    select_and_scatter backward). Like XLA's, the gradient goes to each window's first maximum
+    in row-major order.
+    """
+    return reduce(jnp.maximum, _taps(x, (size, size), (strides, strides)))
+
+
+def _window_max_forward(x, size, strides):
+    y = window_max(x, size, strides)
+    return y, (x, y)
+
+
+def _window_max_backward(size, strides, residuals, grad):
+    x, y = residuals
+    taps, scatter = jax.vjp(lambda x: _taps(x, (size, size), (strides, strides)), x)
+    taken = jnp.zeros(y.shape, bool)
+    routed = []
+    for tap in taps:
+        is_first_max = (tap == y) & ~taken
+        taken = taken | is_first_max
+        routed.append(jnp.where(is_first_max, grad, 0.0))
+    if strides == size:  # disjoint windows: laid out as tiles, faster than summing the scattered taps
+        return (_untile(routed, size, x.shape),)
+    return scatter(routed)
+
+
+window_max.defvjp(_window_max_forward, _window_max_backward)
+
+
+def _untile(pieces: list[jax.Array], size: int, shape: tuple[int, ...]) -> jax.Array:
+    """`_taps` of disjoint size×size windows put back: the pieces [B, H', W', C] laid out as the
+    tiles of a [B, H'·size, W'·size, C] map, zero-padded to ``shape``."""
+    batch, out_height, out_width, channels = pieces[0].shape
+    rows = [jnp.stack(pieces[i * size:(i + 1) * size], axis=3) for i in range(size)]
+    tiles = jnp.stack(rows, axis=2).reshape(batch, out_height * size, out_width * size, channels)
+    return jnp.pad(tiles, ((0, 0), (0, shape[1] - out_height * size), (0, shape[2] - out_width * size), (0, 0)))
