@@ -22,7 +22,8 @@ def stage_main(main):
     @functools.wraps(main)
     def wrapper(*args, **kwargs):
         if "jax" in sys.modules:
-            from flaxvision.runtime import setup_jax  # not at the top: it imports flaxvision.data, which imports this module
+            # Here, not at the top: runtime imports JAX, which the source and download stages never load.
+            from flaxvision.runtime import setup_jax
 
             setup_jax()
         try:

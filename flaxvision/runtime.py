@@ -9,7 +9,7 @@ import os
 
 import jax
 
-from flaxvision.data.download import cache_dir
+from flaxvision.paths import cache_dir
 
 
 def setup_jax():

@@ -1,6 +1,5 @@
 """dvc.yaml's deps against the import graph: a stage re-runs whenever code it imports changes."""
 
-import ast
 import re
 from pathlib import Path
 
@@ -9,47 +8,9 @@ import yaml
 
 from flaxvision.pipeline import CODE_ROOTS, code_files
 from tests.conftest import PROJECT_ROOT
+from tests.imports import import_closure, module_file
 
 STAGES = yaml.safe_load((PROJECT_ROOT / "dvc.yaml").read_text())["stages"]
-
-
-def module_file(module: str) -> Path | None:
-    path = PROJECT_ROOT.joinpath(*module.split("."))
-    for candidate in (path / "__init__.py", path.with_suffix(".py")):
-        if candidate.is_file():
-            return candidate
-    return None
-
-
-def imported_files(path: Path) -> set[Path]:
-    """Project files that ``path`` imports, lazy imports inside functions included, with the
-    packages whose ``__init__`` each import runs."""
-    package = path.relative_to(PROJECT_ROOT).with_suffix("").parts[:-1]
-    names = []
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.Import):
-            names += [alias.name for alias in node.names]
-        elif isinstance(node, ast.ImportFrom):
-            base = node.module or ""
-            if node.level:  # relative: from the package, one level up per extra dot
-                base = ".".join([*package[: len(package) - node.level + 1], *filter(None, [base])])
-            names += [base, *(f"{base}.{alias.name}" for alias in node.names)]
-    files = set()
-    for name in names:
-        parts = name.split(".")
-        if parts[0] in CODE_ROOTS:
-            files.update(f for i in range(1, len(parts) + 1) if (f := module_file(".".join(parts[:i]))))
-    return files
-
-
-def import_closure(start: Path) -> set[Path]:
-    seen, todo = set(), [start]
-    while todo:
-        path = todo.pop()
-        if path not in seen:
-            seen.add(path)
-            todo += imported_files(path)
-    return seen
 
 
 def stage_module(stage: dict) -> Path:
@@ -81,4 +42,4 @@ def test_the_import_walk_sees_lazy_imports():
     """errors.stage_main imports flaxvision.runtime inside the function: it must still count."""
     closure = import_closure(PROJECT_ROOT / "flaxvision" / "errors.py")
     assert PROJECT_ROOT / "flaxvision" / "runtime.py" in closure
-    assert PROJECT_ROOT / "flaxvision" / "data" / "download.py" in closure
+    assert PROJECT_ROOT / "flaxvision" / "paths.py" in closure

@@ -28,9 +28,10 @@ from flax import nnx, serialization
 
 from flaxvision.conversion import assign, h5
 from flaxvision.conversion.weights import imagenet_weights
-from flaxvision.data.download import cache_dir, fetch, sha256
+from flaxvision.data.download import fetch, sha256
 from flaxvision.errors import UserError
 from flaxvision.files import write_bytes
+from flaxvision.paths import cache_dir
 from models.backbones import BACKBONES
 from models.layers import Dtype
 

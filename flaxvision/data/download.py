@@ -29,14 +29,14 @@ import sys
 import urllib.error
 import urllib.request
 import zipfile
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path, PurePosixPath
 
 from tqdm import tqdm
 
 from flaxvision.errors import UserError
+from flaxvision.paths import cache_dir, project_root
 
-DEFAULT_CACHE = Path("~/.cache/flaxvision/downloads")
 CHUNK = 1 << 20
 
 
@@ -66,16 +66,6 @@ class FileRecord:
     verification: str
 
 
-def project_root() -> Path:
-    """The DVC project's root, against which relative paths of params and DATA_MIRROR resolve.
-
-    DVC runs a stage with $DVC_ROOT set to the project's root, also when it runs the stage in a
-    copy of the project (``dvc exp run --temp``, queued experiments), where the working directory
-    is that copy under .dvc/tmp.
-    """
-    return Path(os.environ.get("DVC_ROOT") or ".")
-
-
 def mirror_dir() -> Path | None:
     """The offline mirror folder: $DATA_MIRROR, else ../shared/datasets beside the project if it exists."""
     configured = os.environ.get("DATA_MIRROR")
@@ -87,10 +77,6 @@ def mirror_dir() -> Path | None:
         return path
     default = project_root() / ".." / "shared" / "datasets"
     return default if default.is_dir() else None
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("FLAXVISION_CACHE") or DEFAULT_CACHE).expanduser()
 
 
 def fetch(file: RemoteFile) -> tuple[Path, FileRecord]:
@@ -109,6 +95,12 @@ def fetch(file: RemoteFile) -> tuple[Path, FileRecord]:
         raise UserError(f"{file.name} not found {where} or the download cache {cache_dir()}: {file.manual}")
     record = download(file, cached, mirror)
     return cached, record
+
+
+def identify_files(files: Sequence[RemoteFile]) -> list[dict]:
+    """What data/source.json records of ``files``: name, url and content (size, SHA-256), fetched first."""
+    records = (fetch(file)[1] for file in files)
+    return [{"name": r.name, "url": r.url, "size": r.size, "sha256": r.sha256} for r in records]
 
 
 def download(file: RemoteFile, dest: Path, mirror: Path | None = None) -> FileRecord:

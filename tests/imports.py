@@ -1,0 +1,54 @@
+"""The project's import graph, read from the AST: what test_dvc_deps and test_imports walk."""
+
+import ast
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+from flaxvision.pipeline import CODE_ROOTS
+from tests.conftest import PROJECT_ROOT
+
+
+def module_file(module: str) -> Path | None:
+    path = PROJECT_ROOT.joinpath(*module.split("."))
+    for candidate in (path / "__init__.py", path.with_suffix(".py")):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def module_name(path: Path) -> str:
+    """``flaxvision/data/__init__.py`` -> ``flaxvision.data``, ``flaxvision/errors.py`` -> ``flaxvision.errors``."""
+    parts = path.relative_to(PROJECT_ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def imported_files(path: Path) -> set[Path]:
+    """Project files that ``path`` imports, lazy imports inside functions included, with the
+    packages whose ``__init__`` each import runs."""
+    package = path.relative_to(PROJECT_ROOT).with_suffix("").parts[:-1]
+    names = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names += [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:  # relative: from the package, one level up per extra dot
+                base = ".".join([*package[: len(package) - node.level + 1], *filter(None, [base])])
+            names += [base, *(f"{base}.{alias.name}" for alias in node.names)]
+    files = set()
+    for name in names:
+        parts = name.split(".")
+        if parts[0] in CODE_ROOTS:
+            files.update(f for i in range(1, len(parts) + 1) if (f := module_file(".".join(parts[:i]))))
+    return files
+
+
+def import_closure(start: Path, imports: Callable[[Path], Iterable[Path]] = imported_files) -> set[Path]:
+    """``start`` and every file it imports, directly or not (``imports``: a file's imports)."""
+    seen, todo = set(), [start]
+    while todo:
+        path = todo.pop()
+        if path not in seen:
+            seen.add(path)
+            todo += imports(path)
+    return seen
