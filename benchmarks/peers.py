@@ -67,12 +67,14 @@ def python_of(framework: Framework) -> Path:
     uv = os.environ.get("UV") or shutil.which("uv")  # `uv run` sets UV
     if uv is None:
         raise Missing("uv is not on PATH (pip install uv==0.13.8)")
-    print(f"installing {framework.name} into {environment.relative_to(ROOT)}: {' '.join(framework.requirements)}",
-          file=sys.stderr, flush=True)
+    print(
+        f"installing {framework.name} into {environment.relative_to(ROOT)}: {' '.join(framework.requirements)}",
+        file=sys.stderr,
+        flush=True,
+    )
     log = LOG_DIR / f"install-{environment.name}.log"
     _logged([uv, "venv", "--quiet", "--clear", "--seed", "--python", PEER_PYTHON, str(environment)], log, "uv venv")
-    _logged([str(python), "-m", "pip", "install", "--quiet", *framework.requirements], log, "pip install",
-            append=True)
+    _logged([str(python), "-m", "pip", "install", "--quiet", *framework.requirements], log, "pip install", append=True)
     write_bytes(stamp, wanted.encode())
     return python
 
@@ -94,13 +96,20 @@ def run(framework: Framework, arguments: list[str], timeout_s: float) -> dict:
     LOG_DIR.mkdir(parents=True, exist_ok=True)
     with open(log, "w") as stderr:
         try:
-            process = subprocess.run([str(python), "-m", framework.runner, *arguments], cwd=ROOT, env=environment,
-                                     stdout=subprocess.PIPE, stderr=stderr, text=True, timeout=timeout_s)
+            process = subprocess.run(
+                [str(python), "-m", framework.runner, *arguments],
+                cwd=ROOT,
+                env=environment,
+                stdout=subprocess.PIPE,
+                stderr=stderr,
+                text=True,
+                timeout=timeout_s,
+            )
         except subprocess.TimeoutExpired:
             raise Missing(f"ran past {timeout_s:.0f} s (log: {log.relative_to(ROOT)})") from None
     for line in reversed(process.stdout.splitlines()):
         if line.startswith(RESULT_PREFIX):
-            return json.loads(line[len(RESULT_PREFIX):])
+            return json.loads(line[len(RESULT_PREFIX) :])
     raise Missing(f"exited with status {process.returncode}: {_last_line(log)} (log: {log.relative_to(ROOT)})")
 
 

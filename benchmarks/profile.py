@@ -35,9 +35,14 @@ def main():
     with tempfile.TemporaryDirectory(prefix="flaxvision-profile-") as work:
         dump = Path(work) / "hlo"
         # XLA reads its flags when JAX starts its backend: set them before the first import of jax.
-        os.environ["XLA_FLAGS"] = " ".join([os.environ.get("XLA_FLAGS", ""), f"--xla_dump_to={dump}",
-                                            "--xla_dump_hlo_as_text",
-                                            f"--xla_dump_hlo_module_re={'|'.join(STEP_MODULES)}"])
+        os.environ["XLA_FLAGS"] = " ".join(
+            [
+                os.environ.get("XLA_FLAGS", ""),
+                f"--xla_dump_to={dump}",
+                "--xla_dump_hlo_as_text",
+                f"--xla_dump_hlo_module_re={'|'.join(STEP_MODULES)}",
+            ]
+        )
         times, wall_s = trace(args.workload, args.batches, Path(work) / "trace")
         module, ops = read_hlo(dump)
     print(report(args.workload, args.batches, times[module], wall_s, ops, args.top))
@@ -100,8 +105,11 @@ def read_hlo(dump: Path) -> tuple[str, dict[str, Op]]:
     for body in bodies.values():
         for name, shape, opcode, rest in body:
             fused = bodies.get(calls.get(name), [])
-            inner = [(name, shape, opcode, rest)] if opcode in ("convolution", "dot") else [
-                (n, s, o, r) for n, s, o, r in fused if o in ("convolution", "dot")]
+            inner = (
+                [(name, shape, opcode, rest)]
+                if opcode in ("convolution", "dot")
+                else [(n, s, o, r) for n, s, o, r in fused if o in ("convolution", "dot")]
+            )
             what, flops = _describe(inner, shapes) if inner else (_fuses(opcode, fused), 0.0)
             ops[name] = Op(name, what, flops, _part([rest, *(r for *_, r in fused)]))
     return module, ops
@@ -152,16 +160,23 @@ def _dims(shape: str) -> list[int]:
 def report(key: str, batches: int, times: collections.Counter, wall_s: float, ops: dict[str, Op], top: int) -> str:
     steps = batches
     total = sum(times.values())
-    lines = [f"{key}: {steps} steps of batch {BATCH_SIZE} traced, {wall_s / steps * 1e3:.1f} ms per step "
-             f"(wall); XLA ops ran {total / steps * 1e3:.1f} ms per step (summed over threads).", "",
-             "By kind (ms per step, share of op time):"]
+    lines = [
+        f"{key}: {steps} steps of batch {BATCH_SIZE} traced, {wall_s / steps * 1e3:.1f} ms per step "
+        f"(wall); XLA ops ran {total / steps * 1e3:.1f} ms per step (summed over threads).",
+        "",
+        "By kind (ms per step, share of op time):",
+    ]
     kinds = collections.Counter()
     for name, seconds in times.items():
         kinds[_kind(ops.get(name))] += seconds
-    lines += [f"  {kind:<32} {seconds / steps * 1e3:8.1f} ms  {seconds / total:6.1%}" for kind, seconds in
-              kinds.most_common()]
-    lines += ["", f"The {top} slowest ops (ms per step, share, GFLOP/s where XLA computes a product):",
-              f"  {'op':<32} {'ms':>8} {'share':>6} {'GFLOP/s':>8}  what"]
+    lines += [
+        f"  {kind:<32} {seconds / steps * 1e3:8.1f} ms  {seconds / total:6.1%}" for kind, seconds in kinds.most_common()
+    ]
+    lines += [
+        "",
+        f"The {top} slowest ops (ms per step, share, GFLOP/s where XLA computes a product):",
+        f"  {'op':<32} {'ms':>8} {'share':>6} {'GFLOP/s':>8}  what",
+    ]
     for name, seconds in times.most_common(top):
         op = ops.get(name)
         rate = f"{op.flops * steps / seconds / 1e9:8.1f}" if op and op.flops else f"{'':>8}"

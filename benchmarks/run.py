@@ -35,17 +35,27 @@ QUICK = Protocol(warmup=1, repeats=2, batches_scale=0.34, end_to_end_epochs=2)
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--frameworks", default=",".join(f.name for f in FRAMEWORKS),
-                        help="comma-separated, of: " + ", ".join(f.name for f in FRAMEWORKS))
+    parser.add_argument(
+        "--frameworks",
+        default=",".join(f.name for f in FRAMEWORKS),
+        help="comma-separated, of: " + ", ".join(f.name for f in FRAMEWORKS),
+    )
     parser.add_argument("--workloads", default=",".join(WORKLOADS), help="comma-separated, of: " + ", ".join(WORKLOADS))
     parser.add_argument("--no-end-to-end", action="store_true", help="skip the cats_vs_dogs epoch")
     parser.add_argument("--quick", action="store_true", help="smoke run: 2 short repeats, 2 epochs")
     parser.add_argument("--repeats", type=int, help=f"timed repeats per workload (default {Protocol.repeats})")
-    parser.add_argument("--output", type=Path, default=WORK_DIR / "latest",
-                        help="writes OUTPUT.md (the report) and OUTPUT.json (every measurement)")
-    parser.add_argument("--update", type=Path, metavar="MARKDOWN",
-                        help=f"also put the report between the lines {BEGIN!r} and {END!r} of this file "
-                             "(BENCHMARKS.md)")
+    parser.add_argument(
+        "--output",
+        type=Path,
+        default=WORK_DIR / "latest",
+        help="writes OUTPUT.md (the report) and OUTPUT.json (every measurement)",
+    )
+    parser.add_argument(
+        "--update",
+        type=Path,
+        metavar="MARKDOWN",
+        help=f"also put the report between the lines {BEGIN!r} and {END!r} of this file (BENCHMARKS.md)",
+    )
     args = parser.parse_args()
     if args.update:
         _check_markers(args.update)
@@ -57,15 +67,27 @@ def main():
 
     machine = machine_info()
     if machine["load_average_before"][0] > 1.5:
-        print(f"warning: load average {machine['load_average_before'][0]:.2f}: other work is running, "
-              "timings will be low and noisy", file=sys.stderr)
+        print(
+            f"warning: load average {machine['load_average_before'][0]:.2f}: other work is running, "
+            "timings will be low and noisy",
+            file=sys.stderr,
+        )
     raw = None if args.no_end_to_end else download_cats_vs_dogs(machine)
 
     results = {}
     for framework in frameworks:
-        arguments = ["--workloads", ",".join(workloads), "--warmup", str(protocol.warmup),
-                     "--repeats", str(protocol.repeats), "--batches-scale", str(protocol.batches_scale),
-                     "--epochs", str(protocol.end_to_end_epochs)]
+        arguments = [
+            "--workloads",
+            ",".join(workloads),
+            "--warmup",
+            str(protocol.warmup),
+            "--repeats",
+            str(protocol.repeats),
+            "--batches-scale",
+            str(protocol.batches_scale),
+            "--epochs",
+            str(protocol.end_to_end_epochs),
+        ]
         if raw and framework is not peers.PYTORCH:  # the end-to-end comparison is Keras' pipeline against ours
             arguments += ["--end-to-end", str(raw)]
         print(f"running {framework.name} ...", file=sys.stderr, flush=True)
@@ -82,8 +104,10 @@ def main():
     print(report)
     args.output.parent.mkdir(parents=True, exist_ok=True)
     write_bytes(args.output.with_suffix(".md"), report.encode())
-    write_json(args.output.with_suffix(".json"), {"machine": machine, "command": command,
-                                                  "protocol": dataclasses.asdict(protocol), "results": results})
+    write_json(
+        args.output.with_suffix(".json"),
+        {"machine": machine, "command": command, "protocol": dataclasses.asdict(protocol), "results": results},
+    )
     print(f"written: {args.output.with_suffix('.md')}, {args.output.with_suffix('.json')}", file=sys.stderr)
     if args.update:
         before, after = _check_markers(args.update)
@@ -96,7 +120,7 @@ def _check_markers(path: Path) -> tuple[str, str]:
     text = path.read_text() if path.is_file() else ""
     if text.count(BEGIN) != 1 or text.count(END) != 1 or text.index(BEGIN) > text.index(END):
         raise SystemExit(f"error: --update {path}: it needs one line {BEGIN!r} and, after it, one line {END!r}")
-    return text[:text.index(BEGIN)], text[text.index(END) + len(END):]
+    return text[: text.index(BEGIN)], text[text.index(END) + len(END) :]
 
 
 def _names(value: str) -> list[str]:
@@ -111,8 +135,10 @@ def _choice(name: str, options: dict, option: str):
 
 def machine_info() -> dict:
     cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    model = next((line.split(":", 1)[1].strip() for line in cpuinfo.splitlines() if line.startswith("model name")),
-                 platform.processor() or "unknown CPU")
+    model = next(
+        (line.split(":", 1)[1].strip() for line in cpuinfo.splitlines() if line.startswith("model name")),
+        platform.processor() or "unknown CPU",
+    )
     meminfo = Path("/proc/meminfo").read_text().split() if Path("/proc/meminfo").exists() else []
     memory_gib = int(meminfo[meminfo.index("MemTotal:") + 1]) / 2**20 if "MemTotal:" in meminfo else None
     return {
@@ -144,8 +170,9 @@ def download_cats_vs_dogs(machine: dict) -> Path:
 # --- the report -----------------------------------------------------------------------------
 
 
-def render(machine: dict, command: str, protocol: Protocol, workloads: list[str], frameworks: list[str],
-           results: dict) -> str:
+def render(
+    machine: dict, command: str, protocol: Protocol, workloads: list[str], frameworks: list[str], results: dict
+) -> str:
     peer_names = [name for name in frameworks if name != peers.OURS.name]
     lines = [
         f"- Measured {machine['date']} on {machine['cpu']}, {machine['cores']} cores, "
@@ -156,7 +183,8 @@ def render(machine: dict, command: str, protocol: Protocol, workloads: list[str]
         f"- Command: `{command}`; batch 32, {protocol.warmup} warm-up and {protocol.repeats} timed repeats per "
         "workload, img/s is their median.",
         "",
-        "| model | input | mode | params | " + " | ".join(f"{name} img/s" for name in frameworks)
+        "| model | input | mode | params | "
+        + " | ".join(f"{name} img/s" for name in frameworks)
         + " | ours / fastest peer | ours GFLOP/s |",
         "|---" * (5 + len(frameworks)) + "|---|",
     ]
@@ -165,12 +193,20 @@ def render(machine: dict, command: str, protocol: Protocol, workloads: list[str]
         cells = {name: _measurement(results[name], key) for name in frameworks}
         ours, best_peer = _img_per_s(results, peers.OURS.name, key), _fastest_peer(results, peer_names, key)
         ratio = f"{ours / best_peer[1]:.2f}× ({best_peer[0]})" if ours and best_peer else "n/a"
-        lines.append(f"| {workload.title} | {'×'.join(map(str, workload.input_shape))} | {workload.mode} | "
-                     f"{_params(results, frameworks, key)} | " + " | ".join(cells.values())
-                     + f" | {ratio} | {_gflops(results, key)} |")
-    lines += ["", "First call (compilation or tracing included) and model build, in seconds; compile = the first "
-              "call minus a steady repeat (PyTorch's first call follows its memory-format probe: it is warm):", "",
-              "| model | mode | " + " | ".join(frameworks) + " |", "|---|---|" + "---|" * len(frameworks)]
+        lines.append(
+            f"| {workload.title} | {'×'.join(map(str, workload.input_shape))} | {workload.mode} | "
+            f"{_params(results, frameworks, key)} | "
+            + " | ".join(cells.values())
+            + f" | {ratio} | {_gflops(results, key)} |"
+        )
+    lines += [
+        "",
+        "First call (compilation or tracing included) and model build, in seconds; compile = the first "
+        "call minus a steady repeat (PyTorch's first call follows its memory-format probe: it is warm):",
+        "",
+        "| model | mode | " + " | ".join(frameworks) + " |",
+        "|---|---|" + "---|" * len(frameworks),
+    ]
     for key in workloads:
         cells = [_first_call(results[name], key) for name in frameworks]
         lines.append(f"| {WORKLOADS[key].title} | {WORKLOADS[key].mode} | " + " | ".join(cells) + " |")
@@ -186,8 +222,11 @@ def render(machine: dict, command: str, protocol: Protocol, workloads: list[str]
             ratio = ours / best_peer[1] if ours and best_peer else None
             lines.append(_target_line(f"{key} ≥ {target}× the fastest peer", ratio, target))
     if end_to_end:
-        lines.append(_target_line(f"end-to-end epoch ≥ {END_TO_END_TARGET}× faster than Keras",
-                                  end_to_end["ratio"], END_TO_END_TARGET))
+        lines.append(
+            _target_line(
+                f"end-to-end epoch ≥ {END_TO_END_TARGET}× faster than Keras", end_to_end["ratio"], END_TO_END_TARGET
+            )
+        )
         lines += ["", *end_to_end["lines"]]
     return "\n".join(lines) + "\n"
 
@@ -197,19 +236,30 @@ def _end_to_end_section(results: dict) -> dict | None:
     ours = results.get(peers.OURS.name, {}).get("end_to_end")
     if keras is None and ours is None:
         return None
-    lines = ["End to end: one training epoch on cats_vs_dogs' train folder (2000 JPEGs, 2 classes), seed 000's "
-             "CNN at 56×56 grayscale, seed 000's augmentation (rotation 10°, shifts 0.1, shear 0.1°, zoom 0.1, "
-             "horizontal flips, nearest fill), Adam, batch 32, no validation:", "",
-             "| | Keras: ImageDataGenerator + flow_from_directory + model.fit | flaxvision: prepared uint8 arrays "
-             "on device + Trainer.train_epoch |", "|---|---|---|"]
-    rows = [("one-off preprocess (decode, resize, split)", lambda r: "none (decodes every epoch)" if r is keras
-             else f"{r['preprocess_s']:.1f} s (+ {r['device_put_s']:.2f} s to the device)"),
-            ("the data alone, one epoch's batches (decode, augment)",
-             lambda r: f"{r['data_s']:.2f} s" if r is keras else "inside the compiled step"),
-            ("first epoch (tracing / compilation)", lambda r: f"{r['first_epoch_s']:.1f} s"),
-            ("epoch after that (median)", lambda r: f"**{r['epoch_s']:.2f} s**"),
-            ("images per epoch", lambda r: f"{r['images_per_epoch']} ({r['images_per_epoch'] / r['epoch_s']:.0f} "
-                                           "img/s)")]
+    lines = [
+        "End to end: one training epoch on cats_vs_dogs' train folder (2000 JPEGs, 2 classes), seed 000's "
+        "CNN at 56×56 grayscale, seed 000's augmentation (rotation 10°, shifts 0.1, shear 0.1°, zoom 0.1, "
+        "horizontal flips, nearest fill), Adam, batch 32, no validation:",
+        "",
+        "| | Keras: ImageDataGenerator + flow_from_directory + model.fit | flaxvision: prepared uint8 arrays "
+        "on device + Trainer.train_epoch |",
+        "|---|---|---|",
+    ]
+    rows = [
+        (
+            "one-off preprocess (decode, resize, split)",
+            lambda r: "none (decodes every epoch)"
+            if r is keras
+            else f"{r['preprocess_s']:.1f} s (+ {r['device_put_s']:.2f} s to the device)",
+        ),
+        (
+            "the data alone, one epoch's batches (decode, augment)",
+            lambda r: f"{r['data_s']:.2f} s" if r is keras else "inside the compiled step",
+        ),
+        ("first epoch (tracing / compilation)", lambda r: f"{r['first_epoch_s']:.1f} s"),
+        ("epoch after that (median)", lambda r: f"**{r['epoch_s']:.2f} s**"),
+        ("images per epoch", lambda r: f"{r['images_per_epoch']} ({r['images_per_epoch'] / r['epoch_s']:.0f} img/s)"),
+    ]
     for title, cell in rows:
         lines.append(f"| {title} | " + " | ".join(_cell(r, cell) for r in (keras, ours)) + " |")
     ratio = keras["epoch_s"] / ours["epoch_s"] if _ok(keras) and _ok(ours) else None
@@ -255,8 +305,11 @@ def _fastest_peer(results: dict, names: list[str], key: str) -> tuple[str, float
 
 
 def _params(results: dict, frameworks: list[str], key: str) -> str:
-    counts = {results[name]["workloads"][key]["params"] for name in frameworks
-              if "params" in results[name].get("workloads", {}).get(key, {})}
+    counts = {
+        results[name]["workloads"][key]["params"]
+        for name in frameworks
+        if "params" in results[name].get("workloads", {}).get(key, {})
+    }
     return " / ".join(f"{count:,}" for count in sorted(counts)) or "—"
 
 

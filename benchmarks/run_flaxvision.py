@@ -42,9 +42,15 @@ from models.backbones import BACKBONES
 
 PRESETS = {"seed_cnn": "belgiumtsc_cnn", "resnet50": "resnet50"}  # workload model -> models registry name
 # ImageDataGenerator's arguments as flaxvision.transforms.AugmentConfig fields (same units).
-AUGMENT_FIELDS = {"rotation_range": "rotation", "width_shift_range": "width_shift",
-                  "height_shift_range": "height_shift", "shear_range": "shear", "zoom_range": "zoom",
-                  "horizontal_flip": "horizontal_flip", "fill_mode": "fill_mode"}
+AUGMENT_FIELDS = {
+    "rotation_range": "rotation",
+    "width_shift_range": "width_shift",
+    "height_shift_range": "height_shift",
+    "shear_range": "shear",
+    "zoom_range": "zoom",
+    "horizontal_flip": "horizontal_flip",
+    "fill_mode": "fill_mode",
+}
 TRAIN_CONFIG = TrainConfig(batch_size=BATCH_SIZE, learning_rate=LEARNING_RATE)
 
 
@@ -52,11 +58,13 @@ def build(workload: Workload) -> tuple[nnx.Module, str]:
     """The model (in training mode) and its preprocess_input mode."""
     if workload.model in PRESETS:
         name = PRESETS[workload.model]
-        model = models.create_model(name, num_classes=workload.classes, input_shape=workload.input_shape,
-                                    rngs=nnx.Rngs(0))
+        model = models.create_model(
+            name, num_classes=workload.classes, input_shape=workload.input_shape, rngs=nnx.Rngs(0)
+        )
         return model, models.preprocessing(name)
-    model, _ = build_backbone(workload.model, weights=None, input_shape=workload.input_shape, pooling="avg",
-                              rngs=nnx.Rngs(0))
+    model, _ = build_backbone(
+        workload.model, weights=None, input_shape=workload.input_shape, pooling="avg", rngs=nnx.Rngs(0)
+    )
     return model, BACKBONES[workload.model].preprocessing
 
 
@@ -73,8 +81,11 @@ def forward_gflop_per_image(model: nnx.Module, input_shape) -> float:
 def workload_repeat(workload: Workload, batches: int) -> tuple[Callable[[], object], dict]:
     """One repeat of ``workload`` over ``batches`` batches, ready to call, and what was built."""
     (model, preprocessing), build_s = timed(lambda: build(workload))
-    info = {"params": sum(x.size for x in jax.tree.leaves(nnx.state(model, nnx.Param, nnx.BatchStat))),
-            "build_s": build_s, "forward_gflop_per_image": forward_gflop_per_image(model, workload.input_shape)}
+    info = {
+        "params": sum(x.size for x in jax.tree.leaves(nnx.state(model, nnx.Param, nnx.BatchStat))),
+        "build_s": build_s,
+        "forward_gflop_per_image": forward_gflop_per_image(model, workload.input_shape),
+    }
     images, labels = synthetic_batch_set(workload, batches)
     if workload.mode == "train":
         trainer = Trainer(model, TRAIN_CONFIG, AugmentConfig(), preprocessing)
@@ -100,22 +111,33 @@ def end_to_end(raw: Path, protocol: Protocol) -> dict:
     config = PreprocessConfig(image_size=END_TO_END_IMAGE_SIZE, color_mode=END_TO_END_COLOR_MODE)
     _, preprocess_s = timed(lambda: prepare("cats_vs_dogs", read_dataset("cats_vs_dogs", raw), config, prepared))
     data = load_prepared(prepared)
-    model = models.create_model("belgiumtsc_cnn", num_classes=len(data.classes), input_shape=data.image_shape,
-                                rngs=nnx.Rngs(0))
+    model = models.create_model(
+        "belgiumtsc_cnn", num_classes=len(data.classes), input_shape=data.image_shape, rngs=nnx.Rngs(0)
+    )
     augment = AugmentConfig(**{AUGMENT_FIELDS[k]: v for k, v in SEED_000_AUGMENTATION.items()})
     trainer = Trainer(model, TRAIN_CONFIG, augment, models.preprocessing("belgiumtsc_cnn"))
     (images, labels), device_put_s = timed(lambda: jax.block_until_ready(trainer.replicate(data.splits["train"])))
-    times = [timed(partial(trainer.train_epoch, images, labels, epoch, LEARNING_RATE))[1]
-             for epoch in range(protocol.end_to_end_epochs)]
+    times = [
+        timed(partial(trainer.train_epoch, images, labels, epoch, LEARNING_RATE))[1]
+        for epoch in range(protocol.end_to_end_epochs)
+    ]
     steps = len(labels) // BATCH_SIZE  # train_epoch drops the last partial batch
-    return epoch_figures(times) | {"preprocess_s": preprocess_s, "device_put_s": device_put_s,
-                                   "images_per_epoch": steps * BATCH_SIZE, "augment": dataclasses.asdict(augment)}
+    return epoch_figures(times) | {
+        "preprocess_s": preprocess_s,
+        "device_put_s": device_put_s,
+        "images_per_epoch": steps * BATCH_SIZE,
+        "augment": dataclasses.asdict(augment),
+    }
 
 
 if __name__ == "__main__":
     import flax
     import jaxlib
 
-    versions = {"jax": jax.__version__, "jaxlib": jaxlib.__version__, "flax": flax.__version__,
-                "devices": [str(d) for d in jax.devices()]}
+    versions = {
+        "jax": jax.__version__,
+        "jaxlib": jaxlib.__version__,
+        "flax": flax.__version__,
+        "devices": [str(d) for d in jax.devices()],
+    }
     runner_main("flaxvision", versions, measure_workload, end_to_end)

@@ -90,8 +90,9 @@ def convolutional_block(X, f, filters, s=2, initializer=glorot_uniform):
     X = Activation("relu")(BatchNormalization(axis=3)(X))
     X = Conv2D(filters=F3, kernel_size=1, strides=(1, 1), padding="valid", kernel_initializer=initializer(seed=0))(X)
     X = BatchNormalization(axis=3)(X)
-    X_shortcut = Conv2D(filters=F3, kernel_size=1, strides=(s, s), padding="valid",
-                        kernel_initializer=initializer(seed=0))(X_shortcut)
+    X_shortcut = Conv2D(
+        filters=F3, kernel_size=1, strides=(s, s), padding="valid", kernel_initializer=initializer(seed=0)
+    )(X_shortcut)
     X_shortcut = BatchNormalization(axis=3)(X_shortcut)
     return Activation("relu")(Add()([X, X_shortcut]))
 
@@ -125,8 +126,7 @@ def build(workload: Workload) -> keras.Model:
 
 
 def compile_as_the_seeds(model: keras.Model):
-    model.compile(optimizer=keras.optimizers.Adam(LEARNING_RATE), loss="categorical_crossentropy",
-                  metrics=["accuracy"])
+    model.compile(optimizer=keras.optimizers.Adam(LEARNING_RATE), loss="categorical_crossentropy", metrics=["accuracy"])
 
 
 class EpochTimes(keras.callbacks.Callback):
@@ -154,9 +154,10 @@ def measure_workload(workload: Workload, protocol: Protocol) -> dict:
         compile_as_the_seeds(model)
         dataset = tf.data.Dataset.from_tensor_slices((images, np.eye(workload.classes, dtype=np.float32)[labels]))
         epochs = EpochTimes()
-        model.fit(dataset.batch(BATCH_SIZE).cache(), epochs=protocol.warmup + protocol.repeats, verbose=0,
-                  callbacks=[epochs])
-        return summarize(epochs.times[0], epochs.times[protocol.warmup:], batches * BATCH_SIZE) | info
+        model.fit(
+            dataset.batch(BATCH_SIZE).cache(), epochs=protocol.warmup + protocol.repeats, verbose=0, callbacks=[epochs]
+        )
+        return summarize(epochs.times[0], epochs.times[protocol.warmup :], batches * BATCH_SIZE) | info
     xs = [tf.constant(x) for x in np.split(images, batches)]
 
     def repeat():
@@ -171,15 +172,22 @@ def end_to_end(raw: Path, protocol: Protocol) -> dict:
     by ImageDataGenerator.flow_from_directory, then model.fit (no validation, on either side)."""
     generator = ImageDataGenerator(**SEED_000_AUGMENTATION, rescale=1.0 / 255)
     flow = generator.flow_from_directory(
-        str(raw / "cats_and_dogs_filtered" / "train"), batch_size=BATCH_SIZE, class_mode="categorical",
-        color_mode=END_TO_END_COLOR_MODE, target_size=END_TO_END_IMAGE_SIZE)
+        str(raw / "cats_and_dogs_filtered" / "train"),
+        batch_size=BATCH_SIZE,
+        class_mode="categorical",
+        color_mode=END_TO_END_COLOR_MODE,
+        target_size=END_TO_END_IMAGE_SIZE,
+    )
     # What fit waits on when it cannot hide the generator behind training: one pass alone.
     _, data_s = timed(lambda: [flow[i] for i in range(len(flow))])
     model = seed_cnn((*END_TO_END_IMAGE_SIZE, 1), flow.num_classes)
     compile_as_the_seeds(model)
     epochs = EpochTimes()
-    _, fit_s = timed(lambda: model.fit(flow, epochs=protocol.end_to_end_epochs, steps_per_epoch=len(flow),
-                                       verbose=0, callbacks=[epochs]))
+    _, fit_s = timed(
+        lambda: model.fit(
+            flow, epochs=protocol.end_to_end_epochs, steps_per_epoch=len(flow), verbose=0, callbacks=[epochs]
+        )
+    )
     return epoch_figures(epochs.times) | {"fit_s": fit_s, "data_s": data_s, "images_per_epoch": flow.samples}
 
 

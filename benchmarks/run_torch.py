@@ -60,8 +60,9 @@ class Bottleneck(nn.Module):
             nn.Conv2d(reduce, middle, 3, padding=1), batch_norm(middle), nn.ReLU(),
             nn.Conv2d(middle, expand, 1), batch_norm(expand),
         )  # fmt: skip
-        self.shortcut = nn.Sequential(nn.Conv2d(inputs, expand, 1, strides), batch_norm(expand)) if projection \
-            else nn.Identity()
+        self.shortcut = (
+            nn.Sequential(nn.Conv2d(inputs, expand, 1, strides), batch_norm(expand)) if projection else nn.Identity()
+        )
 
     def forward(self, x):
         return torch.relu(self.main(x) + self.shortcut(x))
@@ -79,11 +80,14 @@ def seed_resnet50(channels: int, classes: int) -> nn.Sequential:
     return nn.Sequential(*layers, nn.AvgPool2d(2), nn.Flatten(), nn.LazyLinear(classes))
 
 
-def conv_bn(inputs: int, outputs: int, kernel_size: int, strides: int = 1, *, groups: int = 1,
-            activation: bool = True) -> list[nn.Module]:
+def conv_bn(
+    inputs: int, outputs: int, kernel_size: int, strides: int = 1, *, groups: int = 1, activation: bool = True
+) -> list[nn.Module]:
     """keras.applications.MobileNetV2's convolution, BatchNorm (epsilon 1e-3, momentum 0.999), ReLU6."""
-    layers = [nn.Conv2d(inputs, outputs, kernel_size, strides, padding=kernel_size // 2, groups=groups, bias=False),
-              batch_norm(outputs, keras_momentum=0.999)]
+    layers = [
+        nn.Conv2d(inputs, outputs, kernel_size, strides, padding=kernel_size // 2, groups=groups, bias=False),
+        batch_norm(outputs, keras_momentum=0.999),
+    ]
     return layers + [nn.ReLU6()] if activation else layers
 
 
@@ -103,8 +107,15 @@ class InvertedResidual(nn.Module):
 def mobilenet_v2(channels: int) -> nn.Sequential:
     """keras.applications.MobileNetV2 (alpha 1), include_top=False, pooling='avg'."""
     layers, inputs = conv_bn(channels, 32, 3, 2), 32
-    for expansion, outputs, blocks, strides in [(1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2),
-                                                (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1)]:
+    for expansion, outputs, blocks, strides in [
+        (1, 16, 1, 1),
+        (6, 24, 2, 2),
+        (6, 32, 3, 2),
+        (6, 64, 4, 2),
+        (6, 96, 3, 1),
+        (6, 160, 3, 2),
+        (6, 320, 1, 1),
+    ]:
         for index in range(blocks):
             layers.append(InvertedResidual(inputs, outputs, strides if index == 0 else 1, expansion))
             inputs = outputs
@@ -121,8 +132,12 @@ def densenet_norm(channels: int) -> list[nn.Module]:
 class DenseLayer(nn.Module):
     def __init__(self, inputs: int, growth: int):
         super().__init__()
-        self.body = nn.Sequential(*densenet_norm(inputs), nn.Conv2d(inputs, 4 * growth, 1, bias=False),
-                                  *densenet_norm(4 * growth), nn.Conv2d(4 * growth, growth, 3, padding=1, bias=False))
+        self.body = nn.Sequential(
+            *densenet_norm(inputs),
+            nn.Conv2d(inputs, 4 * growth, 1, bias=False),
+            *densenet_norm(4 * growth),
+            nn.Conv2d(4 * growth, growth, 3, padding=1, bias=False),
+        )
 
     def forward(self, x):
         return torch.cat([x, self.body(x)], 1)
@@ -130,8 +145,13 @@ class DenseLayer(nn.Module):
 
 def densenet121(channels: int, growth: int = 32) -> nn.Sequential:
     """keras.applications.DenseNet121, include_top=False, pooling='avg'."""
-    layers = [nn.ZeroPad2d(3), nn.Conv2d(channels, 64, 7, 2, bias=False), *densenet_norm(64), nn.ZeroPad2d(1),
-              nn.MaxPool2d(3, 2)]
+    layers = [
+        nn.ZeroPad2d(3),
+        nn.Conv2d(channels, 64, 7, 2, bias=False),
+        *densenet_norm(64),
+        nn.ZeroPad2d(1),
+        nn.MaxPool2d(3, 2),
+    ]
     features = 64
     for block, size in enumerate((6, 12, 24, 16)):
         for _ in range(size):

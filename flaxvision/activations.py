@@ -75,9 +75,7 @@ def _recording_conv_calls(calls: list):
         sys.setprofile(previous)
 
 
-def select_layers(
-    activations: list[ConvActivation], chosen: Sequence[int | str], limit: int
-) -> list[ConvActivation]:
+def select_layers(activations: list[ConvActivation], chosen: Sequence[int | str], limit: int) -> list[ConvActivation]:
     """The activations of the layers ``chosen`` by index (negative from the end) or by path.
 
     With nothing chosen: ``limit`` layers spread evenly from the first convolution to the

@@ -45,15 +45,28 @@ def build_model(
         backbones = None
         if config and pretrained not in (None, "none"):
             backbones = [
-                conversion.build_backbone(backbone, weights=_weights_file(pretrained, backbone, config, input_shape),
-                                          input_shape=input_shape, pooling=config.pooling, dtype=dtype,
-                                          batchnorm_momentum=batchnorm_momentum, rngs=rngs,
-                                          **config.backbone_options(backbone))[0]
+                conversion.build_backbone(
+                    backbone,
+                    weights=_weights_file(pretrained, backbone, config, input_shape),
+                    input_shape=input_shape,
+                    pooling=config.pooling,
+                    dtype=dtype,
+                    batchnorm_momentum=batchnorm_momentum,
+                    rngs=rngs,
+                    **config.backbone_options(backbone),
+                )[0]
                 for backbone in config.backbones
             ]
-        return models.create_model(name, num_classes=num_classes, input_shape=input_shape, rngs=rngs,
-                                   transfer=config, backbones=backbones, dtype=dtype,
-                                   batchnorm_momentum=batchnorm_momentum)
+        return models.create_model(
+            name,
+            num_classes=num_classes,
+            input_shape=input_shape,
+            rngs=rngs,
+            transfer=config,
+            backbones=backbones,
+            dtype=dtype,
+            batchnorm_momentum=batchnorm_momentum,
+        )
 
 
 def transfer_config(name: str, transfer: TransferConfig | None) -> TransferConfig | None:
@@ -94,14 +107,19 @@ def _weights_file(pretrained: str, backbone: str, config: TransferConfig, input_
     holding the official files under their official names."""
     if pretrained == "imagenet" or Path(pretrained).is_file():
         if len(config.backbones) > 1 and Path(pretrained).is_file():
-            raise UserError(f"params.yaml: pretrained: {pretrained} is one file for {len(config.backbones)} "
-                            "backbones: give a folder holding each backbone's file")
+            raise UserError(
+                f"params.yaml: pretrained: {pretrained} is one file for {len(config.backbones)} "
+                "backbones: give a folder holding each backbone's file"
+            )
         return pretrained
     if not Path(pretrained).is_dir():
-        raise UserError(f"params.yaml: pretrained: {pretrained} is not a file or folder; "
-                        "give imagenet, none, a Keras .h5 file or a folder of them")
-    official = imagenet_weights(backbone, include_top=False, input_shape=input_shape,
-                                **config.backbone_options(backbone))
+        raise UserError(
+            f"params.yaml: pretrained: {pretrained} is not a file or folder; "
+            "give imagenet, none, a Keras .h5 file or a folder of them"
+        )
+    official = imagenet_weights(
+        backbone, include_top=False, input_shape=input_shape, **config.backbone_options(backbone)
+    )
     path = Path(pretrained) / official.name
     if not path.is_file():
         raise UserError(f"params.yaml: pretrained: {pretrained} has no {official.name} for backbone '{backbone}'")

@@ -38,16 +38,20 @@ class Checkpoints:
         # Orbax removes it when saving that step again, or (as asked here) when the next run starts.
         self.manager = ocp.CheckpointManager(
             Path(directory).absolute(),
-            options=ocp.CheckpointManagerOptions(max_to_keep=1, enable_async_checkpointing=False,
-                                                 cleanup_tmp_directories=True),
+            options=ocp.CheckpointManagerOptions(
+                max_to_keep=1, enable_async_checkpointing=False, cleanup_tmp_directories=True
+            ),
         )
 
     def save(self, epoch: int, state, best_model_state, progress: Progress):
-        self.manager.save(epoch, args=ocp.args.Composite(
-            state=ocp.args.StandardSave(state),
-            best=ocp.args.StandardSave(best_model_state),
-            progress=ocp.args.JsonSave(dataclasses.asdict(progress)),
-        ))
+        self.manager.save(
+            epoch,
+            args=ocp.args.Composite(
+                state=ocp.args.StandardSave(state),
+                best=ocp.args.StandardSave(best_model_state),
+                progress=ocp.args.JsonSave(dataclasses.asdict(progress)),
+            ),
+        )
 
     def restore(self, fingerprint: str, state_like, best_like):
         """(state, best, progress) of the latest checkpoint of this very run, else None."""
@@ -57,10 +61,13 @@ class Checkpoints:
         progress = self.manager.restore(step, args=ocp.args.Composite(progress=ocp.args.JsonRestore()))
         if progress["progress"]["fingerprint"] != fingerprint:
             return None  # left by a run with other params or data: start over
-        restored = self.manager.restore(step, args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(nnx.eval_shape(lambda: state_like)),
-            best=ocp.args.StandardRestore(nnx.eval_shape(lambda: best_like)),
-        ))
+        restored = self.manager.restore(
+            step,
+            args=ocp.args.Composite(
+                state=ocp.args.StandardRestore(nnx.eval_shape(lambda: state_like)),
+                best=ocp.args.StandardRestore(nnx.eval_shape(lambda: best_like)),
+            ),
+        )
         return restored["state"], restored["best"], Progress(**progress["progress"])
 
     def clear(self):

@@ -53,6 +53,7 @@ def from_dict(values: dict, schema: type, prefix: str, file: str = "params.yaml"
     hints = typing.get_type_hints(schema)
     fields = {f.name: f for f in dataclasses.fields(schema)}
     unknown = sorted(set(values) - set(fields))
+
     def key(name: str) -> str:
         return f"{prefix}.{name}" if prefix else name
 

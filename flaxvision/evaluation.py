@@ -36,8 +36,8 @@ class EvaluateConfig:
 
 @dataclasses.dataclass(frozen=True)
 class Evaluation:
-    summary: dict          # accuracy, loss, top-k accuracy, macro precision/recall/F1
-    per_class: dict        # class name -> precision, recall, f1, support
+    summary: dict  # accuracy, loss, top-k accuracy, macro precision/recall/F1
+    per_class: dict  # class name -> precision, recall, f1, support
     confusion: np.ndarray  # [true, predicted] counts
 
 
@@ -120,7 +120,7 @@ def evaluate_logits(logits: np.ndarray, labels: np.ndarray, classes: list[str], 
     summary[f"top_{k}_accuracy"] = float(top_k_hits.mean())
     per_class = {
         name: {"precision": float(p), "recall": float(r), "f1": float(f), "support": int(s)}
-        for name, p, r, f, s in zip(classes, precision, recall, f1, support)
+        for name, p, r, f, s in zip(classes, precision, recall, f1, support, strict=True)
     }
     return Evaluation(summary, per_class, confusion)
 

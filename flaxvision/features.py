@@ -63,5 +63,6 @@ def load_features(directory: Path = FEATURES_DIR) -> dict[str, np.ndarray] | Non
         return None if splits is None else {split: np.load(directory / f"{split}.npy") for split in splits}
     except (OSError, ValueError, KeyError, TypeError) as error:  # a half-deleted or hand-edited folder
         problem = type(error).__name__
-        raise UserError(f"{directory} is incomplete or unreadable ({problem}): "
-                        "run `dvc repro --force extract-features`") from None
+        raise UserError(
+            f"{directory} is incomplete or unreadable ({problem}): run `dvc repro --force extract-features`"
+        ) from None

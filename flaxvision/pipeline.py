@@ -19,8 +19,10 @@ def stage_deps(stage: str, dvc_file: Path = DVC_FILE) -> list[str]:
     try:
         return yaml.safe_load(dvc_file.read_text())["stages"][stage]["deps"]
     except (OSError, yaml.YAMLError, KeyError, TypeError) as error:
-        raise UserError(f"{dvc_file}: cannot read stage {stage}'s deps ({type(error).__name__}): "
-                        "run the stages from a checkout of the project") from None
+        raise UserError(
+            f"{dvc_file}: cannot read stage {stage}'s deps ({type(error).__name__}): "
+            "run the stages from a checkout of the project"
+        ) from None
 
 
 def code_files(stage: str, dvc_file: Path = DVC_FILE) -> list[Path]:

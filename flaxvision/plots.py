@@ -61,15 +61,19 @@ def image_grid(
     columns = max(1, min(columns, count))
     rows = max(1, math.ceil(count / columns))
     lines = max((caption.count("\n") + 1 for caption in captions), default=1)
-    figure = Figure(figsize=(max(columns * CELL_INCHES, 6), rows * (CELL_INCHES + 0.15 * lines) + 0.6),
-                    dpi=DPI, layout="constrained")
+    figure = Figure(
+        figsize=(max(columns * CELL_INCHES, 6), rows * (CELL_INCHES + 0.15 * lines) + 0.6),
+        dpi=DPI,
+        layout="constrained",
+    )
     figure.suptitle(title, fontsize=12, wrap=True)
     axes = figure.subplots(rows, columns, squeeze=False).ravel()
     for ax in axes:
         ax.set_axis_off()
     if count == 0:
         axes[0].text(0.5, 0.5, empty, ha="center", va="center", fontsize=12, transform=axes[0].transAxes)
-    for ax, image, caption, color in zip(axes, images, captions, colors or ["black"] * count):
+    # zip stops at the images: the grid's spare cells stay blank.
+    for ax, image, caption, color in zip(axes, images, captions, colors or ["black"] * count, strict=False):
         show_image(ax, image)
         ax.set_title(caption, fontsize=9, color=color)
     return figure
@@ -113,8 +117,9 @@ def activation_map(
     input_ax.set_axis_off()
     colormap = matplotlib.colormaps[ACTIVATION_COLORMAP].with_extremes(bad="white")  # white: the gaps
     maps_ax.imshow(mosaic, cmap=colormap, vmin=0, vmax=1, interpolation="nearest")
-    maps_ax.set_title(f"channels 1–{shown} of {channels}, each scaled to its own mean ± 2 sd "
-                      "(dark: weak, yellow: strong)", fontsize=9)
+    maps_ax.set_title(
+        f"channels 1–{shown} of {channels}, each scaled to its own mean ± 2 sd (dark: weak, yellow: strong)", fontsize=9
+    )
     maps_ax.set_axis_off()
     return figure
 
@@ -143,7 +148,7 @@ def tile_channels(maps: np.ndarray, gap: int = 1) -> np.ndarray:
     for channel in range(channels):
         row, column = divmod(channel, columns)
         top, left = row * (height + gap), column * (width + gap)
-        mosaic[top:top + height, left:left + width] = maps[..., channel]
+        mosaic[top : top + height, left : left + width] = maps[..., channel]
     return mosaic
 
 
@@ -154,8 +159,14 @@ def write_png(figure: Figure, path: Path):
     write_bytes(path, buffer.getvalue())
 
 
-def training_samples(images: np.ndarray, labels: np.ndarray, classes: list[str], count: int,
-                     description: str, augment_config: AugmentConfig) -> dict[str, Figure]:
+def training_samples(
+    images: np.ndarray,
+    labels: np.ndarray,
+    classes: list[str],
+    count: int,
+    description: str,
+    augment_config: AugmentConfig,
+) -> dict[str, Figure]:
     """samples.png: training images with their class; samples_augmented.png: the same, augmented.
 
     ``description`` says what the images are, e.g. "96×96 rgb".
@@ -163,36 +174,60 @@ def training_samples(images: np.ndarray, labels: np.ndarray, classes: list[str],
     chosen = spread_over_classes(labels, count)
     images = np.asarray(images[chosen])
     captions = [short(classes[label]) for label in labels[chosen]]
-    samples = image_grid(images, captions, f"Training images ({description}, "
-                                           "as the model gets them before augmentation)")
+    samples = image_grid(
+        images, captions, f"Training images ({description}, as the model gets them before augmentation)"
+    )
 
     # The augmentation of the train step, with a fixed key: pixels stay in [0, 255] until preprocessing.
     augmented = augment(jnp.asarray(images, jnp.float32), jax.random.key(0), augment_config)
     augmented = np.asarray(jnp.clip(jnp.round(augmented), 0, 255), np.uint8)
     defaults = AugmentConfig()
-    changed = [field.name if value is True else f"{field.name} {value}"
-               for field in dataclasses.fields(AugmentConfig)
-               if (value := getattr(augment_config, field.name)) != getattr(defaults, field.name)]
+    changed = [
+        field.name if value is True else f"{field.name} {value}"
+        for field in dataclasses.fields(AugmentConfig)
+        if (value := getattr(augment_config, field.name)) != getattr(defaults, field.name)
+    ]
     settings = ", ".join(changed) if augment_config.enabled else "none: params.yaml augment is off"
-    return {"samples.png": samples,
-            "samples_augmented.png": image_grid(
-                augmented, captions, f"The same images, randomly augmented as in training ({settings})")}
+    return {
+        "samples.png": samples,
+        "samples_augmented.png": image_grid(
+            augmented, captions, f"The same images, randomly augmented as in training ({settings})"
+        ),
+    }
 
 
 def misclassified(images, labels: np.ndarray, probabilities: np.ndarray, classes: list[str], count: int) -> Figure:
     """The most confidently misclassified test images, with their true and predicted class."""
     worst = most_confident_errors(probabilities, labels, count)
     predicted = probabilities.argmax(-1)
-    captions = [f"true: {short(classes[labels[i]])}\npredicted: {short(classes[predicted[i]])} "
-                f"{probabilities[i, predicted[i]]:.0%}" for i in worst]
-    title = (f"The {len(worst)} most confidently misclassified test images "
-             f"({np.sum(predicted != labels)} of {len(labels)} test images are misclassified)")
-    return image_grid(np.asarray(images[worst]), captions, title, colors=[WRONG_COLOR] * len(worst),
-                      empty="every test image is classified correctly")
+    captions = [
+        f"true: {short(classes[labels[i]])}\npredicted: {short(classes[predicted[i]])} "
+        f"{probabilities[i, predicted[i]]:.0%}"
+        for i in worst
+    ]
+    title = (
+        f"The {len(worst)} most confidently misclassified test images "
+        f"({np.sum(predicted != labels)} of {len(labels)} test images are misclassified)"
+    )
+    return image_grid(
+        np.asarray(images[worst]),
+        captions,
+        title,
+        colors=[WRONG_COLOR] * len(worst),
+        empty="every test image is classified correctly",
+    )
 
 
-def activation_maps(model: nnx.Module, preprocessing: str, image: np.ndarray, caption: str, correct: bool,
-                    layers, max_layers: int, max_channels: int) -> dict[str, Figure]:
+def activation_maps(
+    model: nnx.Module,
+    preprocessing: str,
+    image: np.ndarray,
+    caption: str,
+    correct: bool,
+    layers,
+    max_layers: int,
+    max_channels: int,
+) -> dict[str, Figure]:
     """One picture per chosen conv layer (``layers``, see activations.select_layers): every
     channel of its output for ``image``, shown beside it with ``caption``; keyed by file name."""
     image = np.asarray(image)
@@ -201,7 +236,11 @@ def activation_maps(model: nnx.Module, preprocessing: str, image: np.ndarray, ca
     for activation in select_layers(activations, layers, max_layers):
         title = f"Conv layer {activation.index + 1} of {len(activations)}: {activation.path} ({activation.description})"
         figures[f"{activation.index + 1:03d}_{activation.path}.png"] = activation_map(
-            activation.output, title, image=image, image_caption=caption, max_channels=max_channels,
+            activation.output,
+            title,
+            image=image,
+            image_caption=caption,
+            max_channels=max_channels,
             image_caption_color=CORRECT_COLOR if correct else WRONG_COLOR,
         )
     return figures

@@ -61,15 +61,26 @@ class ArgumentParser(argparse.ArgumentParser):
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = ArgumentParser(
-        prog="predict", description="Print the most probable classes of images, by a trained model.")
-    parser.add_argument("inputs", nargs="+", type=Path, metavar="IMAGE_OR_FOLDER",
-                        help="image files, or folders searched recursively for image files")
-    parser.add_argument("--model", type=Path, default=DEFAULT_MODEL,
-                        help=f"a trained model folder (weights.msgpack, model.json); default: {DEFAULT_MODEL}")
+        prog="predict", description="Print the most probable classes of images, by a trained model."
+    )
+    parser.add_argument(
+        "inputs",
+        nargs="+",
+        type=Path,
+        metavar="IMAGE_OR_FOLDER",
+        help="image files, or folders searched recursively for image files",
+    )
+    parser.add_argument(
+        "--model",
+        type=Path,
+        default=DEFAULT_MODEL,
+        help=f"a trained model folder (weights.msgpack, model.json); default: {DEFAULT_MODEL}",
+    )
     parser.add_argument("--top-k", type=int, default=3, help="classes per image (default 3)")
     parser.add_argument("--output", type=Path, help="write to this .csv or .json file instead of stdout")
-    parser.add_argument("--format", choices=FORMATS,
-                        help="output format (default: from the --output suffix, else text)")
+    parser.add_argument(
+        "--format", choices=FORMATS, help="output format (default: from the --output suffix, else text)"
+    )
     parser.add_argument("--batch-size", type=int, default=32, help="images per forward pass (default 32)")
     args = parser.parse_args(argv)
     if args.top_k < 1 or args.batch_size < 1:
@@ -91,10 +102,8 @@ def predict_files(inputs: list[Path], model_dir: Path, top_k: int, batch_size: i
     if decoded:
         logits = predict_model(model, info.preprocessing, np.stack(list(decoded.values())), batch_size)
         probabilities = softmax(logits)
-        for index, row, best in zip(decoded, probabilities, top_classes(probabilities, top_k)):
-            results[index]["predictions"] = [
-                {"class": info.classes[c], "probability": float(row[c])} for c in best
-            ]
+        for index, row, best in zip(decoded, probabilities, top_classes(probabilities, top_k), strict=True):
+            results[index]["predictions"] = [{"class": info.classes[c], "probability": float(row[c])} for c in best]
     return results
 
 
@@ -115,7 +124,8 @@ def find_images(inputs: list[Path]) -> list[Path]:
     files = []
     for path in inputs:
         found = path.is_dir() and sorted(
-            p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+            p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+        )
         files += found or [path]
     return files
 
@@ -133,7 +143,8 @@ def as_text(results: list[dict]) -> str:
     """One line per predicted image: ``file: class 97.1%, class 2.5%, ...`` (errors go to stderr)."""
     lines = [
         f"{result['file']}: " + ", ".join(f"{p['class']} {p['probability']:.1%}" for p in result["predictions"])
-        for result in results if "predictions" in result
+        for result in results
+        if "predictions" in result
     ]
     return "".join(line + "\n" for line in lines)
 

@@ -60,8 +60,9 @@ class ModelInfo:
 
     def build(self, seed: int = 0) -> nnx.Module:
         """The model, randomly initialised (pretrained weights are not fetched)."""
-        return build_model(self.model, num_classes=len(self.classes), input_shape=self.input_shape,
-                           transfer=self.transfer, seed=seed)
+        return build_model(
+            self.model, num_classes=len(self.classes), input_shape=self.input_shape, transfer=self.transfer, seed=seed
+        )
 
 
 def save_trained(directory: Path, model: nnx.Module, info: ModelInfo):
@@ -80,11 +81,16 @@ def read_info(directory: Path) -> ModelInfo:
     try:
         values = json.loads(path.read_text())
     except (OSError, ValueError) as error:
-        raise UserError(f"{directory} holds an unreadable model ({type(error).__name__}): run `dvc repro train`") from None
+        raise UserError(
+            f"{directory} holds an unreadable model ({type(error).__name__}): run `dvc repro train`"
+        ) from None
     if not isinstance(values, dict):
         raise UserError(f"{path} is not a model description: run `dvc repro train`")
-    if missing := [field.name for field in dataclasses.fields(ModelInfo)
-                   if field.default is dataclasses.MISSING and field.name not in values]:
+    if missing := [
+        field.name
+        for field in dataclasses.fields(ModelInfo)
+        if field.default is dataclasses.MISSING and field.name not in values
+    ]:
         raise UserError(f"{path} lacks {', '.join(missing)}: retrain with `dvc repro train`")
     return from_dict(values, ModelInfo, prefix="", file=str(path))
 
@@ -96,15 +102,19 @@ def load_trained(directory: Path) -> tuple[nnx.Module, ModelInfo]:
     try:
         restored = serialization.msgpack_restore((directory / WEIGHTS).read_bytes())
     except (OSError, ValueError) as error:
-        raise UserError(f"{directory} holds an unreadable model ({type(error).__name__}): run `dvc repro train`") from None
+        raise UserError(
+            f"{directory} holds an unreadable model ({type(error).__name__}): run `dvc repro train`"
+        ) from None
     # Build the network from shapes only: initialising weights the file replaces takes seconds
     # (an eager op per layer). The other state (dropout RNGs) is computed in one compiled call,
     # from which XLA drops the unused weight initialisers.
     graph, weights, _ = nnx.split(nnx.eval_shape(info.build), WEIGHT_KINDS, ...)
     if mismatch := _mismatch(nnx.to_pure_dict(weights), restored):
         shape = "×".join(map(str, info.input_shape))
-        raise UserError(f"{directory / WEIGHTS} does not fit {info.model} for {shape} inputs and "
-                        f"{len(info.classes)} classes (as {METADATA} says): {mismatch}")
+        raise UserError(
+            f"{directory / WEIGHTS} does not fit {info.model} for {shape} inputs and "
+            f"{len(info.classes)} classes (as {METADATA} says): {mismatch}"
+        )
     nnx.replace_by_pure_dict(weights, jax.tree.map(jnp.asarray, restored))
     other_state = jax.jit(lambda: nnx.split(info.build(), WEIGHT_KINDS, ...)[2])()
     model = nnx.merge(graph, weights, other_state)
@@ -114,6 +124,7 @@ def load_trained(directory: Path) -> tuple[nnx.Module, ModelInfo]:
 
 def _mismatch(expected: dict, restored: dict) -> str:
     """The first weight that ``restored`` lacks or has in another shape, or '' if they match."""
+
     def shapes(tree):
         flat = traverse_util.flatten_dict(tree) if isinstance(tree, dict) else {}
         return {".".join(map(str, path)): tuple(getattr(value, "shape", ())) for path, value in flat.items()}

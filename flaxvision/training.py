@@ -99,8 +99,7 @@ class Trainer:
     the trainer only casts each batch to ``config.compute_dtype``.
     """
 
-    def __init__(self, model: nnx.Module, config: TrainConfig, augment_config: AugmentConfig,
-                 preprocessing: str):
+    def __init__(self, model: nnx.Module, config: TrainConfig, augment_config: AugmentConfig, preprocessing: str):
         self.config = config
         self.augment_config = augment_config
         self.preprocessing = preprocessing
@@ -111,8 +110,10 @@ class Trainer:
 
         devices = jax.device_count()
         if config.batch_size % devices:
-            raise UserError(f"params.yaml: train.batch_size {config.batch_size} must be a multiple of the "
-                            f"{devices} devices it is split over")
+            raise UserError(
+                f"params.yaml: train.batch_size {config.batch_size} must be a multiple of the "
+                f"{devices} devices it is split over"
+            )
         self._devices = devices
         self._batch_sizes = {}  # training-set size -> its batch size (each clamp is reported once)
         mesh = jax.make_mesh((devices,), ("data",), axis_types=(AxisType.Auto,))  # XLA partitions the step
@@ -121,8 +122,7 @@ class Trainer:
         self.train_graph, state = nnx.split((model, optimizer))
         self.state = jax.device_put(state, self.replicated)
         self.augment_key = jax.random.key(config.seed)
-        self.train_step = jax.jit(self._train_step, donate_argnums=0,
-                                   out_shardings=(self.replicated, self.replicated))
+        self.train_step = jax.jit(self._train_step, donate_argnums=0, out_shardings=(self.replicated, self.replicated))
         self._predict_step = make_predict_step(self.eval_graph, preprocessing)
 
     # --- compiled steps -------------------------------------------------------------------
@@ -164,12 +164,17 @@ class Trainer:
             wanted = self.config.batch_size
             fitting = count // self._devices * self._devices
             if not fitting:
-                raise UserError(f"the training split has {count} images, fewer than the {self._devices} devices "
-                                "a batch is split over: add images or lower preprocess.val_fraction/test_fraction")
+                raise UserError(
+                    f"the training split has {count} images, fewer than the {self._devices} devices "
+                    "a batch is split over: add images or lower preprocess.val_fraction/test_fraction"
+                )
             if fitting < wanted:
-                tqdm.write(f"warning: params.yaml train.batch_size {wanted} is more than the {count} training "
-                           f"images: training with batches of {fitting}; set train.batch_size to {fitting} or less, "
-                           "or add images", file=sys.stderr)  # on its own line, above the progress bars
+                tqdm.write(
+                    f"warning: params.yaml train.batch_size {wanted} is more than the {count} training "
+                    f"images: training with batches of {fitting}; set train.batch_size to {fitting} or less, "
+                    "or add images",
+                    file=sys.stderr,
+                )  # on its own line, above the progress bars
             self._batch_sizes[count] = min(wanted, fitting)
         return self._batch_sizes[count]
 
@@ -181,7 +186,7 @@ class Trainer:
         totals = {"loss": 0.0, "correct": 0}
         lr = jnp.float32(learning_rate)
         for step in tqdm(range(steps), desc=f"epoch {epoch + 1}", unit="step", leave=False):
-            indices = jnp.asarray(order[step * batch_size:(step + 1) * batch_size], jnp.int32)
+            indices = jnp.asarray(order[step * batch_size : (step + 1) * batch_size], jnp.int32)
             self.state, metrics = self.train_step(self.state, images, labels, indices, lr)
             totals = jax.tree.map(jnp.add, totals, metrics)  # stays on device: no sync per step
         count = steps * batch_size
@@ -206,8 +211,14 @@ def check_finite(epoch: int, train_loss: float, val_loss: float, learning_rate: 
     )
 
 
-def fit(trainer: Trainer, train: tuple, validation: tuple, checkpoint_dir: Path, run_id: str,
-        on_epoch: Callable[[int, dict], None] = lambda epoch, metrics: None) -> Progress:
+def fit(
+    trainer: Trainer,
+    train: tuple,
+    validation: tuple,
+    checkpoint_dir: Path,
+    run_id: str,
+    on_epoch: Callable[[int, dict], None] = lambda epoch, metrics: None,
+) -> Progress:
     """Train with early stopping and LR reduction on val_loss; leave the best weights in trainer.
 
     A NaN or infinite loss stops the run with a UserError before that epoch is logged or saved.
@@ -238,8 +249,9 @@ def fit(trainer: Trainer, train: tuple, validation: tuple, checkpoint_dir: Path,
     for epoch, metrics in enumerate(progress.history):
         on_epoch(epoch, metrics)
 
-    epochs = tqdm(range(progress.epoch, config.epochs), desc="training", unit="epoch",
-                  initial=progress.epoch, total=config.epochs)
+    epochs = tqdm(
+        range(progress.epoch, config.epochs), desc="training", unit="epoch", initial=progress.epoch, total=config.epochs
+    )
     for epoch in epochs:
         if early_stopping.exhausted:
             break
@@ -249,15 +261,17 @@ def fit(trainer: Trainer, train: tuple, validation: tuple, checkpoint_dir: Path,
         metrics = {"train": train_metrics, "val": val_metrics, "learning_rate": progress.learning_rate}
         progress.history.append(metrics)
         on_epoch(epoch, metrics)
-        epochs.set_postfix(loss=f"{train_metrics['loss']:.3f}", val_loss=f"{val_metrics['loss']:.3f}",
-                           val_acc=f"{val_metrics['accuracy']:.3f}")
+        epochs.set_postfix(
+            loss=f"{train_metrics['loss']:.3f}",
+            val_loss=f"{val_metrics['loss']:.3f}",
+            val_acc=f"{val_metrics['accuracy']:.3f}",
+        )
 
         if early_stopping.update(val_metrics["loss"]):
             best_model_state = jax.tree.map(jnp.copy, trainer.model_state)
             progress.best_epoch = epoch
         if config.reduce_lr_patience and not reduce_lr.update(val_metrics["loss"]) and reduce_lr.exhausted:
-            progress.learning_rate = max(progress.learning_rate * config.reduce_lr_factor,
-                                         config.min_learning_rate)
+            progress.learning_rate = max(progress.learning_rate * config.reduce_lr_factor, config.min_learning_rate)
             reduce_lr.wait = 0
         progress.epoch = epoch + 1
         progress.early_stopping = {"best": early_stopping.best, "wait": early_stopping.wait}

@@ -14,7 +14,6 @@ from typing import Literal, get_args
 import jax
 import jax.numpy as jnp
 
-
 FillMode = Literal["nearest", "reflect", "wrap", "constant"]
 
 # How `affine_resample` pads the image by one pixel so that the four bilinear neighbours
@@ -47,8 +46,13 @@ class AugmentConfig:
     fill_mode: FillMode = "nearest"
 
     def __post_init__(self):
-        for name, limit in [("rotation", math.inf), ("shear", math.inf), ("width_shift", 1),
-                            ("height_shift", 1), ("zoom", 1)]:
+        for name, limit in [
+            ("rotation", math.inf),
+            ("shear", math.inf),
+            ("width_shift", 1),
+            ("height_shift", 1),
+            ("zoom", 1),
+        ]:
             if not 0 <= getattr(self, name) < limit:  # also rejects nan
                 raise ValueError(f"'{name}' must be in [0, {limit}), got {getattr(self, name)}")
         if self.fill_mode not in get_args(FillMode):

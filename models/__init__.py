@@ -20,8 +20,17 @@ from flax import nnx
 from models import cnn, resnet
 from models.layers import Dtype, ModelError
 
-__all__ = ["MODEL_NAMES", "TRANSFER_PRESETS", "ModelError", "TransferConfig", "UnknownModelError", "create_model",
-           "input_size", "preprocessing", "transfer_config"]
+__all__ = [
+    "MODEL_NAMES",
+    "TRANSFER_PRESETS",
+    "ModelError",
+    "TransferConfig",
+    "UnknownModelError",
+    "create_model",
+    "input_size",
+    "preprocessing",
+    "transfer_config",
+]
 from models.transfer import Transfer, TransferConfig
 
 
@@ -45,16 +54,27 @@ _PRESETS = {
 TRANSFER_PRESETS = {
     # Seed 001: frozen MobileNetV2 at 160×160, augmented images, dropout and a 64-unit layer.
     "mobilenet_v2_transfer": TransferConfig(
-        backbones=("mobilenet_v2",), pooling="avg", cache_features=False, dropout=0.2,
-        hidden_units=(64,), input_size=(160, 160)),
+        backbones=("mobilenet_v2",),
+        pooling="avg",
+        cache_features=False,
+        dropout=0.2,
+        hidden_units=(64,),
+        input_size=(160, 160),
+    ),
     # Seed 000: MobileNetV2 at 56×56 under the seed's CNN, with Keras' base.layers[-5:]
     # trainable: block_16_project(_BN), Conv_1(_bn) and out_relu, which has no weights.
     "mobilenet_v2_finetune": TransferConfig(
-        backbones=("mobilenet_v2",), pooling=None, trainable_layers=4, cache_features=False,
-        head="belgiumtsc_cnn", input_size=(56, 56)),
+        backbones=("mobilenet_v2",),
+        pooling=None,
+        trainable_layers=4,
+        cache_features=False,
+        head="belgiumtsc_cnn",
+        input_size=(56, 56),
+    ),
     # Seed 003: ResNet50V2 and DenseNet121 pooled features at 331×331, Dropout 0.7, Dense.
     "stacked": TransferConfig(
-        backbones=("resnet50v2", "densenet121"), pooling="avg", dropout=0.7, input_size=(331, 331)),
+        backbones=("resnet50v2", "densenet121"), pooling="avg", dropout=0.7, input_size=(331, 331)
+    ),
 }
 MODEL_NAMES = (*_PRESETS, *TRANSFER_PRESETS, "transfer")
 
@@ -77,14 +97,22 @@ def create_model(
     computation dtype of convolutions and dense layers (None: float32, as their parameters);
     ``batchnorm_momentum`` overrides every BatchNorm's (None: each keeps the Keras original's).
     """
-    options = dict(num_classes=num_classes, input_shape=tuple(input_shape), dtype=dtype,
-                   batchnorm_momentum=batchnorm_momentum, rngs=rngs)
+    options = dict(
+        num_classes=num_classes,
+        input_shape=tuple(input_shape),
+        dtype=dtype,
+        batchnorm_momentum=batchnorm_momentum,
+        rngs=rngs,
+    )
     if config := transfer_config(name, transfer):
         if config.head != "dense" and config.head not in _PRESETS:
-            raise ModelError(f"transfer head '{config.head}' is neither 'dense' nor one of the from-scratch "
-                             f"models {', '.join(_PRESETS)}")
-        return Transfer(config, backbones=backbones, make_head=config.head != "dense" and _PRESETS[config.head].build,
-                        **options)
+            raise ModelError(
+                f"transfer head '{config.head}' is neither 'dense' nor one of the from-scratch "
+                f"models {', '.join(_PRESETS)}"
+            )
+        return Transfer(
+            config, backbones=backbones, make_head=config.head != "dense" and _PRESETS[config.head].build, **options
+        )
     return _preset(name).build(**options)
 
 

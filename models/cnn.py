@@ -14,8 +14,14 @@ from models.layers import Dtype, Lazy, Sequential, batch_norm, conv, dense, flat
 relu = nnx.relu
 
 
-def belgiumtsc_cnn(*, num_classes: int, input_shape: tuple[int, int, int], dtype: Dtype = None,
-                  batchnorm_momentum: float | None = None, rngs: nnx.Rngs) -> Sequential:
+def belgiumtsc_cnn(
+    *,
+    num_classes: int,
+    input_shape: tuple[int, int, int],
+    dtype: Dtype = None,
+    batchnorm_momentum: float | None = None,
+    rngs: nnx.Rngs,
+) -> Sequential:
     """Seed 000: BelgiumTSC traffic signs, 56×56 grayscale, 62 classes.
 
     Three pairs of 5×5 'same' convolutions, each pair followed by BatchNorm and ReLU.
@@ -36,8 +42,14 @@ def belgiumtsc_cnn(*, num_classes: int, input_shape: tuple[int, int, int], dtype
     )  # fmt: skip
 
 
-def simple_cnn(*, num_classes: int, input_shape: tuple[int, int, int], dtype: Dtype = None,
-                  batchnorm_momentum: float | None = None, rngs: nnx.Rngs) -> Sequential:
+def simple_cnn(
+    *,
+    num_classes: int,
+    input_shape: tuple[int, int, int],
+    dtype: Dtype = None,
+    batchnorm_momentum: float | None = None,
+    rngs: nnx.Rngs,
+) -> Sequential:
     """Seed 001's "model3": cats vs dogs, 160×160 RGB scaled to [-1, 1], 2 classes."""
     conv3 = partial(Lazy, conv, kernel_size=3, dtype=dtype)
     fc = partial(Lazy, dense, dtype=dtype)
@@ -54,8 +66,14 @@ def simple_cnn(*, num_classes: int, input_shape: tuple[int, int, int], dtype: Dt
     )  # fmt: skip
 
 
-def tutorial_cnn(*, num_classes: int, input_shape: tuple[int, int, int], dtype: Dtype = None,
-                  batchnorm_momentum: float | None = None, rngs: nnx.Rngs) -> Sequential:
+def tutorial_cnn(
+    *,
+    num_classes: int,
+    input_shape: tuple[int, int, int],
+    dtype: Dtype = None,
+    batchnorm_momentum: float | None = None,
+    rngs: nnx.Rngs,
+) -> Sequential:
     """Seed 002's CNN with dropout: cats vs dogs, 150×150 RGB scaled to [0, 1].
 
     The seed ends in one sigmoid unit for its two classes; here the last layer has

@@ -23,8 +23,15 @@ class ConvBlock(nnx.Module):
     """Keras' conv_block: BatchNorm, ReLU, 1×1 convolution to 4·growth_rate channels,
     BatchNorm, ReLU, 3×3 convolution to growth_rate channels, concatenated to the input."""
 
-    def __init__(self, in_features: int, growth_rate: int, *, dtype: Dtype = None,
-                 batchnorm_momentum: float | None = None, rngs: nnx.Rngs):
+    def __init__(
+        self,
+        in_features: int,
+        growth_rate: int,
+        *,
+        dtype: Dtype = None,
+        batchnorm_momentum: float | None = None,
+        rngs: nnx.Rngs,
+    ):
         norm = partial(batch_norm, epsilon=EPSILON, momentum=batchnorm_momentum, rngs=rngs)
         self.norm0 = norm(in_features)
         self.conv1 = conv(in_features, 4 * growth_rate, 1, use_bias=False, dtype=dtype, rngs=rngs)
@@ -37,15 +44,20 @@ class ConvBlock(nnx.Module):
         return jnp.concatenate([x, y], axis=-1)
 
     def keras_layers(self, prefix: str) -> dict[str, nnx.Module]:
-        return {f"{prefix}_0_bn": self.norm0, f"{prefix}_1_conv": self.conv1, f"{prefix}_1_bn": self.norm1,
-                f"{prefix}_2_conv": self.conv2}
+        return {
+            f"{prefix}_0_bn": self.norm0,
+            f"{prefix}_1_conv": self.conv1,
+            f"{prefix}_1_bn": self.norm1,
+            f"{prefix}_2_conv": self.conv2,
+        }
 
 
 class TransitionBlock(nnx.Module):
     """Keras' transition_block: BatchNorm, ReLU, 1×1 convolution to half the channels, 2×2 average pooling."""
 
-    def __init__(self, in_features: int, *, dtype: Dtype = None, batchnorm_momentum: float | None = None,
-                 rngs: nnx.Rngs):
+    def __init__(
+        self, in_features: int, *, dtype: Dtype = None, batchnorm_momentum: float | None = None, rngs: nnx.Rngs
+    ):
         self.norm = batch_norm(in_features, epsilon=EPSILON, momentum=batchnorm_momentum, rngs=rngs)
         self.conv = conv(in_features, in_features // 2, 1, use_bias=False, dtype=dtype, rngs=rngs)
 
@@ -91,8 +103,7 @@ class DenseNet(nnx.Module):
         self.dense_blocks = nnx.List(dense_blocks)
         self.transitions = nnx.List(transitions)
         self.final_bn = norm(in_features)
-        self.top = Top(in_features, include_top=include_top, pooling=pooling, classes=classes, dtype=dtype,
-                       rngs=rngs)
+        self.top = Top(in_features, include_top=include_top, pooling=pooling, classes=classes, dtype=dtype, rngs=rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         x = nnx.relu(self.stem_bn(self.stem_conv(x)))

@@ -28,8 +28,12 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, **kwargs):
     Other backends get the native convolution, and so do dilated and other grouped ones, and
     those asked for an output type or sharding.
     """
-    if (jax.default_backend() != "cpu" or {*kwargs["lhs_dilation"], *kwargs["rhs_dilation"]} != {1}
-            or kwargs.get("preferred_element_type") is not None or kwargs.get("out_sharding") is not None):
+    if (
+        jax.default_backend() != "cpu"
+        or {*kwargs["lhs_dilation"], *kwargs["rhs_dilation"]} != {1}
+        or kwargs.get("preferred_element_type") is not None
+        or kwargs.get("out_sharding") is not None
+    ):
         return lax.conv_general_dilated(lhs, rhs, window_strides, padding, **kwargs)
     kernel_height, kernel_width, group_features, out_features = rhs.shape
     if isinstance(padding, str):
@@ -44,7 +48,7 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, **kwargs):
     if unpadded and tuple(window_strides) == (1, 1) and kernel_height % 2 and kernel_width % 2:
         same = lax.conv_general_dilated(lhs, rhs, window_strides, "SAME", **kwargs)
         crop_y, crop_x = kernel_height // 2, kernel_width // 2
-        return same[:, crop_y:same.shape[1] - crop_y, crop_x:same.shape[2] - crop_x]
+        return same[:, crop_y : same.shape[1] - crop_y, crop_x : same.shape[2] - crop_x]
     return lax.conv_general_dilated(lhs, rhs, window_strides, padding, **kwargs)
 
 
@@ -71,7 +75,7 @@ def _taps(x: jax.Array, window: tuple[int, int], strides: Sequence[int]) -> list
     out_height = (x.shape[1] - window_height) // stride_y + 1
     out_width = (x.shape[2] - window_width) // stride_x + 1
     return [
-        x[:, i:i + (out_height - 1) * stride_y + 1:stride_y, j:j + (out_width - 1) * stride_x + 1:stride_x]
+        x[:, i : i + (out_height - 1) * stride_y + 1 : stride_y, j : j + (out_width - 1) * stride_x + 1 : stride_x]
         for i in range(window_height)
         for j in range(window_width)
     ]
@@ -114,6 +118,6 @@ def _untile(pieces: list[jax.Array], size: int, shape: tuple[int, ...]) -> jax.A
     """`_taps` of disjoint size×size windows put back: the pieces [B, H', W', C] laid out as the
     tiles of a [B, H'·size, W'·size, C] map, zero-padded to ``shape``."""
     batch, out_height, out_width, channels = pieces[0].shape
-    rows = [jnp.stack(pieces[i * size:(i + 1) * size], axis=3) for i in range(size)]
+    rows = [jnp.stack(pieces[i * size : (i + 1) * size], axis=3) for i in range(size)]
     tiles = jnp.stack(rows, axis=2).reshape(batch, out_height * size, out_width * size, channels)
     return jnp.pad(tiles, ((0, 0), (0, shape[1] - out_height * size), (0, shape[2] - out_width * size), (0, 0)))

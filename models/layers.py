@@ -87,8 +87,18 @@ def depthwise_conv(
     A grouped `nnx.Conv` with a group per channel; its kernel is Keras' depthwise kernel
     (k, k, channels, 1) reshaped to (k, k, 1, channels).
     """
-    return conv(in_features, in_features, kernel_size, strides=strides, padding=padding, use_bias=use_bias,
-                kernel_init=_depthwise_glorot_uniform, feature_group_count=in_features, dtype=dtype, rngs=rngs)
+    return conv(
+        in_features,
+        in_features,
+        kernel_size,
+        strides=strides,
+        padding=padding,
+        use_bias=use_bias,
+        kernel_init=_depthwise_glorot_uniform,
+        feature_group_count=in_features,
+        dtype=dtype,
+        rngs=rngs,
+    )
 
 
 def _depthwise_glorot_uniform(key, shape, dtype=jnp.float32):
@@ -241,8 +251,16 @@ class Top(nnx.Module):
     Keras. Without: ``pooling`` ('avg' or 'max' features, or None: the feature map).
     """
 
-    def __init__(self, in_features: int, *, include_top: bool, pooling: Pooling, classes: int, dtype: Dtype = None,
-                 rngs: nnx.Rngs):
+    def __init__(
+        self,
+        in_features: int,
+        *,
+        include_top: bool,
+        pooling: Pooling,
+        classes: int,
+        dtype: Dtype = None,
+        rngs: nnx.Rngs,
+    ):
         check_pooling(pooling)
         self.pooling = "avg" if include_top else pooling
         self.predictions = dense(in_features, classes, dtype=dtype, rngs=rngs) if include_top else None

@@ -14,7 +14,13 @@ EPSILON, MOMENTUM = 1e-3, 0.999
 
 # (expansion, filters at alpha 1, blocks, strides of the first block), the paper's Table 2.
 STAGES = (
-    (1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1),
+    (1, 16, 1, 1),
+    (6, 24, 2, 2),
+    (6, 32, 3, 2),
+    (6, 64, 4, 2),
+    (6, 96, 3, 1),
+    (6, 160, 3, 2),
+    (6, 320, 1, 1),
 )
 
 
@@ -32,10 +38,25 @@ def correct_pad(size: tuple[int, int], kernel_size: int) -> tuple[tuple[int, int
     return tuple((half - (1 - n % 2), half) for n in size)
 
 
-def _conv_norm(in_features: int, out_features: int, kernel_size: int, *, batchnorm_momentum: float | None,
-               rngs: nnx.Rngs, **options) -> nnx.Sequential:
-    return conv_norm(in_features, out_features, kernel_size, use_bias=False, epsilon=EPSILON,
-                     momentum=_momentum(batchnorm_momentum), rngs=rngs, **options)
+def _conv_norm(
+    in_features: int,
+    out_features: int,
+    kernel_size: int,
+    *,
+    batchnorm_momentum: float | None,
+    rngs: nnx.Rngs,
+    **options,
+) -> nnx.Sequential:
+    return conv_norm(
+        in_features,
+        out_features,
+        kernel_size,
+        use_bias=False,
+        epsilon=EPSILON,
+        momentum=_momentum(batchnorm_momentum),
+        rngs=rngs,
+        **options,
+    )
 
 
 def _momentum(batchnorm_momentum: float | None) -> float:
@@ -48,15 +69,31 @@ class InvertedResidual(nnx.Module):
     ReLU6, then a 1×1 projection with BatchNorm and no activation; the input is added when it
     has the output's shape."""
 
-    def __init__(self, in_features: int, out_features: int, *, expansion: int, strides: int, dtype: Dtype = None,
-                 batchnorm_momentum: float | None = None, rngs: nnx.Rngs):
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        *,
+        expansion: int,
+        strides: int,
+        dtype: Dtype = None,
+        batchnorm_momentum: float | None = None,
+        rngs: nnx.Rngs,
+    ):
         hidden = expansion * in_features
         options = dict(dtype=dtype, batchnorm_momentum=batchnorm_momentum, rngs=rngs)
         self.expand = _conv_norm(in_features, hidden, 1, **options) if expansion != 1 else None
         # With strides 2 Keras pads by correct_pad, which depends on the input size, then convolves 'valid'.
         self.depthwise = nnx.Sequential(
-            depthwise_conv(hidden, 3, strides=strides, padding="SAME" if strides == 1 else "VALID",
-                           use_bias=False, dtype=dtype, rngs=rngs),
+            depthwise_conv(
+                hidden,
+                3,
+                strides=strides,
+                padding="SAME" if strides == 1 else "VALID",
+                use_bias=False,
+                dtype=dtype,
+                rngs=rngs,
+            ),
             batch_norm(hidden, epsilon=EPSILON, momentum=_momentum(batchnorm_momentum), rngs=rngs),
         )
         self.project = _conv_norm(hidden, out_features, 1, **options)
@@ -106,14 +143,16 @@ class MobileNetV2(nnx.Module):
         for expansion, filters, num_blocks, strides in STAGES:
             out_features = make_divisible(int(filters * alpha))
             for index in range(num_blocks):
-                blocks.append(InvertedResidual(in_features, out_features, expansion=expansion,
-                                               strides=strides if index == 0 else 1, **options))
+                blocks.append(
+                    InvertedResidual(
+                        in_features, out_features, expansion=expansion, strides=strides if index == 0 else 1, **options
+                    )
+                )
                 in_features = out_features
         self.blocks = nnx.List(blocks)
         last_features = make_divisible(1280 * alpha) if alpha > 1 else 1280
         self.last_conv = _conv_norm(in_features, last_features, 1, **options)
-        self.top = Top(last_features, include_top=include_top, pooling=pooling, classes=classes, dtype=dtype,
-                       rngs=rngs)
+        self.top = Top(last_features, include_top=include_top, pooling=pooling, classes=classes, dtype=dtype, rngs=rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         x = relu6(self.stem(x))
@@ -143,5 +182,13 @@ def mobilenet_v2(
 ) -> MobileNetV2:
     """keras.applications.MobileNetV2 at width ``alpha`` (ImageNet weights exist for 0.35, 0.5,
     0.75, 1.0, 1.3 and 1.4); it expects 'tf' preprocessing."""
-    return MobileNetV2(alpha=alpha, input_shape=input_shape, include_top=include_top, pooling=pooling,
-                       classes=classes, dtype=dtype, batchnorm_momentum=batchnorm_momentum, rngs=rngs)
+    return MobileNetV2(
+        alpha=alpha,
+        input_shape=input_shape,
+        include_top=include_top,
+        pooling=pooling,
+        classes=classes,
+        dtype=dtype,
+        batchnorm_momentum=batchnorm_momentum,
+        rngs=rngs,
+    )

@@ -70,16 +70,24 @@ class BottleneckBlock(nnx.Module):
             raise ValueError("an identity shortcut needs in_features == filters[-1] (and strides 1 in v1)")
         reduce, middle, expand = filters
         # A convolution followed by BatchNorm has a bias in v1 (as Keras builds it), none in v2.
-        conv_norm_options = dict(kernel_init=kernel_init, use_bias=use_bias and not preact, epsilon=epsilon,
-                                 momentum=batchnorm_momentum, dtype=dtype, rngs=rngs)
+        conv_norm_options = dict(
+            kernel_init=kernel_init,
+            use_bias=use_bias and not preact,
+            epsilon=epsilon,
+            momentum=batchnorm_momentum,
+            dtype=dtype,
+            rngs=rngs,
+        )
         reduce_strides, middle_strides = (1, strides) if preact else (strides, 1)
 
-        self.preact = (batch_norm(in_features, epsilon=epsilon, momentum=batchnorm_momentum, rngs=rngs)
-                       if preact else None)
+        self.preact = (
+            batch_norm(in_features, epsilon=epsilon, momentum=batchnorm_momentum, rngs=rngs) if preact else None
+        )
         self.reduce = conv_norm(in_features, reduce, 1, strides=reduce_strides, **conv_norm_options)
         # Keras: 'same' in v1, ZeroPadding2D + 'valid' in v2 (they differ only with strides 2).
-        self.middle = conv_norm(reduce, middle, kernel_size, strides=middle_strides, padding=kernel_size // 2,
-                                **conv_norm_options)
+        self.middle = conv_norm(
+            reduce, middle, kernel_size, strides=middle_strides, padding=kernel_size // 2, **conv_norm_options
+        )
         if preact:
             conv_options = dict(kernel_init=kernel_init, use_bias=use_bias, dtype=dtype, rngs=rngs)
             self.expand = conv(middle, expand, 1, **conv_options)
@@ -93,10 +101,8 @@ class BottleneckBlock(nnx.Module):
 
     def __call__(self, x: jax.Array) -> jax.Array:
         inputs = x if self.preact is None else nnx.relu(self.preact(x))
-        if self.shortcut is None:  # Keras v2: MaxPooling2D(1, strides), a subsampling
-            shortcut = x[:, ::self.strides, ::self.strides]
-        else:
-            shortcut = self.shortcut(inputs)
+        # No shortcut layer: Keras v2's MaxPooling2D(1, strides), a subsampling.
+        shortcut = x[:, :: self.strides, :: self.strides] if self.shortcut is None else self.shortcut(inputs)
         y = nnx.relu(self.reduce(inputs))
         y = nnx.relu(self.middle(y))
         y = self.expand(y) + shortcut
@@ -115,8 +121,12 @@ class BottleneckBlock(nnx.Module):
         elif self.shortcut is None:
             layers |= {"3_conv": self.expand.layers[0], "3_bn": self.expand.layers[1]}
         else:
-            layers |= {"0_conv": self.shortcut.layers[0], "3_conv": self.expand.layers[0],
-                       "0_bn": self.shortcut.layers[1], "3_bn": self.expand.layers[1]}
+            layers |= {
+                "0_conv": self.shortcut.layers[0],
+                "3_conv": self.expand.layers[0],
+                "0_bn": self.shortcut.layers[1],
+                "3_bn": self.expand.layers[1],
+            }
         return {f"{prefix}_{name}": layer for name, layer in layers.items()}
 
 
@@ -197,15 +207,24 @@ class ResNet(nnx.Module):
             filters = (64 * 2**stage, 64 * 2**stage, 256 * 2**stage)
             blocks = []
             for index, block_strides in enumerate(strides):
-                blocks.append(BottleneckBlock(in_features, filters, strides=block_strides, projection=index == 0,
-                                              preact=preact, epsilon=KERAS_EPSILON, dtype=dtype,
-                                              batchnorm_momentum=batchnorm_momentum, rngs=rngs))
+                blocks.append(
+                    BottleneckBlock(
+                        in_features,
+                        filters,
+                        strides=block_strides,
+                        projection=index == 0,
+                        preact=preact,
+                        epsilon=KERAS_EPSILON,
+                        dtype=dtype,
+                        batchnorm_momentum=batchnorm_momentum,
+                        rngs=rngs,
+                    )
+                )
                 in_features = filters[-1]
             stages.append(nnx.List(blocks))
         self.stages = nnx.List(stages)
         self.post_bn = norm(in_features) if preact else None
-        self.top = Top(in_features, include_top=include_top, pooling=pooling, classes=classes, dtype=dtype,
-                       rngs=rngs)
+        self.top = Top(in_features, include_top=include_top, pooling=pooling, classes=classes, dtype=dtype, rngs=rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         x = self.stem_conv(x)
@@ -231,4 +250,3 @@ class ResNet(nnx.Module):
         if self.post_bn is not None:
             layers["post_bn"] = self.post_bn
         return layers | self.top.keras_layers()
-

@@ -16,7 +16,8 @@ _TORCH_RGB_STD = (0.229, 0.224, 0.225)
 def preprocess_input(images: jax.Array, mode: str) -> jax.Array:
     """Scale [0, 255] images for a model, as float32; the modes match keras.applications.
 
-    'none': x as it is (models that scale their input themselves). 'unit': x / 255. 'tf': x / 127.5 - 1. 'caffe': RGB → BGR minus the ImageNet BGR means.
+    'none': x as it is (models that scale their input themselves). 'unit': x / 255. 'tf': x / 127.5 - 1.
+    'caffe': RGB → BGR minus the ImageNet BGR means.
     'torch': x / 255, then minus the ImageNet RGB means, over their standard deviations.
     """
     if mode not in PREPROCESSING_MODES:

@@ -11,6 +11,7 @@ a frozen BatchNorm stays in inference mode in training (its statistics are not u
 """
 
 import dataclasses
+import itertools
 import math
 from collections.abc import Sequence
 from typing import Literal
@@ -19,9 +20,9 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from models.scaling import preprocess_input
 from models.backbones import BACKBONES
 from models.layers import Dtype, ModelError, dense, flatten, output_shape
+from models.scaling import preprocess_input
 
 
 class FeatureShapeError(ModelError):
@@ -83,9 +84,18 @@ class TransferConfig:
 
 
 class Transfer(nnx.Module):
-    def __init__(self, config: TransferConfig, *, num_classes: int, input_shape: tuple[int, int, int],
-                 make_head, backbones: Sequence[nnx.Module] | None = None, dtype: Dtype = None,
-                 batchnorm_momentum: float | None = None, rngs: nnx.Rngs):
+    def __init__(
+        self,
+        config: TransferConfig,
+        *,
+        num_classes: int,
+        input_shape: tuple[int, int, int],
+        make_head,
+        backbones: Sequence[nnx.Module] | None = None,
+        dtype: Dtype = None,
+        batchnorm_momentum: float | None = None,
+        rngs: nnx.Rngs,
+    ):
         """``config.backbones``, frozen as ``config.trainable_layers`` says, under a head:
         ``make_head(num_classes=, input_shape=, dtype=, batchnorm_momentum=, rngs=)`` (a
         from-scratch preset), or `DenseHead` when make_head is False.
@@ -95,15 +105,23 @@ class Transfer(nnx.Module):
         """
         self.preprocessing = tuple(BACKBONES[name].preprocessing for name in config.backbones)
         if backbones is None:
-            backbones = [BACKBONES[name].build(input_shape=input_shape, include_top=False, pooling=config.pooling,
-                                               dtype=dtype, batchnorm_momentum=batchnorm_momentum, rngs=rngs,
-                                               **config.backbone_options(name))
-                         for name in config.backbones]
+            backbones = [
+                BACKBONES[name].build(
+                    input_shape=input_shape,
+                    include_top=False,
+                    pooling=config.pooling,
+                    dtype=dtype,
+                    batchnorm_momentum=batchnorm_momentum,
+                    rngs=rngs,
+                    **config.backbone_options(name),
+                )
+                for name in config.backbones
+            ]
         self.backbones = nnx.List(backbones)
         for backbone in self.backbones:
             layers = list(backbone.keras_layers().values())
             trainable = len(layers) if config.trainable_layers == -1 else config.trainable_layers
-            for layer in layers[:len(layers) - trainable]:
+            for layer in layers[: len(layers) - trainable]:
                 _freeze(layer)
 
         shapes = [output_shape(backbone, input_shape) for backbone in self.backbones]
@@ -111,16 +129,24 @@ class Transfer(nnx.Module):
             raise FeatureShapeError(f"the backbones' feature maps {shapes} differ in size")
         feature_shape = (*shapes[0][:-1], sum(shape[-1] for shape in shapes))
         if make_head:
-            self.head = make_head(num_classes=num_classes, input_shape=feature_shape, dtype=dtype,
-                                  batchnorm_momentum=batchnorm_momentum, rngs=rngs)
+            self.head = make_head(
+                num_classes=num_classes,
+                input_shape=feature_shape,
+                dtype=dtype,
+                batchnorm_momentum=batchnorm_momentum,
+                rngs=rngs,
+            )
         else:
-            self.head = DenseHead(feature_shape, config.hidden_units, config.dropout, num_classes, dtype=dtype,
-                                  rngs=rngs)
+            self.head = DenseHead(
+                feature_shape, config.hidden_units, config.dropout, num_classes, dtype=dtype, rngs=rngs
+            )
 
     def features(self, images: jax.Array) -> jax.Array:
         """The backbones' outputs for [0, 255] images, concatenated along the last axis."""
-        outputs = [backbone(preprocess_input(images, mode))
-                   for backbone, mode in zip(self.backbones, self.preprocessing)]
+        outputs = [
+            backbone(preprocess_input(images, mode))
+            for backbone, mode in zip(self.backbones, self.preprocessing, strict=True)
+        ]
         return jnp.concatenate(outputs, axis=-1)
 
     def __call__(self, images: jax.Array) -> jax.Array:
@@ -136,11 +162,12 @@ class Transfer(nnx.Module):
 class DenseHead(nnx.Module):
     """Dropout → (Dense + ReLU) per hidden size → Dense logits, over flattened features."""
 
-    def __init__(self, feature_shape, hidden_units, dropout: float, num_classes: int, *, dtype: Dtype = None,
-                 rngs: nnx.Rngs):
+    def __init__(
+        self, feature_shape, hidden_units, dropout: float, num_classes: int, *, dtype: Dtype = None, rngs: nnx.Rngs
+    ):
         sizes = [math.prod(feature_shape), *hidden_units, num_classes]
         self.dropout = nnx.Dropout(dropout, rngs=rngs)
-        self.layers = nnx.List([dense(a, b, dtype=dtype, rngs=rngs) for a, b in zip(sizes, sizes[1:])])
+        self.layers = nnx.List([dense(a, b, dtype=dtype, rngs=rngs) for a, b in itertools.pairwise(sizes)])
 
     def __call__(self, features: jax.Array) -> jax.Array:
         x = self.dropout(flatten(features))

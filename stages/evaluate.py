@@ -31,8 +31,10 @@ def main():
     if len(labels) == 0:
         raise UserError("the test split is empty: raise preprocess.test_fraction")
     if config.activation_image >= len(labels):
-        raise UserError(f"params.yaml: evaluate.activation_image is {config.activation_image}, "
-                        f"but the test split has {len(labels)} images: use 0 to {len(labels) - 1}")
+        raise UserError(
+            f"params.yaml: evaluate.activation_image is {config.activation_image}, "
+            f"but the test split has {len(labels)} images: use 0 to {len(labels) - 1}"
+        )
     model, info = load_trained(MODEL_DIR)
 
     logits = predict_model(model, info.preprocessing, images, config.batch_size)
@@ -45,23 +47,39 @@ def main():
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     write_json(RESULTS_DIR / "per_class.json", [{"class": name, **scores} for name, scores in result.per_class.items()])
     # One row per test image: DVC's confusion template counts them into the matrix.
-    write_json(RESULTS_DIR / "predictions.json", [
-        {"actual": data.classes[t], "predicted": data.classes[p]} for t, p in zip(labels.tolist(), predicted.tolist())
-    ])
+    write_json(
+        RESULTS_DIR / "predictions.json",
+        [
+            {"actual": data.classes[t], "predicted": data.classes[p]}
+            for t, p in zip(labels.tolist(), predicted.tolist(), strict=True)
+        ],
+    )
 
     height, width, _ = data.image_shape
     train_images, train_labels = data.splits["train"]
-    figures = plots.training_samples(train_images, train_labels, data.classes, config.samples,
-                                     f"{height}×{width} {data.color_mode}", augment_config)
-    figures["test_misclassified.png"] = plots.misclassified(images, labels, probabilities, data.classes,
-                                                            config.misclassified)
+    figures = plots.training_samples(
+        train_images, train_labels, data.classes, config.samples, f"{height}×{width} {data.color_mode}", augment_config
+    )
+    figures["test_misclassified.png"] = plots.misclassified(
+        images, labels, probabilities, data.classes, config.misclassified
+    )
     index = config.activation_image
     true, guess = labels[index], predicted[index]
-    caption = (f"test image {index}\ntrue: {plots.short(data.classes[true])}\npredicted: "
-               f"{plots.short(data.classes[guess])} {probabilities[index, guess]:.0%} "
-               f"({'correct' if true == guess else 'wrong'})")
-    activations = plots.activation_maps(model, info.preprocessing, images[index], caption, true == guess,
-                                        config.activation_layers, config.max_activation_layers, config.max_channels)
+    caption = (
+        f"test image {index}\ntrue: {plots.short(data.classes[true])}\npredicted: "
+        f"{plots.short(data.classes[guess])} {probabilities[index, guess]:.0%} "
+        f"({'correct' if true == guess else 'wrong'})"
+    )
+    activations = plots.activation_maps(
+        model,
+        info.preprocessing,
+        images[index],
+        caption,
+        true == guess,
+        config.activation_layers,
+        config.max_activation_layers,
+        config.max_channels,
+    )
     with atomic_directory(PLOTS_DIR) as folder:
         (folder / "activations").mkdir()
         for name, figure in [*figures.items(), *((f"activations/{name}", f) for name, f in activations.items())]:

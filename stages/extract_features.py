@@ -28,8 +28,9 @@ def main():
     pretrained = require(params, "pretrained")
     batch_size = section(params, "extract_features", ExtractConfig).batch_size
     data = load_prepared()
-    model = builder.build_model(model_name, num_classes=len(data.classes), input_shape=data.image_shape,
-                                transfer=config, pretrained=pretrained)
+    model = builder.build_model(
+        model_name, num_classes=len(data.classes), input_shape=data.image_shape, transfer=config, pretrained=pretrained
+    )
 
     start, count = time.perf_counter(), 0
     features = {}
@@ -37,11 +38,14 @@ def main():
         features[split] = extract_features(model, images, batch_size, desc=f"{split} features")
         count += len(images)
     seconds = time.perf_counter() - start
-    write_features(FEATURES_DIR, features, {"model": model_name, "backbones": list(config.backbones),
-                                           "pretrained": pretrained})
+    write_features(
+        FEATURES_DIR, features, {"model": model_name, "backbones": list(config.backbones), "pretrained": pretrained}
+    )
     shape = features["train"].shape[1:]
-    print(f"{FEATURES_DIR}: {'+'.join(config.backbones)} features {shape} of {count} images "
-          f"in {seconds:.1f} s ({count / seconds:.1f} images/s, compilation included)")
+    print(
+        f"{FEATURES_DIR}: {'+'.join(config.backbones)} features {shape} of {count} images "
+        f"in {seconds:.1f} s ({count / seconds:.1f} images/s, compilation included)"
+    )
 
 
 if __name__ == "__main__":

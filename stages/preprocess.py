@@ -38,13 +38,17 @@ def main():
         print(f"  {name}: {source}")
     if skipped := report["skipped"]:
         examples = ", ".join(f"{s['file']} ({s['reason']})" for s in skipped[:3])
-        print(f"warning: skipped {len(skipped)} unreadable files, listed in {PREPARED_DIR}/report.json: "
-              f"{examples}", file=sys.stderr)
+        print(
+            f"warning: skipped {len(skipped)} unreadable files, listed in {PREPARED_DIR}/report.json: {examples}",
+            file=sys.stderr,
+        )
     for warning in report["warnings"]:
         print(f"warning: {warning}", file=sys.stderr)
     if dataset.ignored or dataset.empty_classes:
-        print(f"note: ignored {len(dataset.ignored)} files (listed in {PREPARED_DIR}/report.json); "
-              f"left out classes without images: {dataset.empty_classes}")
+        print(
+            f"note: ignored {len(dataset.ignored)} files (listed in {PREPARED_DIR}/report.json); "
+            f"left out classes without images: {dataset.empty_classes}"
+        )
     print(f"done in {time.perf_counter() - start:.1f} s")
 
 

@@ -43,13 +43,24 @@ def main():
     data = load_prepared()
     features = load_features()
 
-    model = builder.build_model(model_name, num_classes=len(data.classes), input_shape=data.image_shape,
-                                transfer=transfer, pretrained=require(params, "pretrained") if transfer else None,
-                                dtype=config.compute_dtype, batchnorm_momentum=config.batchnorm_momentum,
-                                seed=config.seed)
-    info = ModelInfo(model=model_name, transfer=transfer, classes=tuple(data.classes),
-                     input_shape=tuple(data.image_shape), color_mode=data.color_mode,
-                     preprocessing=builder.preprocessing(model_name))
+    model = builder.build_model(
+        model_name,
+        num_classes=len(data.classes),
+        input_shape=data.image_shape,
+        transfer=transfer,
+        pretrained=require(params, "pretrained") if transfer else None,
+        dtype=config.compute_dtype,
+        batchnorm_momentum=config.batchnorm_momentum,
+        seed=config.seed,
+    )
+    info = ModelInfo(
+        model=model_name,
+        transfer=transfer,
+        classes=tuple(data.classes),
+        input_shape=tuple(data.image_shape),
+        color_mode=data.color_mode,
+        preprocessing=builder.preprocessing(model_name),
+    )
     if features is None:
         trainer = Trainer(model, config, augment_config, info.preprocessing)
         train, validation = data.splits["train"], data.splits["validation"]
@@ -59,12 +70,21 @@ def main():
         augment_config = AugmentConfig()
         trainer = Trainer(model.head, config, augment_config, "none")
         train, validation = ((features[split], data.splits[split][1]) for split in ("train", "validation"))
-    run_id = fingerprint(model_name, transfer and dataclasses.asdict(transfer), params.get("pretrained"),
-                         dataclasses.asdict(config), dataclasses.asdict(augment_config),
-                         data.classes, *train, *validation, *(path.read_text() for path in code_files("train")))
+    run_id = fingerprint(
+        model_name,
+        transfer and dataclasses.asdict(transfer),
+        params.get("pretrained"),
+        dataclasses.asdict(config),
+        dataclasses.asdict(augment_config),
+        data.classes,
+        *train,
+        *validation,
+        *(path.read_text() for path in code_files("train")),
+    )
 
     # dvc.yaml declares these outputs itself, so dvclive must not rewrite it.
     with Live(str(LIVE_DIR), dvcyaml=None, save_dvc_exp=False) as live:
+
         def log_epoch(epoch, metrics):
             live.step = epoch + 1  # x axis in epochs, counted from 1
             for split in ("train", "val"):
@@ -75,8 +95,12 @@ def main():
 
         progress = fit(trainer, train, validation, CHECKPOINT_DIR, run_id, on_epoch=log_epoch)
         best = progress.history[progress.best_epoch]
-        live.summary = {"best_epoch": progress.best_epoch + 1, "epochs": progress.epoch,
-                        "train": best["train"], "val": best["val"]}
+        live.summary = {
+            "best_epoch": progress.best_epoch + 1,
+            "epochs": progress.epoch,
+            "train": best["train"],
+            "val": best["val"],
+        }
 
     # Each output is replaced atomically, the model first and the metrics last, so a run killed
     # between them never leaves curves or metrics without the model they describe.
@@ -88,8 +112,10 @@ def main():
     with atomic_directory(RESULTS_DIR / "plots") as plots:
         shutil.copytree(LIVE_DIR / "plots", plots, dirs_exist_ok=True)
     write_bytes(RESULTS_DIR / "metrics.json", (LIVE_DIR / "metrics.json").read_bytes())
-    print(f"best epoch {progress.best_epoch + 1}/{progress.epoch}: "
-          f"val_loss {best['val']['loss']:.4f}, val_accuracy {best['val']['accuracy']:.4f}")
+    print(
+        f"best epoch {progress.best_epoch + 1}/{progress.epoch}: "
+        f"val_loss {best['val']['loss']:.4f}, val_accuracy {best['val']['accuracy']:.4f}"
+    )
 
 
 if __name__ == "__main__":

@@ -74,8 +74,16 @@ def build_backbone(
     input_shape = tuple(input_shape)
 
     def build(rngs: nnx.Rngs) -> nnx.Module:
-        return backbone.build(input_shape=input_shape, include_top=include_top, pooling=pooling, classes=classes,
-                              dtype=dtype, batchnorm_momentum=batchnorm_momentum, rngs=rngs, **options)
+        return backbone.build(
+            input_shape=input_shape,
+            include_top=include_top,
+            pooling=pooling,
+            classes=classes,
+            dtype=dtype,
+            batchnorm_momentum=batchnorm_momentum,
+            rngs=rngs,
+            **options,
+        )
 
     if weights is None or weights == "none":
         return build(rngs), None

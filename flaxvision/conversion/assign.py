@@ -54,7 +54,7 @@ def assign_keras_weights(
                 f"Keras weights: layer '{name}' has {len(weights)} arrays {[np.shape(w) for w in weights]} "
                 f"where the model needs {len(slots)}: {_describe(slots)}"
             )
-        for (weight_name, variable, keras_shape), weight in zip(slots, weights):
+        for (weight_name, variable, keras_shape), weight in zip(slots, weights, strict=True):
             if np.shape(weight) != keras_shape:
                 raise UserError(
                     f"Keras weights: layer '{name}' {weight_name} has shape {np.shape(weight)} where the model "
@@ -74,9 +74,7 @@ def _names_in_weights(layer_weights: Mapping[str, object], aliases: Mapping[str,
     for name in layer_weights:
         canonical = aliases.get(name, name)
         if canonical in names:
-            raise UserError(
-                f"Keras weights: layer '{canonical}' appears twice, as '{names[canonical]}' and '{name}'"
-            )
+            raise UserError(f"Keras weights: layer '{canonical}' appears twice, as '{names[canonical]}' and '{name}'")
         names[canonical] = name
     return names
 
@@ -90,14 +88,17 @@ def _keras_slots(module: nnx.Module) -> list[tuple[str, nnx.Variable, tuple[int,
             slots = [("kernel", module.kernel, kernel_shape)]
         elif module.feature_group_count == module.in_features:
             height, width, _, channels = kernel_shape
-            slots = [("depthwise_kernel", module.kernel, (height, width, module.in_features,
-                                                          channels // module.in_features))]
+            slots = [
+                ("depthwise_kernel", module.kernel, (height, width, module.in_features, channels // module.in_features))
+            ]
         else:
             raise ValueError(f"no Keras layer is a convolution in {module.feature_group_count} groups")
         return slots + ([("bias", module.bias, (module.out_features,))] if module.bias is not None else [])
     if isinstance(module, nnx.Linear):
-        return [("kernel", module.kernel, (module.in_features, module.out_features)),
-                ("bias", module.bias, (module.out_features,))]
+        return [
+            ("kernel", module.kernel, (module.in_features, module.out_features)),
+            ("bias", module.bias, (module.out_features,)),
+        ]
     if isinstance(module, nnx.BatchNorm):
         shape = (module.num_features,)
         slots = [("gamma", module.scale, shape)] if module.scale is not None else []
@@ -113,8 +114,7 @@ def _describe(slots) -> str:
 def _check_table_covers(model: nnx.Module, table: Mapping[str, nnx.Module]) -> None:
     """The name table lists every Param and BatchStat of ``model`` once (a bug in the model if not)."""
     listed = [id(variable) for module in table.values() for _, variable, _ in _keras_slots(module)]
-    variables = [id(node) for _, node in nnx.iter_graph(model)
-                 if isinstance(node, nnx.Param | nnx.BatchStat)]
+    variables = [id(node) for _, node in nnx.iter_graph(model) if isinstance(node, nnx.Param | nnx.BatchStat)]
     if sorted(listed) != sorted(variables):
         raise ValueError(
             f"{type(model).__name__}.keras_layers() lists {len(listed)} weights for the model's {len(variables)}"

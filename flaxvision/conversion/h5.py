@@ -92,8 +92,9 @@ def _layout(path: Path, file: h5py.File, submodel: str | None) -> _Layout:
     layer_names = _string_list(root, "layer_names")
     if layer_names is None:
         hint = (
-            " (this is Keras 3's .weights.h5 layout: load the model in Keras and save it with "
-            "model.save('model.h5'))" if "layers" in root else ""
+            " (this is Keras 3's .weights.h5 layout: load the model in Keras and save it with model.save('model.h5'))"
+            if "layers" in root
+            else ""
         )
         raise UserError(f"{path}: not a Keras h5 weights file (no 'layer_names' attribute){hint}")
 

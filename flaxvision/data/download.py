@@ -72,8 +72,9 @@ def mirror_dir() -> Path | None:
     if configured:
         path = project_root() / configured
         if not path.is_dir():
-            raise UserError(f"DATA_MIRROR={configured} is not a directory: set it to the folder of "
-                            "dataset files, or unset it")
+            raise UserError(
+                f"DATA_MIRROR={configured} is not a directory: set it to the folder of dataset files, or unset it"
+            )
         return path
     default = project_root() / ".." / "shared" / "datasets"
     return default if default.is_dir() else None
@@ -134,9 +135,7 @@ def download(file: RemoteFile, dest: Path, mirror: Path | None = None) -> FileRe
 
 def _stream(response, part: Path, expected: int | None, name: str) -> int:
     received = 0
-    with open(part, "wb") as out, tqdm(
-        total=expected, unit="B", unit_scale=True, unit_divisor=1024, desc=name
-    ) as bar:
+    with open(part, "wb") as out, tqdm(total=expected, unit="B", unit_scale=True, unit_divisor=1024, desc=name) as bar:
         while chunk := response.read(CHUNK):
             out.write(chunk)
             received += len(chunk)
@@ -259,6 +258,7 @@ def visible_tree(src: Path) -> Iterator[tuple[Path, list[str]]]:
     A link to nothing, a link back to a folder it is in (the walk would never end) and an
     unreadable folder are UserErrors naming them: a file is never left out without a word.
     """
+
     def unreadable(error: OSError):
         raise UserError(f"{error.filename}: cannot read the folder ({error.strerror}): fix its permissions")
 
@@ -271,15 +271,19 @@ def visible_tree(src: Path) -> Iterator[tuple[Path, list[str]]]:
             path = os.path.join(folder, name)
             real = os.path.realpath(path)
             if real in chain:
-                raise UserError(f"{path} leads back to {real}, a folder above it (a link loops), so the tree "
-                                "has no end: remove that link")
+                raise UserError(
+                    f"{path} leads back to {real}, a folder above it (a link loops), so the tree "
+                    "has no end: remove that link"
+                )
             chains[path] = chain | {real}
         visible = []
         for name in sorted(f for f in filenames if not f.startswith(".")):
             path = os.path.join(folder, name)
             if os.path.islink(path) and not os.path.exists(path):
-                raise UserError(f"{path}: a link to {os.readlink(path)}, which does not exist: "
-                                "remove the link or restore its target")
+                raise UserError(
+                    f"{path}: a link to {os.readlink(path)}, which does not exist: "
+                    "remove the link or restore its target"
+                )
             if os.path.isfile(path):  # not sockets or pipes (reading a pipe would wait forever)
                 visible.append(name)
         yield Path(folder), visible

@@ -70,8 +70,10 @@ def load_image(image: str | Path | np.ndarray, size: tuple[int, int], color_mode
             img.draft(img.mode, (height, width) if orientation in TRANSPOSING_ORIENTATIONS else (width, height))
         # Before anything decodes the pixels (a PNG's getexif() does: its EXIF may follow them).
         if img.width * img.height > MAX_PIXELS:
-            raise ImageTooLarge(f"{img.width}×{img.height} pixels, more than the {MAX_PIXELS:,} this decodes "
-                                "(memory): shrink the image or remove it")
+            raise ImageTooLarge(
+                f"{img.width}×{img.height} pixels, more than the {MAX_PIXELS:,} this decodes "
+                "(memory): shrink the image or remove it"
+            )
         return _finish(ImageOps.exif_transpose(img), size, color_mode)
 
 

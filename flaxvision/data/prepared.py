@@ -73,9 +73,7 @@ class _Decoded:
     skipped: list[dict]
 
 
-def prepare(
-    data: str, dataset: RawDataset, config: PreprocessConfig, out: Path = PREPARED_DIR
-) -> tuple[dict, dict]:
+def prepare(data: str, dataset: RawDataset, config: PreprocessConfig, out: Path = PREPARED_DIR) -> tuple[dict, dict]:
     """Decode, split and write ``dataset`` to ``out`` (atomically); returns (dataset.json, report.json)."""
     with atomic_directory(out) as tmp, ImageDecoder(config.image_size, config.color_mode) as decoder:
         decoded = {name: _decode(decoder, name, split, tmp, config) for name, split in dataset.splits.items()}
@@ -99,8 +97,11 @@ def prepare(
             leftover.unlink()
         per_class = {name: split["per_class"] for name, split in report["splits"].items()}
         fractions = {"validation": config.val_fraction, "test": config.test_fraction}
-        report |= {"ignored": dataset.ignored, "empty_classes": dataset.empty_classes,
-                   "warnings": thin_class_warnings(per_class, plans, origins, fractions)}
+        report |= {
+            "ignored": dataset.ignored,
+            "empty_classes": dataset.empty_classes,
+            "warnings": thin_class_warnings(per_class, plans, origins, fractions),
+        }
         info = {
             "data": data,
             "classes": dataset.classes,

@@ -68,9 +68,7 @@ def stratified_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np
         order = np.lexsort((rng.random(len(classes)), -(quota - held)))
         held[order[:missing]] += 1
     held = np.where(counts >= 2, np.clip(held, 1, counts - 1), held)
-    held_out = [
-        rng.permutation(np.flatnonzero(labels == cls))[:n] for cls, n in zip(classes, held, strict=True)
-    ]
+    held_out = [rng.permutation(np.flatnonzero(labels == cls))[:n] for cls, n in zip(classes, held, strict=True)]
     held_out = np.sort(np.concatenate(held_out)) if held_out else np.zeros(0, dtype=np.int64)
     kept = np.setdiff1d(np.arange(len(labels)), held_out)
     return kept, held_out
@@ -113,8 +111,12 @@ FRACTION_PARAMS = {"validation": "preprocess.val_fraction", "test": "preprocess.
 SHOWN_CLASSES = 5  # classes named in a warning; the others are counted
 
 
-def thin_class_warnings(per_class: dict[str, dict[str, int]], plans: dict[str, SplitPlan],
-                        origins: dict[str, str], fractions: dict[str, float]) -> list[str]:
+def thin_class_warnings(
+    per_class: dict[str, dict[str, int]],
+    plans: dict[str, SplitPlan],
+    origins: dict[str, str],
+    fractions: dict[str, float],
+) -> list[str]:
     """One line per split with classes below MIN_IMAGES: which, how many, and what to change.
 
     ``per_class``: split -> class -> images; ``origins``: predefined split -> where it came from
@@ -128,14 +130,19 @@ def thin_class_warnings(per_class: dict[str, dict[str, int]], plans: dict[str, S
             continue
         shown = ", ".join(f"{cls} {n}" for cls, n in list(thin.items())[:SHOWN_CLASSES])
         more = f" and {len(thin) - SHOWN_CLASSES} more" if len(thin) > SHOWN_CLASSES else ""
-        problem = ("no image, so the model cannot learn them" if name == "train"
-                   else f"fewer than {least} images, so their scores mean little")
+        problem = (
+            "no image, so the model cannot learn them"
+            if name == "train"
+            else f"fewer than {least} images, so their scores mean little"
+        )
         add = f"add images to {origins[plan.source]}"
         if plan.source != name:  # carved out of another split: a larger share helps
             fix = f"raise {FRACTION_PARAMS[name]} (now {fractions[name]:g}) or {add}"
         else:  # predefined: what is carved out of it takes images away
             taken = [FRACTION_PARAMS[s] for s in FRACTION_PARAMS if s != name and plans[s].source == name]
             fix = add + (f" or lower {' and '.join(taken)}" if taken else "")
-        lines.append(f"{name} split ({plan.description}): {len(thin)} of {len(counts)} classes have "
-                     f"{problem} ({shown}{more}): {fix}")
+        lines.append(
+            f"{name} split ({plan.description}): {len(thin)} of {len(counts)} classes have "
+            f"{problem} ({shown}{more}): {fix}"
+        )
     return lines

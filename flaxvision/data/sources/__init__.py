@@ -60,9 +60,7 @@ __all__ = [
 
 RAW_DIR = Path("data/raw")
 SOURCE_IDENTITY = Path("data/source.json")  # written by the source stage: see identify_dataset
-VALID_FORMS = (
-    "cats_vs_dogs, signs, belgiumtsc, dog_breeds, folder:<path>, tfds:<name> or tfds:<name>:<version>"
-)
+VALID_FORMS = "cats_vs_dogs, signs, belgiumtsc, dog_breeds, folder:<path>, tfds:<name> or tfds:<name>:<version>"
 
 
 def identify_dataset(data: str) -> dict:

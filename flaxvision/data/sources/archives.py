@@ -26,8 +26,10 @@ class ArchiveSource:
             records.append(record)
         names = " and ".join(f.name for f in self.files)
         if not (raw / self.root).is_dir():
-            raise UserError(f"{names}: no folder {self.root}/ inside, so not the official archive: "
-                            "delete it and get the official one")
+            raise UserError(
+                f"{names}: no folder {self.root}/ inside, so not the official archive: "
+                "delete it and get the official one"
+            )
         try:
             self.layout(raw, self.root)  # fail now, not at preprocess, if the layout is wrong
         except UserError as error:  # name the archives, not the temp folder they went to

@@ -47,8 +47,10 @@ class TfdsSource:
         keys = builder.info.supervised_keys
         image_key, label_key = keys if _is_key_pair(keys) else ("image", "label")
         if not {image_key, label_key} <= set(features.keys()) or not hasattr(features[label_key], "names"):
-            raise UserError(f"tfds dataset {self.spec!r}: needs an image feature and a ClassLabel feature "
-                            f"({image_key!r}, {label_key!r}); it has {list(features.keys())}")
+            raise UserError(
+                f"tfds dataset {self.spec!r}: needs an image feature and a ClassLabel feature "
+                f"({image_key!r}, {label_key!r}); it has {list(features.keys())}"
+            )
         try:
             sources = _import_tfds().data_source(self.spec, data_dir=recorded["data_dir"])
         except Exception as error:  # e.g. prepared as tfrecord, which data_source cannot read
