@@ -1,4 +1,5 @@
-"""Throw-away copies of this DVC project in temporary git repos, and running DVC in them."""
+"""Throw-away copies of this DVC project in temporary git repos, their data, and git and DVC run
+in them: what the end-to-end files (test_pipeline.py, test_kill.py) share."""
 
 import io
 import json
@@ -12,13 +13,10 @@ from pathlib import Path
 import yaml
 from PIL import Image
 
-from tests.conftest import PROJECT_ROOT
-from tests.helpers import pattern_images
+from tests.helpers import CLASSES, PROJECT_ROOT, STAGES, pattern_images, write_tree
 
 PROJECT_FILES = ["dvc.yaml", "params.yaml", "stages", "models", "flaxvision", ".dvc/config", ".dvc/plots",
                  ".dvcignore"]
-STAGES = list(yaml.safe_load((PROJECT_ROOT / "dvc.yaml").read_text())["stages"])
-CLASSES = ["red", "green", "blue"]
 
 
 def new_project(root: Path, data: str, **train) -> Path:
@@ -44,11 +42,9 @@ def new_project(root: Path, data: str, **train) -> Path:
 
 
 def image_folder(folder: Path, count: int = 60) -> Path:
-    """A ``<class>/<image>.png`` tree of learnable 32×32 pattern images."""
-    images, labels = pattern_images(count, size=32)
-    for index, (image, label) in enumerate(zip(images, labels)):
-        (folder / CLASSES[label]).mkdir(parents=True, exist_ok=True)
-        Image.fromarray(image).save(folder / CLASSES[label] / f"{index}.png")
+    """A ``<class>/<image>.png`` tree of learnable 32×32 pattern images, ``count`` in all, a class
+    per square colour (red, green, blue)."""
+    write_tree(folder, {name: count // len(CLASSES) for name in CLASSES}, size=32)
     return folder
 
 

@@ -10,7 +10,6 @@ after each family's own preprocessing.
 import functools
 
 import jax
-import keras_files as kf
 import numpy as np
 import pytest
 from flax import nnx
@@ -20,7 +19,8 @@ from flaxvision.conversion.assign import assign_keras_weights
 from flaxvision.errors import UserError
 from flaxvision.transforms import preprocess_input
 from models.backbones import BACKBONES
-from models.layers import InputTooSmallError, conv, depthwise_conv
+from models.layers import InputTooSmallError
+from tests import keras_files as kf
 from tests.helpers import assert_conv_matches_lax
 
 KERAS_PREPROCESS = {
@@ -84,17 +84,20 @@ def assert_matches_keras(name, include_top, pooling, size, **options):
     assert difference < TOLERANCE
 
 
+@pytest.mark.slow  # Keras
 @pytest.mark.parametrize("include_top, pooling, size", OUTPUTS)
 @pytest.mark.parametrize("name", BACKBONES)
 def test_outputs_match_keras(name, include_top, pooling, size):
     assert_matches_keras(name, include_top, pooling, size)
 
 
+@pytest.mark.slow  # Keras
 @pytest.mark.parametrize("alpha, include_top, pooling, size", MOBILENET_WIDTHS)
 def test_mobilenet_v2_widths_and_sizes_match_keras(alpha, include_top, pooling, size):
     assert_matches_keras("mobilenet_v2", include_top, pooling, size, alpha=alpha)
 
 
+@pytest.mark.slow  # Keras
 @pytest.mark.parametrize("include_top, pooling, size", OUTPUTS[:2])
 @pytest.mark.parametrize("name", BACKBONES)
 def test_name_table_is_keras_layers_with_weights_and_counts_match(name, include_top, pooling, size):
@@ -111,6 +114,7 @@ def test_preprocessing_modes_are_keras_families():
     }
 
 
+@pytest.mark.slow  # Keras
 def test_jitted_backbone_matches_eager():
     # The compiled step traces the model: MobileNetV2's padding depends on the traced shapes.
     model = flax_model("mobilenet_v2", True, None, (32, 32), alpha=0.35)
@@ -130,6 +134,7 @@ def abstract_model(include_top=True, pooling=None):
     ))
 
 
+@pytest.mark.slow  # Keras
 @pytest.mark.parametrize(
     "edit, message",
     [
@@ -154,11 +159,13 @@ def test_a_missing_layer_or_wrong_shape_is_an_error_naming_the_layer_and_nothing
     assert all(isinstance(value, jax.ShapeDtypeStruct) for value in jax.tree.leaves(nnx.state(model)))
 
 
+@pytest.mark.slow  # Keras
 def test_layers_the_model_lacks_are_returned():
     model = abstract_model(include_top=False, pooling="avg")
     assert assign_keras_weights(model, {**tiny_weights(), "head": []}) == ["predictions", "head"]
 
 
+@pytest.mark.slow  # Keras
 def test_keras2_names_through_aliases():
     aliases = BACKBONES["densenet121"].keras_aliases
     weights = kf.layer_weights(keras_model("densenet121", False, "avg", (35, 41)))
@@ -198,13 +205,4 @@ BACKBONE_CONVS = [
 
 @pytest.mark.parametrize("size, kernel_size, strides, padding, depthwise", BACKBONE_CONVS)
 def test_cpu_conv_paths_match_lax_for_backbone_convolutions(size, kernel_size, strides, padding, depthwise):
-    channels = 8
-    if depthwise:
-        layer = depthwise_conv(channels, kernel_size, strides=strides, padding=padding, rngs=nnx.Rngs(0))
-    else:
-        layer = conv(channels, 16, kernel_size, strides=strides, padding=padding, rngs=nnx.Rngs(0))
-    layer.bias[...] = jax.random.normal(jax.random.key(1), layer.bias.shape)
-    x = jax.random.normal(jax.random.key(0), (2, size, size, channels))
-    lax_padding = ((padding, padding),) * 2 if isinstance(padding, int) else padding
-
-    assert_conv_matches_lax(layer, x, strides, lax_padding)
+    assert_conv_matches_lax(size, kernel_size, strides, padding, depthwise)

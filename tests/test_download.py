@@ -2,7 +2,6 @@
 
 import hashlib
 import io
-import urllib.error
 import urllib.request
 import zipfile
 
@@ -15,16 +14,11 @@ URL = "https://example.invalid/files/data.zip"
 
 
 @pytest.fixture(autouse=True)
-def isolated(tmp_path, monkeypatch):
+def isolated(tmp_path, monkeypatch, offline):
     """No mirror, a private cache, and no network unless a test fakes it."""
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("DATA_MIRROR", raising=False)
     monkeypatch.setenv("FLAXVISION_CACHE", str(tmp_path / "cache"))
-
-    def offline(*args, **kwargs):
-        raise urllib.error.URLError("no network in tests")
-
-    monkeypatch.setattr(urllib.request, "urlopen", offline)
 
 
 def zip_bytes(members: dict[str, bytes]) -> bytes:

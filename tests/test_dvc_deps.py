@@ -5,12 +5,9 @@ import re
 from pathlib import Path
 
 import pytest
-import yaml
 
 from flaxvision.pipeline import CODE_ROOTS, code_files
-from tests.conftest import PROJECT_ROOT
-
-STAGES = yaml.safe_load((PROJECT_ROOT / "dvc.yaml").read_text())["stages"]
+from tests.helpers import PROJECT_ROOT, STAGES
 
 
 def module_file(module: str) -> Path | None:

@@ -13,8 +13,9 @@ import sys
 
 import pytest
 
-from tests.conftest import PROJECT_ROOT
+from tests.helpers import PROJECT_ROOT
 
+pytestmark = pytest.mark.slow
 ABSENT = {"deleted", "not in cache"}
 
 

@@ -26,13 +26,12 @@ from pathlib import Path
 
 import psutil  # DVC's own dependency
 import pytest
-import yaml
 
 from flaxvision.files import TEMP_AREA
-from tests.conftest import PROJECT_ROOT
+from tests.helpers import STAGES
 from tests.projects import commit, dvc, dvc_command, environment, git, image_folder, new_project
 
-STAGES = yaml.safe_load((PROJECT_ROOT / "dvc.yaml").read_text())["stages"]
+pytestmark = pytest.mark.slow
 # Not the workspace a user or DVC looks at (all git-ignored, and __pycache__ anywhere): git's and
 # DVC's own folders, the resume point with its curves, the compilation cache.
 PRIVATE = {".git", ".dvc", "checkpoints", ".downloads"}

@@ -11,8 +11,8 @@ from flax import nnx
 import models
 from flaxvision.errors import UserError
 from models.layers import conv, depthwise_conv, max_pool
-from tests.helpers import assert_conv_matches_lax
 from models.resnet import BottleneckBlock, resnet
+from tests.helpers import assert_conv_matches_lax
 
 # name: (seed input shape, seed classes)
 SEED_SHAPES = {
@@ -179,11 +179,7 @@ def test_batchnorm_statistics_update_only_in_train_mode():
 def test_conv_matches_lax_convolution(size, kernel_size, strides, padding):
     # Feature maps no larger than the kernel and 1×1 kernels take the matrix-product path; larger
     # stride-1 'VALID' ones are computed as 'SAME' and cropped; the rest is the plain convolution.
-    layer = conv(8, 16, kernel_size, strides=strides, padding=padding, rngs=nnx.Rngs(0))
-    layer.bias[...] = jax.random.normal(jax.random.key(1), (16,))
-    x = jax.random.normal(jax.random.key(0), (2, size, size, 8))
-
-    assert_conv_matches_lax(layer, x, strides, padding)
+    assert_conv_matches_lax(size, kernel_size, strides, padding)
 
 
 @pytest.mark.parametrize("shape, padding", [((2, 8, 8, 3), "VALID"), ((2, 9, 9, 3), "VALID"),
@@ -207,7 +203,7 @@ def test_max_pool_matches_xla_values_and_gradients_with_ties(shape, padding):
 def test_pointwise_and_strided_convs_match_lax_convolution(size, kernel_size, strides, padding):
     # On CPU a 1×1 convolution is a matrix product over channels (strided: of the subsampled
     # map); ResNet's strided 7×7 stem and 3×3 convolutions stay native.
-    test_conv_matches_lax_convolution(size, kernel_size, strides, padding)
+    assert_conv_matches_lax(size, kernel_size, strides, padding)
 
 
 @pytest.mark.parametrize("shape, size, strides, padding", [((2, 9, 9, 3), 3, 2, "VALID"), ((2, 8, 7, 2), 3, 2, "SAME"),

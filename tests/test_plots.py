@@ -22,12 +22,9 @@ from flaxvision.plots import (
     tile_channels,
     write_png,
 )
-from flaxvision.trained import save_trained
 from models.resnet import resnet
 from stages import evaluate as evaluate_stage
-from tests.helpers import pattern_images
-
-CLASSES = ["red", "green", "blue"]  # the square colours of pattern_images, by label
+from tests.helpers import CLASSES, pattern_images, save_model, write_prepared
 
 
 def texts(figure) -> str:
@@ -155,24 +152,13 @@ def test_layers_are_chosen_by_index_or_path_or_spread_over_the_depth():
 
 @pytest.fixture
 def project(tmp_path, monkeypatch):
-    """A project folder with data/prepared, an (untrained) artifacts/model and params.yaml."""
-    prepared = tmp_path / "data" / "prepared"
-    prepared.mkdir(parents=True)
-    for split, (count, seed) in {"train": (30, 0), "validation": (6, 1), "test": (12, 2)}.items():
-        images, labels = pattern_images(count, size=32, seed=seed)
-        np.save(prepared / f"{split}_images.npy", images)
-        np.save(prepared / f"{split}_labels.npy", labels)
-    (prepared / "dataset.json").write_text(json.dumps(
-        {"data": "test", "classes": CLASSES, "image_size": [32, 32], "color_mode": "rgb"}))
-    model = models.create_model("simple_cnn", num_classes=3, input_shape=(32, 32, 3), rngs=nnx.Rngs(0))
-    save_trained(tmp_path / "artifacts" / "model", model, {
-        "model": "simple_cnn", "classes": CLASSES, "input_shape": [32, 32, 3], "color_mode": "rgb",
-        "preprocessing": "tf",
-    })
+    """A project folder as cwd with data/prepared, an (untrained) artifacts/model and params.yaml."""
+    monkeypatch.chdir(tmp_path)
+    write_prepared(counts=(30, 6, 12))
+    save_model(tmp_path / "artifacts" / "model")
     params = {"augment": {"rotation": 30.0, "horizontal_flip": True},
               "evaluate": {"samples": 6, "misclassified": 5, "activation_image": 3}}
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
-    monkeypatch.chdir(tmp_path)
     return tmp_path
 
 

@@ -15,12 +15,10 @@ from PIL import Image
 import models
 from flaxvision.evaluation import predict_model, softmax
 from flaxvision.predict import main, predict_files
-from flaxvision.trained import load_trained, save_trained
+from flaxvision.trained import load_trained
 from flaxvision.training import TrainConfig, Trainer, fit
 from flaxvision.transforms import AugmentConfig
-from tests.helpers import pattern_images
-
-CLASSES = ["red", "green", "blue"]  # the square colours of pattern_images, by label
+from tests.helpers import CLASSES, pattern_images, save_model
 
 
 @pytest.fixture(scope="module")
@@ -32,11 +30,7 @@ def model_dir(tmp_path_factory):
     trainer = Trainer(model, config, AugmentConfig(), models.preprocessing("simple_cnn"))
     progress = fit(trainer, pattern_images(96, seed=0), pattern_images(24, seed=1), root / "checkpoints", "run")
     assert progress.history[progress.best_epoch]["val"]["accuracy"] == 1.0  # the images below are easy
-    save_trained(root / "model", trainer.model, {
-        "model": "simple_cnn", "classes": CLASSES, "input_shape": [32, 32, 3], "color_mode": "rgb",
-        "preprocessing": models.preprocessing("simple_cnn"),
-    })
-    return root / "model"
+    return save_model(root / "model", model=trainer.model)
 
 
 @pytest.fixture(scope="module")
@@ -148,16 +142,13 @@ def test_a_model_for_another_input_shape_is_a_one_line_error(model_dir, known_im
 
 
 def test_a_grayscale_model_gets_grayscale_images(tmp_path, known_images):
-    model = models.create_model("belgiumtsc_cnn", num_classes=4, input_shape=(24, 24, 1), rngs=nnx.Rngs(0))
-    save_trained(tmp_path / "grey", model, {
-        "model": "belgiumtsc_cnn", "classes": list("abcd"), "input_shape": [24, 24, 1],
-        "color_mode": "grayscale", "preprocessing": "unit",
-    })
+    save_model(tmp_path / "grey", "belgiumtsc_cnn", (24, 24, 1), classes=list("abcd"))
     (result,) = predict_files([known_images["red"]], tmp_path / "grey", top_k=9, batch_size=4)
     assert sorted(p["class"] for p in result["predictions"]) == list("abcd")  # k capped at the classes
     assert sum(p["probability"] for p in result["predictions"]) == pytest.approx(1.0, abs=1e-5)
 
 
+@pytest.mark.slow  # a process of its own
 def test_the_predict_command(model_dir, known_images):
     command = Path(sys.executable).parent / "predict"  # the [project.scripts] entry point
     result = subprocess.run([str(command), str(known_images["blue"]), "--model", str(model_dir), "--top-k", "1"],

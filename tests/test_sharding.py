@@ -6,8 +6,11 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
-from tests.conftest import PROJECT_ROOT
+from tests.helpers import PROJECT_ROOT
+
+pytestmark = pytest.mark.slow
 
 # Three epochs of seed 000's CNN (BatchNorm, dropout) with augmentation, printing the losses and
 # whether the compiled step really communicates between devices (an all-reduce of the gradients).
@@ -25,7 +28,7 @@ model = models.create_model("belgiumtsc_cnn", num_classes=3, input_shape=(16, 16
 trainer = Trainer(model, TrainConfig(batch_size=8), AugmentConfig(rotation=10.0, horizontal_flip=True), "unit")
 images, labels = trainer.replicate((images, labels))
 losses = [trainer.train_epoch(images, labels, epoch, 1e-3)["loss"] for epoch in range(3)]
-step = trainer._train_step.lower(trainer.state, images, labels, jax.numpy.arange(8), 1e-3).compile()
+step = trainer.train_step.lower(trainer.state, images, labels, jax.numpy.arange(8), 1e-3).compile()
 print(json.dumps({"devices": jax.device_count(), "losses": losses, "all_reduce": "all-reduce" in step.as_text()}))
 """
 

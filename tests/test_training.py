@@ -155,5 +155,5 @@ def test_bfloat16_compute_trains_with_float32_weights(tmp_path, data):
     leaves = jax.tree.leaves(trainer.state)  # parameters, BatchNorm statistics, optimizer moments
     assert {leaf.dtype for leaf in leaves if jnp.issubdtype(leaf.dtype, jnp.floating)} == {jnp.dtype("float32")}
     images, labels = (jnp.asarray(a) for a in data[0])
-    step = trainer._train_step.lower(trainer.state, images, labels, jnp.arange(8), 1e-3).as_text()
+    step = trainer.train_step.lower(trainer.state, images, labels, jnp.arange(8), 1e-3).as_text()
     assert "bf16" in step and "f32" in step  # bf16 convolutions and matmuls; float32 updates

@@ -42,7 +42,7 @@ def test_a_train_step_leaves_frozen_weights_and_frozen_batchnorm_statistics_alon
     before = weights(model)
     trainer = Trainer(model, TrainConfig(batch_size=4, learning_rate=0.1), AugmentConfig(), "none")
     batch, labels = jnp.asarray(images(4)), jnp.arange(4, dtype=jnp.int32) % 3
-    trainer.state, _ = trainer._train_step(trainer.state, batch, labels, jnp.arange(4), jnp.float32(0.1))
+    trainer.state, _ = trainer.train_step(trainer.state, batch, labels, jnp.arange(4), jnp.float32(0.1))
     after = weights(trainer.model)
 
     changed = {path for path, value in before.items() if not np.array_equal(value, after[path])}
