@@ -14,6 +14,7 @@ import sys
 from collections.abc import Sequence
 from typing import NamedTuple
 
+import jax
 import numpy as np
 from flax import nnx
 
@@ -22,7 +23,7 @@ from models.scaling import preprocess_input
 
 
 class ConvActivation(NamedTuple):
-    index: int  # in the order the convolutions run
+    index: int  # type: ignore[assignment]  # shadows tuple.index (fine at runtime); in the order the convs run
     path: str  # the module's path in the model, dot-separated
     conv: nnx.Conv
     output: np.ndarray  # float32 [height, width, channels]
@@ -45,7 +46,7 @@ def conv_activations(model: nnx.Module, image: np.ndarray, preprocessing: str) -
     in eval mode (as `flaxvision.trained.load_trained` returns it).
     """
     paths = {id(module): ".".join(map(str, path)) for path, module in nnx.iter_modules(model)}
-    calls = []
+    calls: list[tuple[nnx.Conv, jax.Array]] = []
     with _recording_conv_calls(calls):
         model(preprocess_input(image[None], preprocessing))
     return [

@@ -9,6 +9,7 @@ rejects as a one-line params.yaml error with the fix.
 
 import contextlib
 from pathlib import Path
+from typing import cast
 
 from flax import nnx
 
@@ -38,7 +39,7 @@ def build_model(
     of them), None for random ones (as when trained weights are loaded next). ``dtype`` and
     ``batchnorm_momentum`` are params train.compute_dtype and train.batchnorm_momentum.
     """
-    input_shape = tuple(input_shape)
+    input_shape = cast(tuple[int, int, int], tuple(input_shape))
     rngs = nnx.Rngs(seed)
     with _params_errors(name):
         config = models.transfer_config(name, transfer)
@@ -47,7 +48,7 @@ def build_model(
             backbones = [
                 conversion.build_backbone(
                     backbone,
-                    weights=_weights_file(pretrained, backbone, config, input_shape),
+                    weights=_weights_file(cast(str, pretrained), backbone, config, input_shape),
                     input_shape=input_shape,
                     pooling=config.pooling,
                     dtype=dtype,

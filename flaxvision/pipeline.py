@@ -27,7 +27,7 @@ def stage_deps(stage: str, dvc_file: Path = DVC_FILE) -> list[str]:
 
 def code_files(stage: str, dvc_file: Path = DVC_FILE) -> list[Path]:
     """The Python files among ``stage``'s deps (folders expanded), in a stable order."""
-    files = set()
+    files: set[Path] = set()
     for dep in stage_deps(stage, dvc_file):
         path = dvc_file.parent / dep
         if Path(dep).parts[0] not in CODE_ROOTS:

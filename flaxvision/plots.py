@@ -179,8 +179,8 @@ def training_samples(
     )
 
     # The augmentation of the train step, with a fixed key: pixels stay in [0, 255] until preprocessing.
-    augmented = augment(jnp.asarray(images, jnp.float32), jax.random.key(0), augment_config)
-    augmented = np.asarray(jnp.clip(jnp.round(augmented), 0, 255), np.uint8)
+    augmented_floats = augment(jnp.asarray(images, jnp.float32), jax.random.key(0), augment_config)
+    augmented = np.asarray(jnp.clip(jnp.round(augmented_floats), 0, 255), np.uint8)
     defaults = AugmentConfig()
     changed = [
         field.name if value is True else f"{field.name} {value}"

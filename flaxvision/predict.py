@@ -16,6 +16,7 @@ import io
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -92,7 +93,8 @@ def predict_files(inputs: list[Path], model_dir: Path, top_k: int, batch_size: i
     """One result per image, in input order: {file, predictions: [{class, probability}]} or {file, error}."""
     model, info = load_trained(model_dir)
     height, width, _ = info.input_shape
-    results, decoded = [], {}  # decoded: result index -> uint8 pixels
+    results: list[dict[str, Any]] = []
+    decoded: dict[int, np.ndarray] = {}  # result index -> uint8 pixels
     for path in find_images(inputs):
         results.append({"file": str(path)})
         try:

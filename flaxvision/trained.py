@@ -11,7 +11,7 @@ identical runs give DVC the same hash for the model (Orbax keeps the training ch
 import dataclasses
 import json
 from pathlib import Path
-from typing import Literal
+from typing import Literal, cast
 
 import jax
 import jax.numpy as jnp
@@ -28,6 +28,7 @@ from models.transfer import TransferConfig
 WEIGHTS = "weights.msgpack"
 METADATA = "model.json"
 WEIGHT_KINDS = nnx.Not(nnx.RngState)  # parameters, frozen weights, BatchNorm statistics; not dropout RNGs
+_Split = tuple[nnx.GraphDef, nnx.State, nnx.State]  # what nnx.split with two filters returns
 FORMAT = 1  # model.json's layout; files from before it was recorded have this layout too
 
 
@@ -108,7 +109,8 @@ def load_trained(directory: Path) -> tuple[nnx.Module, ModelInfo]:
     # Build the network from shapes only: initialising weights the file replaces takes seconds
     # (an eager op per layer). The other state (dropout RNGs) is computed in one compiled call,
     # from which XLA drops the unused weight initialisers.
-    graph, weights, _ = nnx.split(nnx.eval_shape(info.build), WEIGHT_KINDS, ...)
+    # Two filters: three parts (flax annotates any number from the second on).
+    graph, weights, _ = cast(_Split, nnx.split(nnx.eval_shape(info.build), WEIGHT_KINDS, ...))
     if mismatch := _mismatch(nnx.to_pure_dict(weights), restored):
         shape = "×".join(map(str, info.input_shape))
         raise UserError(
@@ -116,7 +118,7 @@ def load_trained(directory: Path) -> tuple[nnx.Module, ModelInfo]:
             f"{len(info.classes)} classes (as {METADATA} says): {mismatch}"
         )
     nnx.replace_by_pure_dict(weights, jax.tree.map(jnp.asarray, restored))
-    other_state = jax.jit(lambda: nnx.split(info.build(), WEIGHT_KINDS, ...)[2])()
+    other_state = jax.jit(lambda: cast(_Split, nnx.split(info.build(), WEIGHT_KINDS, ...))[2])()
     model = nnx.merge(graph, weights, other_state)
     model.eval()
     return model, info

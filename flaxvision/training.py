@@ -115,7 +115,7 @@ class Trainer:
                 f"{devices} devices it is split over"
             )
         self._devices = devices
-        self._batch_sizes = {}  # training-set size -> its batch size (each clamp is reported once)
+        self._batch_sizes: dict[int, int] = {}  # training-set size -> its batch size (each clamp is reported once)
         mesh = jax.make_mesh((devices,), ("data",), axis_types=(AxisType.Auto,))  # XLA partitions the step
         self.replicated = NamedSharding(mesh, PartitionSpec())
         self.batch_sharding = NamedSharding(mesh, PartitionSpec("data"))

@@ -1,7 +1,7 @@
 """The model registry: the architectures that params.yaml's ``model`` names.
 
 From-scratch presets (the seeds' CNNs, ResNet50) take float32 images [batch, height, width,
-channels] already scaled by `preprocessing(name)` (see flaxvision.transforms.preprocess_input).
+channels] already scaled by `preprocessing(name)` (see models.scaling.preprocess_input).
 Transfer models (`TRANSFER_PRESETS`, and ``transfer``: the general form, configured by a
 `TransferConfig`) take [0, 255] images and scale them per backbone themselves. Every model returns
 logits [batch, num_classes]. Dropout and BatchNorm follow NNX's ``model.train()`` /
@@ -40,7 +40,7 @@ class UnknownModelError(ModelError):
 
 class _Preset(NamedTuple):
     build: Callable[..., nnx.Module]
-    preprocessing: str  # the flaxvision.transforms.preprocess_input mode it was designed with
+    preprocessing: str  # the models.scaling.preprocess_input mode it was designed with
     input_size: tuple[int, int]  # (height, width) when params preprocess.image_size is null
 
 

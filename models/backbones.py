@@ -2,7 +2,7 @@
 
 Every ``build(*, input_shape, include_top, pooling, classes=1000, rngs, **options)`` returns
 a module whose ``__call__`` takes float32 NHWC images already scaled by
-``flaxvision.transforms.preprocess_input(images, backbone.preprocessing)`` and returns what
+``models.scaling.preprocess_input(images, backbone.preprocessing)`` and returns what
 the keras.applications model with ``classifier_activation=None`` returns: logits with
 ``include_top``, pooled features with ``pooling`` 'avg' or 'max', else the last feature map.
 Its ``keras_layers()`` is the explicit name table the weight converter fills it by (Keras
@@ -23,7 +23,7 @@ from models import densenet, mobilenet_v2, resnet, vgg
 class Backbone:
     build: Callable[..., nnx.Module]
     keras_class: str  # the keras.applications attribute, e.g. "MobileNetV2"
-    preprocessing: str  # the flaxvision.transforms.preprocess_input mode: 'tf' | 'caffe' | 'torch'
+    preprocessing: str  # the models.scaling.preprocess_input mode: 'tf' | 'caffe' | 'torch'
     keras_aliases: Mapping[str, str] = dataclasses.field(default_factory=dict)  # Keras-2 → Keras-3 layer names
 
 

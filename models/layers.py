@@ -12,8 +12,8 @@ avoids XLA:CPU's slow kernels.
 sizes: a `Lazy` layer is built once the shape of its input is known.
 """
 
-from collections.abc import Callable, Sequence
-from typing import Any, Literal
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Literal, Protocol
 
 import jax
 import jax.numpy as jnp
@@ -200,7 +200,8 @@ def global_pool(x: jax.Array, pooling: Pooling) -> jax.Array:
     GlobalAveragePooling2D / GlobalMaxPooling2D), None keeps the feature map."""
     if pooling is None:
         return x
-    return {"avg": jnp.mean, "max": jnp.max}[pooling](x, axis=(1, 2))
+    reducers: dict[str, Callable[..., jax.Array]] = {"avg": jnp.mean, "max": jnp.max}
+    return reducers[pooling](x, axis=(1, 2))
 
 
 def flatten(x: jax.Array) -> jax.Array:
@@ -243,6 +244,12 @@ def check_pooling(pooling: Pooling) -> None:
         raise ValueError(f"pooling must be 'avg', 'max' or None, got {pooling!r}")
 
 
+class KerasNamed(Protocol):
+    """A backbone (or its `Top`): ``keras_layers()`` maps Keras layer names to the modules holding their weights."""
+
+    def keras_layers(self) -> Mapping[str, nnx.Module]: ...
+
+
 class Top(nnx.Module):
     """The end of a keras.applications network, after its last feature map.
 
@@ -282,7 +289,7 @@ class Sequential(nnx.Sequential):
 
     def __init__(self, input_shape: Sequence[int], *layers: Callable | Lazy, rngs: nnx.Rngs):
         shape = tuple(input_shape)
-        built = []
+        built: list[Callable] = []
         for layer in layers:
             if isinstance(layer, Lazy):
                 layer = layer.build(shape[-1], rngs)

@@ -5,6 +5,8 @@ BatchNorm (epsilon 1e-3, momentum 0.999) after every convolution, channel counts
 multiples of 8 as Keras rounds them.
 """
 
+from typing import Any, cast
+
 import jax
 from flax import nnx
 
@@ -31,11 +33,12 @@ def make_divisible(value: float, divisor: int = 8) -> int:
     return rounded + divisor if rounded < 0.9 * value else rounded
 
 
-def correct_pad(size: tuple[int, int], kernel_size: int) -> tuple[tuple[int, int], tuple[int, int]]:
+def correct_pad(size: tuple[int, ...], kernel_size: int) -> tuple[tuple[int, int], tuple[int, int]]:
     """Keras' imagenet_utils.correct_pad: the zero padding before a strided 'valid' convolution
     that makes it cover the image as TensorFlow's 'same' does (one pixel less before, for even sizes)."""
     half = kernel_size // 2
-    return tuple((half - (1 - n % 2), half) for n in size)
+    # size is (height, width): two pairs
+    return cast(tuple[tuple[int, int], tuple[int, int]], tuple((half - (1 - n % 2), half) for n in size))
 
 
 def _conv_norm(
@@ -112,7 +115,7 @@ class InvertedResidual(nnx.Module):
         parts = {"depthwise": self.depthwise, "project": self.project}
         if self.expand is not None:
             parts = {"expand": self.expand, **parts}
-        layers = {}
+        layers: dict[str, Any] = {}  # the modules of nnx.Sequential.layers (typed as callables)
         for part, conv_and_norm in parts.items():
             conv, norm = conv_and_norm.layers
             layers |= {f"{prefix}{part}": conv, f"{prefix}{part}_BN": norm}
@@ -162,7 +165,7 @@ class MobileNetV2(nnx.Module):
 
     def keras_layers(self) -> dict[str, nnx.Module]:
         """Keras layer name → the module holding its weights, in Keras' layer order."""
-        layers = {"Conv1": self.stem.layers[0], "bn_Conv1": self.stem.layers[1]}
+        layers: dict[str, Any] = {"Conv1": self.stem.layers[0], "bn_Conv1": self.stem.layers[1]}
         for index, block in enumerate(self.blocks):
             layers |= block.keras_layers(f"block_{index}_" if index else "expanded_conv_")
         layers |= {"Conv_1": self.last_conv.layers[0], "Conv_1_bn": self.last_conv.layers[1]}

@@ -10,6 +10,7 @@ BatchNorm epsilon 1.001e-5.
 
 from collections.abc import Sequence
 from functools import partial
+from typing import Any, cast
 
 import jax
 from flax import nnx
@@ -90,8 +91,10 @@ class BottleneckBlock(nnx.Module):
         )
         if preact:
             conv_options = dict(kernel_init=kernel_init, use_bias=use_bias, dtype=dtype, rngs=rngs)
-            self.expand = conv(middle, expand, 1, **conv_options)
-            self.shortcut = conv(in_features, expand, 1, strides=strides, **conv_options) if projection else None
+            self.expand: nnx.Conv | nnx.Sequential = conv(middle, expand, 1, **conv_options)
+            self.shortcut: nnx.Conv | nnx.Sequential | None = (
+                conv(in_features, expand, 1, strides=strides, **conv_options) if projection else None
+            )
         else:
             self.expand = conv_norm(middle, expand, 1, **conv_norm_options)
             self.shortcut = (
@@ -112,20 +115,23 @@ class BottleneckBlock(nnx.Module):
         """Keras' names for this block's layers (``prefix`` is e.g. 'conv2_block1'), in Keras'
         order: by depth, so the shortcut's layers sit beside the last convolution's."""
         (reduce_conv, reduce_bn), (middle_conv, middle_bn) = self.reduce.layers, self.middle.layers
-        layers = {"1_conv": reduce_conv, "1_bn": reduce_bn, "2_conv": middle_conv, "2_bn": middle_bn}
+        # Any: the modules of nnx.Sequential.layers (typed as callables)
+        layers: dict[str, Any] = {"1_conv": reduce_conv, "1_bn": reduce_bn, "2_conv": middle_conv, "2_bn": middle_bn}
         if self.preact is not None:
             layers = {"preact_bn": self.preact, **layers}
             if self.shortcut is not None:
                 layers["0_conv"] = self.shortcut
             layers["3_conv"] = self.expand
         elif self.shortcut is None:
-            layers |= {"3_conv": self.expand.layers[0], "3_bn": self.expand.layers[1]}
+            expand = cast(nnx.Sequential, self.expand)  # without preact: conv_norm's (conv, bn)
+            layers |= {"3_conv": expand.layers[0], "3_bn": expand.layers[1]}
         else:
+            expand, shortcut = cast(nnx.Sequential, self.expand), cast(nnx.Sequential, self.shortcut)
             layers |= {
-                "0_conv": self.shortcut.layers[0],
-                "3_conv": self.expand.layers[0],
-                "0_bn": self.shortcut.layers[1],
-                "3_bn": self.expand.layers[1],
+                "0_conv": shortcut.layers[0],
+                "3_conv": expand.layers[0],
+                "0_bn": shortcut.layers[1],
+                "3_bn": expand.layers[1],
             }
         return {f"{prefix}_{name}": layer for name, layer in layers.items()}
 
@@ -241,7 +247,7 @@ class ResNet(nnx.Module):
 
     def keras_layers(self) -> dict[str, nnx.Module]:
         """Keras layer name → the module holding its weights, in Keras' layer order."""
-        layers = {"conv1_conv": self.stem_conv}
+        layers: dict[str, nnx.Module] = {"conv1_conv": self.stem_conv}
         if self.stem_bn is not None:
             layers["conv1_bn"] = self.stem_bn
         for stage, blocks in enumerate(self.stages):

@@ -13,7 +13,7 @@ _TORCH_RGB_MEAN = (0.485, 0.456, 0.406)
 _TORCH_RGB_STD = (0.229, 0.224, 0.225)
 
 
-def preprocess_input(images: jax.Array, mode: str) -> jax.Array:
+def preprocess_input(images: jax.typing.ArrayLike, mode: str) -> jax.Array:
     """Scale [0, 255] images for a model, as float32; the modes match keras.applications.
 
     'none': x as it is (models that scale their input themselves). 'unit': x / 255. 'tf': x / 127.5 - 1.

@@ -14,14 +14,14 @@ import dataclasses
 import itertools
 import math
 from collections.abc import Sequence
-from typing import Literal
+from typing import Literal, cast
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
 from models.backbones import BACKBONES
-from models.layers import Dtype, ModelError, dense, flatten, output_shape
+from models.layers import Dtype, KerasNamed, ModelError, dense, flatten, output_shape
 from models.scaling import preprocess_input
 
 
@@ -119,7 +119,7 @@ class Transfer(nnx.Module):
             ]
         self.backbones = nnx.List(backbones)
         for backbone in self.backbones:
-            layers = list(backbone.keras_layers().values())
+            layers = list(cast(KerasNamed, backbone).keras_layers().values())
             trainable = len(layers) if config.trainable_layers == -1 else config.trainable_layers
             for layer in layers[: len(layers) - trainable]:
                 _freeze(layer)

@@ -38,9 +38,9 @@ class VGG(nnx.Module):
         self.pooling = pooling
         if include_top:
             height, width = (size // 2 ** len(blocks) for size in input_shape[:2])  # 'valid' pooling floors
-            self.fc1 = dense(height * width * in_features, 4096, dtype=dtype, rngs=rngs)
-            self.fc2 = dense(4096, 4096, dtype=dtype, rngs=rngs)
-            self.predictions = dense(4096, classes, dtype=dtype, rngs=rngs)
+            self.fc1: nnx.Linear | None = dense(height * width * in_features, 4096, dtype=dtype, rngs=rngs)
+            self.fc2: nnx.Linear | None = dense(4096, 4096, dtype=dtype, rngs=rngs)
+            self.predictions: nnx.Linear | None = dense(4096, classes, dtype=dtype, rngs=rngs)
         else:
             self.fc1 = self.fc2 = self.predictions = None
 
@@ -51,17 +51,19 @@ class VGG(nnx.Module):
             x = max_pool(x, 2)
         if self.predictions is None:
             return global_pool(x, self.pooling)
+        assert self.fc1 is not None and self.fc2 is not None  # set with predictions
         x = nnx.relu(self.fc1(flatten(x)))
         x = nnx.relu(self.fc2(x))
         return self.predictions(x)
 
     def keras_layers(self) -> dict[str, nnx.Module]:
         """Keras layer name → the module holding its weights, in Keras' layer order."""
-        layers = {
+        layers: dict[str, nnx.Module] = {
             f"block{block + 1}_conv{index + 1}": layer
             for block, convs in enumerate(self.blocks)
             for index, layer in enumerate(convs)
         }
         if self.predictions is not None:
+            assert self.fc1 is not None and self.fc2 is not None  # set with predictions
             layers |= {"fc1": self.fc1, "fc2": self.fc2, "predictions": self.predictions}
         return layers

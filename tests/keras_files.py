@@ -81,9 +81,7 @@ def save_full_model(model: keras.Model, path) -> None:
     legacy_h5_format.save_model_to_hdf5(model, str(path))
 
 
-def keras2_names(
-    weights: Sequence[keras.Variable], renames: Mapping[str, str] = {}
-) -> list[tuple[str, np.ndarray]]:
+def keras2_names(weights: Sequence[keras.Variable], renames: Mapping[str, str] = {}) -> list[tuple[str, np.ndarray]]:
     """Keras 3 variables named as Keras 2 named them: '<layer>/<weight>:0', with Keras-2 layer
     names where they differ (``renames``: Keras-3 name -> Keras-2 name)."""
 
@@ -104,9 +102,7 @@ def nested_weights(model: keras.Model, renames: Mapping[str, str] = {}) -> list[
     return keras2_names(model.trainable_weights + model.non_trainable_weights, renames)
 
 
-def write_legacy_h5(
-    path, layers: Keras2Weights, *, group: str = "/", chunks: int = 1, strings: type = bytes
-) -> None:
+def write_legacy_h5(path, layers: Keras2Weights, *, group: str = "/", chunks: int = 1, strings: type = bytes) -> None:
     """Write ``layers`` in the legacy layout with h5py, under ``group`` ('model_weights' for a
     full-model save); ``layer_names`` split into ``chunks`` attributes (as Keras does with long
     lists), the name attributes stored as ``strings`` (bytes or str)."""

@@ -1,4 +1,5 @@
-"""Throw-away copies of this DVC project in temporary git repos, and running DVC in them."""
+"""Throw-away copies of this DVC project in temporary git repos, their data, and git and DVC run
+in them: what the end-to-end files (test_pipeline.py, test_kill.py) share."""
 
 import io
 import json
@@ -12,13 +13,9 @@ from pathlib import Path
 import yaml
 from PIL import Image
 
-from tests.conftest import PROJECT_ROOT
-from tests.helpers import pattern_images
+from tests.helpers import CLASSES, PROJECT_ROOT, STAGES, pattern_images, write_tree
 
-PROJECT_FILES = ["dvc.yaml", "params.yaml", "stages", "models", "flaxvision", ".dvc/config", ".dvc/plots",
-                 ".dvcignore"]
-STAGES = list(yaml.safe_load((PROJECT_ROOT / "dvc.yaml").read_text())["stages"])
-CLASSES = ["red", "green", "blue"]
+PROJECT_FILES = ["dvc.yaml", "params.yaml", "stages", "models", "flaxvision", ".dvc/config", ".dvc/plots", ".dvcignore"]
 
 
 def new_project(root: Path, data: str, **train) -> Path:
@@ -44,11 +41,9 @@ def new_project(root: Path, data: str, **train) -> Path:
 
 
 def image_folder(folder: Path, count: int = 60) -> Path:
-    """A ``<class>/<image>.png`` tree of learnable 32×32 pattern images."""
-    images, labels = pattern_images(count, size=32)
-    for index, (image, label) in enumerate(zip(images, labels)):
-        (folder / CLASSES[label]).mkdir(parents=True, exist_ok=True)
-        Image.fromarray(image).save(folder / CLASSES[label] / f"{index}.png")
+    """A ``<class>/<image>.png`` tree of learnable 32×32 pattern images, ``count`` in all, a class
+    per square colour (red, green, blue)."""
+    write_tree(folder, {name: count // len(CLASSES) for name in CLASSES}, size=32)
     return folder
 
 
@@ -57,7 +52,7 @@ def cats_vs_dogs_zip(path: Path, count: int = 60) -> Path:
     images, labels = pattern_images(count, size=32, classes=2)
     path.parent.mkdir(parents=True, exist_ok=True)
     with zipfile.ZipFile(path, "w") as archive:
-        for index, (image, label) in enumerate(zip(images, labels)):
+        for index, (image, label) in enumerate(zip(images, labels, strict=True)):
             split = "train" if index < count * 2 // 3 else "validation"
             png = io.BytesIO()
             Image.fromarray(image).save(png, format="PNG")
@@ -68,16 +63,22 @@ def cats_vs_dogs_zip(path: Path, count: int = 60) -> Path:
 def environment(root: Path) -> dict:
     env = dict(os.environ)
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"  # `python` = this venv
-    env.update(GIT_AUTHOR_NAME="test", GIT_AUTHOR_EMAIL="test@example.com",
-               GIT_COMMITTER_NAME="test", GIT_COMMITTER_EMAIL="test@example.com",
-               FLAXVISION_CACHE=str(root / ".downloads"), DVC_NO_ANALYTICS="1")
+    env.update(
+        GIT_AUTHOR_NAME="test",
+        GIT_AUTHOR_EMAIL="test@example.com",
+        GIT_COMMITTER_NAME="test",
+        GIT_COMMITTER_EMAIL="test@example.com",
+        FLAXVISION_CACHE=str(root / ".downloads"),
+        DVC_NO_ANALYTICS="1",
+    )
     env.pop("DATA_MIRROR", None)
     return env
 
 
 def git(root: Path, *args) -> str:
-    return subprocess.run(["git", *args], cwd=root, check=True, env=environment(root),
-                          capture_output=True, text=True).stdout
+    return subprocess.run(
+        ["git", *args], cwd=root, check=True, env=environment(root), capture_output=True, text=True
+    ).stdout
 
 
 def commit(root: Path, message: str):
@@ -90,8 +91,7 @@ def dvc_command(*args) -> list[str]:
 
 
 def dvc(root: Path, *args, check=True) -> str:
-    result = subprocess.run(dvc_command(*args), cwd=root, env=environment(root), capture_output=True,
-                            text=True)
+    result = subprocess.run(dvc_command(*args), cwd=root, env=environment(root), capture_output=True, text=True)
     output = result.stdout + result.stderr
     if check:
         assert result.returncode == 0, f"dvc {' '.join(args)} failed:\n{output}"

@@ -10,7 +10,6 @@ after each family's own preprocessing.
 import functools
 
 import jax
-import keras_files as kf
 import numpy as np
 import pytest
 from flax import nnx
@@ -18,9 +17,10 @@ from keras.src.applications import densenet, mobilenet_v2, resnet, resnet_v2, vg
 
 from flaxvision.conversion.assign import assign_keras_weights
 from flaxvision.errors import UserError
-from flaxvision.transforms import preprocess_input
 from models.backbones import BACKBONES
-from models.layers import InputTooSmallError, conv, depthwise_conv
+from models.layers import InputTooSmallError
+from models.scaling import preprocess_input
+from tests import keras_files as kf
 from tests.helpers import assert_conv_matches_lax
 
 KERAS_PREPROCESS = {
@@ -44,8 +44,12 @@ MOBILENET_WIDTHS = [(0.35, True, None, (32, 32)), (1.4, False, "avg", (48, 33)),
 @functools.cache
 def keras_model(name, include_top, pooling, size, **options):
     model = kf.applications_model(
-        BACKBONES[name].keras_class, include_top=include_top, pooling=pooling, input_shape=(*size, 3),
-        classes=CLASSES, **options,
+        BACKBONES[name].keras_class,
+        include_top=include_top,
+        pooling=pooling,
+        input_shape=(*size, 3),
+        classes=CLASSES,
+        **options,
     )
     # Keras starts biases at zero: random ones show that each reaches its layer.
     rng = np.random.default_rng(1)
@@ -57,10 +61,16 @@ def keras_model(name, include_top, pooling, size, **options):
 
 def flax_model(name, include_top, pooling, size, **options):
     """The backbone with no weights of its own (abstract), then Keras' assigned."""
-    model = nnx.eval_shape(lambda: BACKBONES[name].build(
-        input_shape=(*size, 3), include_top=include_top, pooling=pooling, classes=CLASSES, rngs=nnx.Rngs(0),
-        **options,
-    ))
+    model = nnx.eval_shape(
+        lambda: BACKBONES[name].build(
+            input_shape=(*size, 3),
+            include_top=include_top,
+            pooling=pooling,
+            classes=CLASSES,
+            rngs=nnx.Rngs(0),
+            **options,
+        )
+    )
     keras_weights = kf.layer_weights(keras_model(name, include_top, pooling, size, **options))
     assert assign_keras_weights(model, keras_weights, BACKBONES[name].keras_aliases) == []
     model.eval()
@@ -73,9 +83,9 @@ def pixels(size, count=2):
 
 def assert_matches_keras(name, include_top, pooling, size, **options):
     images = pixels(size)
-    expected = np.asarray(keras_model(name, include_top, pooling, size, **options)(
-        KERAS_PREPROCESS[name](images.copy()), training=False
-    ))
+    expected = np.asarray(
+        keras_model(name, include_top, pooling, size, **options)(KERAS_PREPROCESS[name](images.copy()), training=False)
+    )
     model = flax_model(name, include_top, pooling, size, **options)
     got = model(preprocess_input(images, BACKBONES[name].preprocessing))
     assert got.shape == expected.shape
@@ -84,17 +94,20 @@ def assert_matches_keras(name, include_top, pooling, size, **options):
     assert difference < TOLERANCE
 
 
+@pytest.mark.slow  # Keras
 @pytest.mark.parametrize("include_top, pooling, size", OUTPUTS)
 @pytest.mark.parametrize("name", BACKBONES)
 def test_outputs_match_keras(name, include_top, pooling, size):
     assert_matches_keras(name, include_top, pooling, size)
 
 
+@pytest.mark.slow  # Keras
 @pytest.mark.parametrize("alpha, include_top, pooling, size", MOBILENET_WIDTHS)
 def test_mobilenet_v2_widths_and_sizes_match_keras(alpha, include_top, pooling, size):
     assert_matches_keras("mobilenet_v2", include_top, pooling, size, alpha=alpha)
 
 
+@pytest.mark.slow  # Keras
 @pytest.mark.parametrize("include_top, pooling, size", OUTPUTS[:2])
 @pytest.mark.parametrize("name", BACKBONES)
 def test_name_table_is_keras_layers_with_weights_and_counts_match(name, include_top, pooling, size):
@@ -107,10 +120,15 @@ def test_name_table_is_keras_layers_with_weights_and_counts_match(name, include_
 
 def test_preprocessing_modes_are_keras_families():
     assert {name: backbone.preprocessing for name, backbone in BACKBONES.items()} == {
-        "mobilenet_v2": "tf", "resnet50": "caffe", "resnet50v2": "tf", "densenet121": "torch", "vgg16": "caffe",
+        "mobilenet_v2": "tf",
+        "resnet50": "caffe",
+        "resnet50v2": "tf",
+        "densenet121": "torch",
+        "vgg16": "caffe",
     }
 
 
+@pytest.mark.slow  # Keras
 def test_jitted_backbone_matches_eager():
     # The compiled step traces the model: MobileNetV2's padding depends on the traced shapes.
     model = flax_model("mobilenet_v2", True, None, (32, 32), alpha=0.35)
@@ -124,25 +142,40 @@ def tiny_weights():
 
 def abstract_model(include_top=True, pooling=None):
     """MobileNetV2 at width 0.35 with shapes but no values: an assignment shows as a concrete array."""
-    return nnx.eval_shape(lambda: BACKBONES["mobilenet_v2"].build(
-        input_shape=(32, 32, 3), include_top=include_top, pooling=pooling, classes=CLASSES, alpha=0.35,
-        rngs=nnx.Rngs(0),
-    ))
+    return nnx.eval_shape(
+        lambda: BACKBONES["mobilenet_v2"].build(
+            input_shape=(32, 32, 3),
+            include_top=include_top,
+            pooling=pooling,
+            classes=CLASSES,
+            alpha=0.35,
+            rngs=nnx.Rngs(0),
+        )
+    )
 
 
+@pytest.mark.slow  # Keras
 @pytest.mark.parametrize(
     "edit, message",
     [
-        (lambda w: w.pop("block_3_project_BN"),
-         r"layer 'block_3_project_BN' is missing \(the model needs gamma \(16,\)"),
-        (lambda w: w.__setitem__("Conv1", [w["Conv1"][0][:, :, :, :8]]),
-         r"layer 'Conv1' kernel has shape \(3, 3, 3, 8\) where the model needs \(3, 3, 3, 16\)"),
-        (lambda w: w.__setitem__("block_1_depthwise", [np.zeros((3, 3, 1, 48))]),
-         r"layer 'block_1_depthwise' depthwise_kernel has shape \(3, 3, 1, 48\) "
-         r"where the model needs \(3, 3, 48, 1\)"),
-        (lambda w: w.__setitem__("predictions", w["predictions"][:1]),
-         r"layer 'predictions' has 1 arrays \[\(1280, 5\)\] where the model needs 2: "
-         r"kernel \(1280, 5\), bias \(5,\)"),
+        (
+            lambda w: w.pop("block_3_project_BN"),
+            r"layer 'block_3_project_BN' is missing \(the model needs gamma \(16,\)",
+        ),
+        (
+            lambda w: w.__setitem__("Conv1", [w["Conv1"][0][:, :, :, :8]]),
+            r"layer 'Conv1' kernel has shape \(3, 3, 3, 8\) where the model needs \(3, 3, 3, 16\)",
+        ),
+        (
+            lambda w: w.__setitem__("block_1_depthwise", [np.zeros((3, 3, 1, 48))]),
+            r"layer 'block_1_depthwise' depthwise_kernel has shape \(3, 3, 1, 48\) "
+            r"where the model needs \(3, 3, 48, 1\)",
+        ),
+        (
+            lambda w: w.__setitem__("predictions", w["predictions"][:1]),
+            r"layer 'predictions' has 1 arrays \[\(1280, 5\)\] where the model needs 2: "
+            r"kernel \(1280, 5\), bias \(5,\)",
+        ),
     ],
 )
 def test_a_missing_layer_or_wrong_shape_is_an_error_naming_the_layer_and_nothing_changes(edit, message):
@@ -154,11 +187,13 @@ def test_a_missing_layer_or_wrong_shape_is_an_error_naming_the_layer_and_nothing
     assert all(isinstance(value, jax.ShapeDtypeStruct) for value in jax.tree.leaves(nnx.state(model)))
 
 
+@pytest.mark.slow  # Keras
 def test_layers_the_model_lacks_are_returned():
     model = abstract_model(include_top=False, pooling="avg")
     assert assign_keras_weights(model, {**tiny_weights(), "head": []}) == ["predictions", "head"]
 
 
+@pytest.mark.slow  # Keras
 def test_keras2_names_through_aliases():
     aliases = BACKBONES["densenet121"].keras_aliases
     weights = kf.layer_weights(keras_model("densenet121", False, "avg", (35, 41)))
@@ -175,8 +210,9 @@ def test_keras2_names_through_aliases():
 @pytest.mark.parametrize("name", BACKBONES)
 def test_inputs_below_keras_minimum_are_refused(name):
     with pytest.raises(InputTooSmallError, match=r"\(31, 40, 3\) inputs are too small"):
-        nnx.eval_shape(lambda: BACKBONES[name].build(input_shape=(31, 40, 3), include_top=False, pooling=None,
-                                                     rngs=nnx.Rngs(0)))
+        nnx.eval_shape(
+            lambda: BACKBONES[name].build(input_shape=(31, 40, 3), include_top=False, pooling=None, rngs=nnx.Rngs(0))
+        )
 
 
 # (input size, kernel size, strides, padding, depthwise): the convolutions the backbones add.
@@ -198,13 +234,4 @@ BACKBONE_CONVS = [
 
 @pytest.mark.parametrize("size, kernel_size, strides, padding, depthwise", BACKBONE_CONVS)
 def test_cpu_conv_paths_match_lax_for_backbone_convolutions(size, kernel_size, strides, padding, depthwise):
-    channels = 8
-    if depthwise:
-        layer = depthwise_conv(channels, kernel_size, strides=strides, padding=padding, rngs=nnx.Rngs(0))
-    else:
-        layer = conv(channels, 16, kernel_size, strides=strides, padding=padding, rngs=nnx.Rngs(0))
-    layer.bias[...] = jax.random.normal(jax.random.key(1), layer.bias.shape)
-    x = jax.random.normal(jax.random.key(0), (2, size, size, channels))
-    lax_padding = ((padding, padding),) * 2 if isinstance(padding, int) else padding
-
-    assert_conv_matches_lax(layer, x, strides, lax_padding)
+    assert_conv_matches_lax(size, kernel_size, strides, padding, depthwise)

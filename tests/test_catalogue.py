@@ -8,16 +8,13 @@ tiny, so the whole file stays well under a minute and a half on two cores.
 """
 
 import copy
-import io
 import json
 import os
 import re
 import struct
 import subprocess
 import sys
-import urllib.error
 import urllib.request
-import zipfile
 import zlib
 from pathlib import Path
 
@@ -25,16 +22,22 @@ import h5py
 import numpy as np
 import pytest
 import yaml
-from flax import nnx
 from PIL import Image, ImageFile
 
-import models
 from flaxvision.data import sources
 from flaxvision.predict import main as predict_main
-from flaxvision.trained import ModelInfo, save_trained
 from stages import download, evaluate, extract_features, preprocess, source, train
-from tests.conftest import PROJECT_ROOT
-from tests.helpers import pattern_images
+from tests.helpers import (
+    PROJECT_ROOT,
+    image_bytes,
+    mirror_file,
+    report,
+    save_model,
+    write_images,
+    write_prepared,
+    write_tree,
+    write_zip,
+)
 
 REAL_URLOPEN = urllib.request.urlopen
 BASE_PARAMS = {
@@ -46,36 +49,25 @@ BASE_PARAMS = {
     "train": {"epochs": 1, "batch_size": 4},
     "evaluate": {},
 }
-CLASSES = ["cat", "dog", "fox"]  # pattern_images' square colours: red, green, blue
 
 
 @pytest.fixture
-def project(tmp_path, monkeypatch):
-    """A project folder as cwd, an empty mirror and tfds data dir beside it, a private cache, no
-    network, and the code linked in (the train stage digests its source files by relative path)."""
-    root = tmp_path / "project"
-    root.mkdir()
-    for folder in ("mirror", "cache", "tfds"):
+def project(offline_project, tmp_path, monkeypatch):
+    """The offline project folder (conftest.py) with its cache made, an empty tfds data dir beside
+    it, no DVC_ROOT, and the code linked in (the train stage digests its source files by relative path)."""
+    for folder in ("cache", "tfds"):
         (tmp_path / folder).mkdir()
-    monkeypatch.chdir(root)
-    monkeypatch.setenv("DATA_MIRROR", str(tmp_path / "mirror"))
-    monkeypatch.setenv("FLAXVISION_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path / "tfds"))
     monkeypatch.delenv("DVC_ROOT", raising=False)
     for code in ("flaxvision", "models", "stages"):
         os.symlink(PROJECT_ROOT / code, code)
-
-    def offline(*args, **kwargs):
-        raise urllib.error.URLError("no network in tests")
-
-    monkeypatch.setattr(urllib.request, "urlopen", offline)
-    return root
+    return offline_project
 
 
 # --- writing inputs ----------------------------------------------------------------------------
 
 
-def write_params(overrides: dict | None = None, text: str | None = None):
+def write_base_params(overrides: dict | None = None, text: str | None = None):
     """params.yaml: BASE_PARAMS with ``overrides`` merged into its sections, or ``text`` as it is."""
     if text is None:
         params = copy.deepcopy(BASE_PARAMS)
@@ -88,64 +80,40 @@ def write_params(overrides: dict | None = None, text: str | None = None):
     Path("params.yaml").write_text(text)
 
 
-def write_images(folder: Path, count: int, label: int = 0):
-    """``count`` 16×16 PNGs in ``folder``: a square on noise, red, green or blue by ``label``."""
-    folder.mkdir(parents=True, exist_ok=True)
-    images, _ = pattern_images(count, size=16, classes=1, seed=label)
-    for index, image in enumerate(images):
-        Image.fromarray(np.roll(image, label, axis=-1)).save(folder / f"{index}.png")
-
-
-def write_tree(root: Path, layout: dict[str, int]):
-    """``root/<folder>/<i>.png`` with ``count`` images per folder (class folders, or split/class)."""
-    for index, (folder, count) in enumerate(layout.items()):
-        write_images(root / folder, count, label=index % 3)
-
-
-def image_bytes(fmt: str = "PNG") -> bytes:
-    buffer = io.BytesIO()
-    Image.new("RGB", (12, 10), (200, 30, 30)).save(buffer, format=fmt)
-    return buffer.getvalue()
-
-
-def mirror(name: str) -> Path:
-    return Path(os.environ["DATA_MIRROR"]) / name
-
-
-def write_zip(name: str, members: dict[str, bytes], links: dict[str, str] | None = None):
-    """A zip in the mirror; ``links``: member -> target, stored as symlinks."""
-    with zipfile.ZipFile(mirror(name), "w") as archive:
-        for member, data in members.items():
-            archive.writestr(zipfile.ZipInfo(member), data)  # ZipInfo keeps the name as given
-        for member, target in (links or {}).items():
-            info = zipfile.ZipInfo(member)
-            info.external_attr = 0o120777 << 16
-            archive.writestr(info, target)
-
-
 def cats_zip_members(root: str = "cats_and_dogs_filtered/") -> dict[str, bytes]:
-    return {f"{root}{split}/{animal}/{i}.jpg": image_bytes("JPEG")
-            for split in ("train", "validation") for animal in ("cats", "dogs") for i in range(3)}
+    return {
+        f"{root}{split}/{animal}/{i}.jpg": image_bytes("JPEG")
+        for split in ("train", "validation")
+        for animal in ("cats", "dogs")
+        for i in range(3)
+    }
 
 
 def write_signs(split: str, x=None, y=None, classes=None, keys=None):
     x = np.zeros((6, 8, 8, 3), np.uint8) if x is None else x
     y = np.arange(len(x)) % 3 if y is None else y
     values = {f"{split}_set_x": x, f"{split}_set_y": y, "list_classes": np.arange(3) if classes is None else classes}
-    with h5py.File(mirror(f"{split}_signs.h5"), "w") as h5:
+    with h5py.File(mirror_file(f"{split}_signs.h5"), "w") as h5:
         for key, value in values.items():
             h5[(keys or {}).get(key, key)] = value
 
 
-def write_dog_breeds(labels_csv: bytes | None, images: list[str]):
-    members = {f"train/{i}.jpg": image_bytes("JPEG") for i in images}
-    if labels_csv is not None:
-        members["labels.csv"] = labels_csv
-    write_zip("dog-breed-identification.zip", members)
+def dog_breeds_zip(labels_csv: bytes | None):
+    """A case's setup: dog-breed-identification.zip with train/a1.jpg and ``labels_csv`` (None:
+    without labels.csv)."""
+
+    def write():
+        members = {"train/a1.jpg": image_bytes("JPEG")}
+        if labels_csv is not None:
+            members["labels.csv"] = labels_csv
+        write_zip("dog-breed-identification.zip", members)
+
+    return write
 
 
 def png(width: int, height: int, pixel_data: bytes) -> bytes:
     """An RGB PNG file of ``width``×``height`` whose IDAT chunk holds ``pixel_data`` (zlib-compressed rows)."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
@@ -162,22 +130,6 @@ def huge_png(path: Path, side: int = 12000):
     """A complete ``side``×``side`` black PNG (400 MB decoded), compressed row by row (little memory)."""
     compressor, row = zlib.compressobj(), b"\0" * (1 + 3 * side)
     path.write_bytes(png(side, side, b"".join(compressor.compress(row) for _ in range(side)) + compressor.flush()))
-
-
-def write_prepared(counts=(6, 3, 3), size=32, image_size=None, missing=()):
-    """data/prepared as preprocess writes it, straight from arrays (no decoding)."""
-    folder = Path("data/prepared")
-    folder.mkdir(parents=True)
-    for split, count in zip(("train", "validation", "test"), counts, strict=True):
-        if split in missing:
-            continue
-        images, labels = pattern_images(count, size=size, classes=len(CLASSES))
-        np.save(folder / f"{split}_images.npy", images)
-        np.save(folder / f"{split}_labels.npy", labels)
-    (folder / "dataset.json").write_text(json.dumps({
-        "data": "folder:pets", "classes": CLASSES, "image_size": image_size or [size, size], "color_mode": "rgb",
-        "splits": dict(zip(("train", "validation", "test"), counts, strict=True)), "split_sources": {},
-    }))
 
 
 # --- checking the outcome ----------------------------------------------------------------------
@@ -240,10 +192,6 @@ def as_param(case):
     return pytest.param(*values[1:], id=values[0], marks=marks)
 
 
-def report() -> dict:
-    return json.loads(Path("data/prepared/report.json").read_text())
-
-
 # --- params.yaml ---------------------------------------------------------------------------------
 
 PARAMS_CASES = [
@@ -260,30 +208,54 @@ PARAMS_CASES = [
     ("folder-without-path", download, {"data": "folder:"}, ["unknown data 'folder:'", "folder:<path>"]),
     ("tfds-without-name", download, {"data": "tfds:"}, ["unknown data 'tfds:'", "tfds:<name>"]),
     ("section-not-mapping", train, {"train": 5}, ["'train' must be a mapping, got 5"]),
-    ("unknown-preprocess-key", preprocess, {"preprocess": {"size": 8}}, ["unknown key 'preprocess.size'",
-                                                                          "valid keys: image_size"]),
+    (
+        "unknown-preprocess-key",
+        preprocess,
+        {"preprocess": {"size": 8}},
+        ["unknown key 'preprocess.size'", "valid keys: image_size"],
+    ),
     ("unknown-augment-key", train, {"augment": {"flip": True}}, ["unknown key 'augment.flip'", "valid keys"]),
     ("unknown-train-key", train, {"train": {"lr": 0.1}}, ["unknown key 'train.lr'", "learning_rate"]),
     ("unknown-evaluate-key", evaluate, {"evaluate": {"topk": 3}}, ["unknown key 'evaluate.topk'", "top_k"]),
     ("unknown-transfer-key", train, {"transfer": {"backbone": "vgg16"}}, ["unknown key 'transfer.backbone'"]),
-    ("unknown-extract-key", extract_features, {"model": "stacked", "extract_features": {"batch": 8}},
-     ["unknown key 'extract_features.batch'"]),
+    (
+        "unknown-extract-key",
+        extract_features,
+        {"model": "stacked", "extract_features": {"batch": 8}},
+        ["unknown key 'extract_features.batch'"],
+    ),
     ("epochs-not-int", train, {"train": {"epochs": "ten"}}, ["'train.epochs' must be a int, got 'ten'"]),
     ("epochs-float", train, {"train": {"epochs": 2.5}}, ["'train.epochs' must be a int"]),
     ("nesterov-not-bool", train, {"train": {"nesterov": "yes"}}, ["'train.nesterov' must be true or false"]),
     ("image-size-not-list", preprocess, {"preprocess": {"image_size": 64}}, ["preprocess.image_size"]),
     ("image-size-zero", preprocess, {"preprocess": {"image_size": [0, 16]}}, ["image_size must be [height, width]"]),
     ("image-size-three", preprocess, {"preprocess": {"image_size": [8, 8, 3]}}, ["image_size must be"]),
-    ("color-mode", preprocess, {"preprocess": {"color_mode": "cmyk"}},
-     ["'preprocess.color_mode' must be one of ['rgb', 'grayscale'], got 'cmyk'"]),
-    ("val-fraction-above-1", preprocess, {"preprocess": {"val_fraction": 1.5}},
-     ["val_fraction must be between 0 and 1"]),
+    (
+        "color-mode",
+        preprocess,
+        {"preprocess": {"color_mode": "cmyk"}},
+        ["'preprocess.color_mode' must be one of ['rgb', 'grayscale'], got 'cmyk'"],
+    ),
+    (
+        "val-fraction-above-1",
+        preprocess,
+        {"preprocess": {"val_fraction": 1.5}},
+        ["val_fraction must be between 0 and 1"],
+    ),
     ("test-fraction-zero", preprocess, {"preprocess": {"test_fraction": 0}}, ["test_fraction must be between 0"]),
-    ("fractions-sum", preprocess, {"preprocess": {"val_fraction": 0.6, "test_fraction": 0.5}},
-     ["val_fraction + test_fraction must be below 1"]),
+    (
+        "fractions-sum",
+        preprocess,
+        {"preprocess": {"val_fraction": 0.6, "test_fraction": 0.5}},
+        ["val_fraction + test_fraction must be below 1"],
+    ),
     ("max-bad-fraction", preprocess, {"preprocess": {"max_bad_fraction": 2}}, ["max_bad_fraction must be between"]),
-    ("split-seed-string", preprocess, {"preprocess": {"split_seed": "zero"}},
-     ["'preprocess.split_seed' must be a int"]),
+    (
+        "split-seed-string",
+        preprocess,
+        {"preprocess": {"split_seed": "zero"}},
+        ["'preprocess.split_seed' must be a int"],
+    ),
     ("batch-size-zero", train, {"train": {"batch_size": 0}}, ["batch_size must be at least 1, got 0"]),
     ("learning-rate-negative", train, {"train": {"learning_rate": -0.1}}, ["learning_rate must be positive"]),
     ("reduce-lr-factor", train, {"train": {"reduce_lr_factor": 1.5}}, ["reduce_lr_factor must be in (0, 1)"]),
@@ -295,31 +267,63 @@ PARAMS_CASES = [
     ("fill-mode", train, {"augment": {"fill_mode": "mirror"}}, ["'augment.fill_mode' must be one of"]),
     ("evaluate-batch-size", evaluate, {"evaluate": {"batch_size": 0}}, ["batch_size must be at least 1"]),
     ("evaluate-top-k", evaluate, {"evaluate": {"top_k": 0}}, ["top_k must be at least 1"]),
-    ("evaluate-negative-image", evaluate, {"evaluate": {"activation_image": -1}},
-     ["activation_image must not be negative"]),
-    ("evaluate-layers-type", evaluate, {"evaluate": {"activation_layers": [1.5]}},
-     ["'evaluate.activation_layers' has the wrong type"]),
-    ("transfer-backbone", train, {"model": "transfer", "transfer": {"backbones": ["alexnet"]}},
-     ["unknown backbone 'alexnet'", "valid backbones: mobilenet_v2"]),
-    ("transfer-no-backbone", train, {"model": "transfer", "transfer": {"backbones": []}},
-     ["backbones must name at least one backbone"]),
-    ("transfer-alpha", train, {"model": "transfer", "transfer": {"backbones": ["vgg16"], "alpha": 0.5}},
-     ["alpha applies to mobilenet_v2 only"]),
-    ("transfer-cache-trainable", train, {"model": "transfer", "transfer": {"trainable_layers": 2}},
-     ["cache_features needs frozen backbones"]),
+    (
+        "evaluate-negative-image",
+        evaluate,
+        {"evaluate": {"activation_image": -1}},
+        ["activation_image must not be negative"],
+    ),
+    (
+        "evaluate-layers-type",
+        evaluate,
+        {"evaluate": {"activation_layers": [1.5]}},
+        ["'evaluate.activation_layers' has the wrong type"],
+    ),
+    (
+        "transfer-backbone",
+        train,
+        {"model": "transfer", "transfer": {"backbones": ["alexnet"]}},
+        ["unknown backbone 'alexnet'", "valid backbones: mobilenet_v2"],
+    ),
+    (
+        "transfer-no-backbone",
+        train,
+        {"model": "transfer", "transfer": {"backbones": []}},
+        ["backbones must name at least one backbone"],
+    ),
+    (
+        "transfer-alpha",
+        train,
+        {"model": "transfer", "transfer": {"backbones": ["vgg16"], "alpha": 0.5}},
+        ["alpha applies to mobilenet_v2 only"],
+    ),
+    (
+        "transfer-cache-trainable",
+        train,
+        {"model": "transfer", "transfer": {"trainable_layers": 2}},
+        ["cache_features needs frozen backbones"],
+    ),
     ("transfer-dropout", train, {"model": "transfer", "transfer": {"dropout": 1.0}}, ["dropout must be in [0, 1)"]),
     ("transfer-pooling", train, {"model": "transfer", "transfer": {"pooling": "sum"}}, ["'transfer.pooling'"]),
-    ("extract-batch-size", extract_features, {"model": "stacked", "extract_features": {"batch_size": 0}},
-     ["batch_size must be at least 1"]),
-    ("pretrained-not-a-string", extract_features, {"model": "stacked", "pretrained": 1},
-     ["'pretrained' must be a str"]),
+    (
+        "extract-batch-size",
+        extract_features,
+        {"model": "stacked", "extract_features": {"batch_size": 0}},
+        ["batch_size must be at least 1"],
+    ),
+    (
+        "pretrained-not-a-string",
+        extract_features,
+        {"model": "stacked", "pretrained": 1},
+        ["'pretrained' must be a str"],
+    ),
 ]
 
 
 @pytest.mark.parametrize("stage, params, fragments", [as_param(case) for case in PARAMS_CASES])
 def test_bad_params(project, capsys, stage, params, fragments):
     if params is not None:
-        write_params(text=params) if isinstance(params, str) else write_params(params)
+        write_base_params(text=params) if isinstance(params, str) else write_base_params(params)
     expect_error(capsys, stage.main, *fragments)
 
 
@@ -331,93 +335,186 @@ def link_loop():
     os.symlink("..", "pets/cat/up")
 
 
+LABELS_CSV_CASES = [
+    # (id, labels.csv in dog-breed-identification.zip beside train/a1.jpg (None: none), fragment of the error)
+    ("missing", None, "labels.csv not found: expected Kaggle's layout"),
+    ("header", b"image,label\na1,pug\n", "labels.csv: header is 'image,label', expected 'id,breed'"),
+    ("row", b"id,breed\na1,pug,extra\n", "labels.csv line 2: expected <id>,<breed>, got 'a1,pug,extra'"),
+    ("path-id", b"id,breed\n../a1,pug\n", "labels.csv line 2: expected <id>,<breed>"),
+    ("duplicate", b"id,breed\na1,pug\na1,pug\n", "labels.csv line 3: id a1 is listed twice"),
+    ("id-without-image", b"id,breed\na1,pug\nb2,pug\n", "labels.csv: id b2 has no image train/b2.jpg"),
+    ("not-utf8", b"id,breed\na1,\xff\xfe\n", "labels.csv: not a readable UTF-8 csv file"),
+]
+
 SOURCE_CASES = [
     # (id, data, setup, fragments)
     ("folder-missing", "folder:pets", lambda: None, ["folder pets does not exist"]),
     ("folder-is-a-file", "folder:pets", lambda: Path("pets").write_text("x"), ["pets is not a folder"]),
-    ("folder-empty", "folder:pets", lambda: Path("pets").mkdir(), ["pets: no class folders",
-                                                                    "expected pets/<class>/<image>"]),
-    ("folder-mixed-splits", "folder:pets", lambda: write_tree(Path("pets"), {"train/cat": 1, "cat": 1}),
-     ["split folders mixed with other folders (cat): move them"]),
-    ("folder-two-val-folders", "folder:pets",
-     lambda: write_tree(Path("pets"), {"train/cat": 1, "val/cat": 1, "validation/cat": 1}),
-     ["pets: two folders name the same split"]),
-    ("folder-val-class-not-in-train", "folder:pets",
-     lambda: write_tree(Path("pets"), {"train/cat": 1, "train/dog": 1, "val/fox": 1}),
-     ["pets/val: classes ['fox'] are not in pets/train"]),
-    ("folder-no-train", "folder:pets", lambda: write_tree(Path("pets"), {"val/cat": 1, "test/cat": 1}),
-     ["pets: has test, val but no train/ folder"]),
-    ("folder-split-without-classes", "folder:pets",
-     lambda: write_tree(Path("pets"), {"train/cat": 1}) or Path("pets/test").mkdir(),
-     ["pets/test: no class folders"]),
-    ("folder-dangling-link", "folder:pets",
-     lambda: write_tree(Path("pets"), {"cat": 2, "dog": 2}) or os.symlink("/nonexistent/x.png", "pets/cat/x.png"),
-     ["pets/cat/x.png: a link to /nonexistent/x.png, which does not exist", "remove the link"]),
-    ("folder-link-loop", "folder:pets", link_loop, ["pets/cat/up/cat leads back to", "(a link loops)",
-                                                     "remove that link"]),
-    ("zip-not-a-zip", "cats_vs_dogs", lambda: mirror("cats_and_dogs_filtered.zip").write_bytes(b"PK not really"),
-     ["cats_and_dogs_filtered.zip: not a readable zip archive", "delete it and rerun"]),
+    (
+        "folder-empty",
+        "folder:pets",
+        lambda: Path("pets").mkdir(),
+        ["pets: no class folders", "expected pets/<class>/<image>"],
+    ),
+    (
+        "folder-mixed-splits",
+        "folder:pets",
+        lambda: write_tree(Path("pets"), {"train/cat": 1, "cat": 1}),
+        ["split folders mixed with other folders (cat): move them"],
+    ),
+    (
+        "folder-two-val-folders",
+        "folder:pets",
+        lambda: write_tree(Path("pets"), {"train/cat": 1, "val/cat": 1, "validation/cat": 1}),
+        ["pets: two folders name the same split"],
+    ),
+    (
+        "folder-val-class-not-in-train",
+        "folder:pets",
+        lambda: write_tree(Path("pets"), {"train/cat": 1, "train/dog": 1, "val/fox": 1}),
+        ["pets/val: classes ['fox'] are not in pets/train"],
+    ),
+    (
+        "folder-no-train",
+        "folder:pets",
+        lambda: write_tree(Path("pets"), {"val/cat": 1, "test/cat": 1}),
+        ["pets: has test, val but no train/ folder"],
+    ),
+    (
+        "folder-split-without-classes",
+        "folder:pets",
+        lambda: write_tree(Path("pets"), {"train/cat": 1}) or Path("pets/test").mkdir(),
+        ["pets/test: no class folders"],
+    ),
+    (
+        "folder-dangling-link",
+        "folder:pets",
+        lambda: write_tree(Path("pets"), {"cat": 2, "dog": 2}) or os.symlink("/nonexistent/x.png", "pets/cat/x.png"),
+        ["pets/cat/x.png: a link to /nonexistent/x.png, which does not exist", "remove the link"],
+    ),
+    (
+        "folder-link-loop",
+        "folder:pets",
+        link_loop,
+        ["pets/cat/up/cat leads back to", "(a link loops)", "remove that link"],
+    ),
+    (
+        "zip-not-a-zip",
+        "cats_vs_dogs",
+        lambda: mirror_file("cats_and_dogs_filtered.zip").write_bytes(b"PK not really"),
+        ["cats_and_dogs_filtered.zip: not a readable zip archive", "delete it and rerun"],
+    ),
     ("zip-crc", "cats_vs_dogs", lambda: corrupt_zip_member(), ["fails its CRC check", "delete the archive"]),
-    ("zip-slip", "cats_vs_dogs", lambda: write_zip("cats_and_dogs_filtered.zip",
-                                                    {**cats_zip_members(), "../evil.jpg": b"x"}),
-     ["cats_and_dogs_filtered.zip: refusing unsafe member path '../evil.jpg'"]),
-    ("zip-absolute-member", "cats_vs_dogs",
-     lambda: write_zip("cats_and_dogs_filtered.zip", {**cats_zip_members(), "/tmp/evil.jpg": b"x"}),
-     ["refusing unsafe member path '/tmp/evil.jpg'"]),
-    ("zip-link-escaping", "cats_vs_dogs",
-     lambda: write_zip("cats_and_dogs_filtered.zip", cats_zip_members(),
-                       links={"cats_and_dogs_filtered/train/cats/x.jpg": "../../../../etc/passwd"}),
-     ["refusing member 'cats_and_dogs_filtered/train/cats/x.jpg', a link to '../../../../etc/passwd' outside"]),
-    ("zip-wrong-root", "cats_vs_dogs", lambda: write_zip("cats_and_dogs_filtered.zip", cats_zip_members("")),
-     ["cats_and_dogs_filtered.zip: no folder cats_and_dogs_filtered/ inside", "get the official one"]),
-    ("zip-no-train", "cats_vs_dogs", lambda: write_zip("cats_and_dogs_filtered.zip", {
-        k.replace("/train/", "/training2/"): v for k, v in cats_zip_members().items()}),
-     ["cats_and_dogs_filtered.zip: cats_and_dogs_filtered: split folders mixed with other folders (training2)"]),
-    ("zip-offline", "cats_vs_dogs", lambda: None,
-     ["cannot download https://storage.googleapis.com/", "put cats_and_dogs_filtered.zip in a folder",
-      "set DATA_MIRROR"]),
-    ("belgium-second-zip-offline", "belgiumtsc",
-     lambda: write_zip("BelgiumTSC_Training.zip", {"Training/00000/0.ppm": image_bytes("PPM")}),
-     ["cannot download https://btsd.ethz.ch/shareddata/BelgiumTSC/BelgiumTSC_Testing.zip", "set DATA_MIRROR"]),
+    (
+        "zip-slip",
+        "cats_vs_dogs",
+        lambda: write_zip("cats_and_dogs_filtered.zip", {**cats_zip_members(), "../evil.jpg": b"x"}),
+        ["cats_and_dogs_filtered.zip: refusing unsafe member path '../evil.jpg'"],
+    ),
+    (
+        "zip-absolute-member",
+        "cats_vs_dogs",
+        lambda: write_zip("cats_and_dogs_filtered.zip", {**cats_zip_members(), "/tmp/evil.jpg": b"x"}),
+        ["refusing unsafe member path '/tmp/evil.jpg'"],
+    ),
+    (
+        "zip-link-escaping",
+        "cats_vs_dogs",
+        lambda: write_zip(
+            "cats_and_dogs_filtered.zip",
+            cats_zip_members(),
+            links={"cats_and_dogs_filtered/train/cats/x.jpg": "../../../../etc/passwd"},
+        ),
+        ["refusing member 'cats_and_dogs_filtered/train/cats/x.jpg', a link to '../../../../etc/passwd' outside"],
+    ),
+    (
+        "zip-wrong-root",
+        "cats_vs_dogs",
+        lambda: write_zip("cats_and_dogs_filtered.zip", cats_zip_members("")),
+        ["cats_and_dogs_filtered.zip: no folder cats_and_dogs_filtered/ inside", "get the official one"],
+    ),
+    (
+        "zip-no-train",
+        "cats_vs_dogs",
+        lambda: write_zip(
+            "cats_and_dogs_filtered.zip",
+            {k.replace("/train/", "/training2/"): v for k, v in cats_zip_members().items()},
+        ),
+        ["cats_and_dogs_filtered.zip: cats_and_dogs_filtered: split folders mixed with other folders (training2)"],
+    ),
+    (
+        "zip-offline",
+        "cats_vs_dogs",
+        lambda: None,
+        [
+            "cannot download https://storage.googleapis.com/",
+            "put cats_and_dogs_filtered.zip in a folder",
+            "set DATA_MIRROR",
+        ],
+    ),
+    (
+        "belgium-second-zip-offline",
+        "belgiumtsc",
+        lambda: write_zip("BelgiumTSC_Training.zip", {"Training/00000/0.ppm": image_bytes("PPM")}),
+        ["cannot download https://btsd.ethz.ch/shareddata/BelgiumTSC/BelgiumTSC_Testing.zip", "set DATA_MIRROR"],
+    ),
     ("signs-missing", "signs", lambda: None, ["train_signs.h5 not found", "set DATA_MIRROR"]),
-    ("signs-not-h5", "signs", lambda: mirror("train_signs.h5").write_bytes(b"not hdf5"),
-     ["train_signs.h5: not a SIGNS h5 file"]),
-    ("signs-wrong-keys", "signs", lambda: write_signs("train", keys={"train_set_x": "images"}),
-     ["train_signs.h5: not a SIGNS h5 file"]),
-    ("signs-float-images", "signs", lambda: write_signs("train", x=np.zeros((6, 8, 8, 3), np.float32)),
-     ["expected train_set_x uint8 [N,H,W,3] and N labels, got (6, 8, 8, 3) float32"]),
-    ("signs-label-count", "signs", lambda: write_signs("train", y=np.zeros(4, int)),
-     ["expected train_set_x uint8 [N,H,W,3] and N labels"]),
-    ("signs-unknown-labels", "signs", lambda: write_signs("train", y=np.array([0, 1, 2, 7, 8, 9])),
-     ["train_signs.h5: labels [7, 8, 9] are not in list_classes"]),
-    ("labels-csv-missing", "dog_breeds", lambda: write_dog_breeds(None, ["a1"]),
-     ["labels.csv not found: expected Kaggle's layout"]),
-    ("labels-csv-header", "dog_breeds", lambda: write_dog_breeds(b"image,label\na1,pug\n", ["a1"]),
-     ["labels.csv: header is 'image,label', expected 'id,breed'"]),
-    ("labels-csv-row", "dog_breeds", lambda: write_dog_breeds(b"id,breed\na1,pug,extra\n", ["a1"]),
-     ["labels.csv line 2: expected <id>,<breed>, got 'a1,pug,extra'"]),
-    ("labels-csv-path-id", "dog_breeds", lambda: write_dog_breeds(b"id,breed\n../a1,pug\n", ["a1"]),
-     ["labels.csv line 2: expected <id>,<breed>"]),
-    ("labels-csv-duplicate", "dog_breeds", lambda: write_dog_breeds(b"id,breed\na1,pug\na1,pug\n", ["a1"]),
-     ["labels.csv line 3: id a1 is listed twice"]),
-    ("labels-csv-id-without-image", "dog_breeds", lambda: write_dog_breeds(b"id,breed\na1,pug\nb2,pug\n", ["a1"]),
-     ["labels.csv: id b2 has no image train/b2.jpg"]),
-    ("labels-csv-not-utf8", "dog_breeds", lambda: write_dog_breeds(b"id,breed\na1,\xff\xfe\n", ["a1"]),
-     ["labels.csv: not a readable UTF-8 csv file"]),
-    ("dog-breeds-missing", "dog_breeds", lambda: None,
-     ["dog-breed-identification.zip not found", "https://www.kaggle.com/c/dog-breed-identification/data"]),
+    (
+        "signs-not-h5",
+        "signs",
+        lambda: mirror_file("train_signs.h5").write_bytes(b"not hdf5"),
+        ["train_signs.h5: not a SIGNS h5 file"],
+    ),
+    (
+        "signs-wrong-keys",
+        "signs",
+        lambda: write_signs("train", keys={"train_set_x": "images"}),
+        ["train_signs.h5: not a SIGNS h5 file"],
+    ),
+    (
+        "signs-float-images",
+        "signs",
+        lambda: write_signs("train", x=np.zeros((6, 8, 8, 3), np.float32)),
+        ["expected train_set_x uint8 [N,H,W,3] and N labels, got (6, 8, 8, 3) float32"],
+    ),
+    (
+        "signs-label-count",
+        "signs",
+        lambda: write_signs("train", y=np.zeros(4, int)),
+        ["expected train_set_x uint8 [N,H,W,3] and N labels"],
+    ),
+    (
+        "signs-unknown-labels",
+        "signs",
+        lambda: write_signs("train", y=np.array([0, 1, 2, 7, 8, 9])),
+        ["train_signs.h5: labels [7, 8, 9] are not in list_classes"],
+    ),
+    *[
+        (f"labels-csv-{name}", "dog_breeds", dog_breeds_zip(labels_csv), [fragment])
+        for name, labels_csv, fragment in LABELS_CSV_CASES
+    ],
+    (
+        "dog-breeds-missing",
+        "dog_breeds",
+        lambda: None,
+        ["dog-breed-identification.zip not found", "https://www.kaggle.com/c/dog-breed-identification/data"],
+    ),
     ("tfds-not-prepared", "tfds:beans", lambda: None, ["tfds dataset 'beans'", "prepare it with `tfds build beans`"]),
-    ("tfds-unknown", "tfds:no_such_dataset_xyz", lambda: None,
-     ["tfds dataset 'no_such_dataset_xyz' not available", "TFDS_DATA_DIR"]),
+    (
+        "tfds-unknown",
+        "tfds:no_such_dataset_xyz",
+        lambda: None,
+        ["tfds dataset 'no_such_dataset_xyz' not available", "TFDS_DATA_DIR"],
+    ),
 ]
 
 
 def corrupt_zip_member():
     members = {"cats_and_dogs_filtered/train/cats/0.jpg": b"a" * 1000}
     write_zip("cats_and_dogs_filtered.zip", members)
-    data = bytearray(mirror("cats_and_dogs_filtered.zip").read_bytes())
+    data = bytearray(mirror_file("cats_and_dogs_filtered.zip").read_bytes())
     data[data.index(b"a" * 1000) + 10] = ord("b")  # stored uncompressed: one byte of content changes
-    mirror("cats_and_dogs_filtered.zip").write_bytes(bytes(data))
+    mirror_file("cats_and_dogs_filtered.zip").write_bytes(bytes(data))
 
 
 @pytest.mark.parametrize("data, setup, fragments", [as_param(case) for case in SOURCE_CASES])
@@ -427,7 +524,7 @@ def test_bad_sources(project, capsys, data, setup, fragments):
     if data.startswith("tfds:"):
         pytest.importorskip("tensorflow_datasets")
     setup()
-    write_params({"data": data})
+    write_base_params({"data": data})
     try:
         source.main()
     except SystemExit:
@@ -441,7 +538,7 @@ def test_bad_sources(project, capsys, data, setup, fragments):
 @pytest.mark.parametrize("stage", [source, download])
 def test_data_mirror_not_a_directory(project, capsys, monkeypatch, stage):
     monkeypatch.setenv("DATA_MIRROR", str(project / "params.yaml"))
-    write_params({"data": "cats_vs_dogs"})
+    write_base_params({"data": "cats_vs_dogs"})
     expect_error(capsys, stage.main, f"DATA_MIRROR={project / 'params.yaml'} is not a directory")
 
 
@@ -451,7 +548,7 @@ def test_unreachable_url(project, capsys, monkeypatch):
     source = sources.DATASETS["cats_vs_dogs"]
     file = sources.dataclasses.replace(source.files[0], url="http://127.0.0.1:9/cats_and_dogs_filtered.zip")
     monkeypatch.setitem(sources.DATASETS, "cats_vs_dogs", sources.dataclasses.replace(source, files=(file,)))
-    write_params({"data": "cats_vs_dogs"})
+    write_base_params({"data": "cats_vs_dogs"})
     expect_error(capsys, download.main, "cannot download http://127.0.0.1:9/", "set DATA_MIRROR")
 
 
@@ -468,7 +565,7 @@ RAW_CASES = [
 def test_unusable_trees(project, capsys, tree, fragments):
     for folder, count in tree.items():
         write_images(Path("pets") / folder, count)
-    write_params()
+    write_base_params()
     download.main()
     expect_error(capsys, preprocess.main, *fragments)
     assert not Path("data/prepared").exists()
@@ -477,7 +574,7 @@ def test_unusable_trees(project, capsys, tree, fragments):
 def test_signs_files_disagreeing_on_classes(project, capsys):
     write_signs("train")
     write_signs("test", classes=np.array([5, 6, 7]), y=np.array([5, 6, 7] * 2))
-    write_params({"data": "signs"})
+    write_base_params({"data": "signs"})
     download.main()
     expect_error(capsys, preprocess.main, "the SIGNS files disagree on list_classes")
 
@@ -489,10 +586,14 @@ def test_unreadable_images_beyond_max_bad_fraction(project, capsys):
     write_tree(Path("pets"), {"cat": 5, "dog": 5})
     for index in range(3):
         Path(f"pets/cat/{index}.png").write_text("not an image")
-    write_params()
+    write_base_params()
     download.main()
-    expect_error(capsys, preprocess.main, "pets: 3 of 10 images unreadable, more than max_bad_fraction 0.01",
-                 "pets/cat/0.png (UnidentifiedImageError")
+    expect_error(
+        capsys,
+        preprocess.main,
+        "pets: 3 of 10 images unreadable, more than max_bad_fraction 0.01",
+        "pets/cat/0.png (UnidentifiedImageError",
+    )
     assert not Path("data/prepared").exists()
 
 
@@ -501,21 +602,26 @@ def test_truncated_images_beyond_max_bad_fraction(project, capsys):
     for index in range(2):
         path = Path(f"pets/dog/{index}.png")
         path.write_bytes(path.read_bytes()[:60])
-    write_params({"preprocess": {"max_bad_fraction": 0.1}})
+    write_base_params({"preprocess": {"max_bad_fraction": 0.1}})
     download.main()
-    expect_error(capsys, preprocess.main, "2 of 10 images unreadable, more than max_bad_fraction 0.1",
-                 "pets/dog/0.png (")
+    expect_error(
+        capsys, preprocess.main, "2 of 10 images unreadable, more than max_bad_fraction 0.1", "pets/dog/0.png ("
+    )
 
 
 def test_a_huge_image_is_refused_before_decoding(project, capfd):
     """capfd: the decoding workers' own stderr too, where Pillow would warn."""
     write_tree(Path("pets"), {"cat": 4, "dog": 4})
     Path("pets/cat/huge.png").write_bytes(png_header_only(12000, 12000))
-    write_params({"preprocess": {"max_bad_fraction": 0.2}})
+    write_base_params({"preprocess": {"max_bad_fraction": 0.2}})
     download.main()
-    expect_warnings(capfd, preprocess.main, ["skipped 1 unreadable files", "report.json",
-                                              "pets/cat/huge.png (ImageTooLarge: 12000×12000 pixels"],
-                    ["validation split", "fewer than 2 images"], ["test split", "fewer than 2 images"])
+    expect_warnings(
+        capfd,
+        preprocess.main,
+        ["skipped 1 unreadable files", "report.json", "pets/cat/huge.png (ImageTooLarge: 12000×12000 pixels"],
+        ["validation split", "fewer than 2 images"],
+        ["test split", "fewer than 2 images"],
+    )
     (skipped,) = report()["skipped"]
     assert skipped["file"] == "pets/cat/huge.png" and "shrink the image" in skipped["reason"]
 
@@ -539,10 +645,9 @@ def test_unusual_image_modes_are_prepared(project, capsys, mode):
     write_tree(Path("pets"), {"cat": 5, "dog": 5})
     for path in Path("pets/cat").iterdir():
         img = Image.open(path)
-        img = (Image.fromarray((np.asarray(img.convert("L"), np.uint16) * 257)) if mode == "I;16"
-               else img.convert(mode))
+        img = Image.fromarray(np.asarray(img.convert("L"), np.uint16) * 257) if mode == "I;16" else img.convert(mode)
         img.save(path)
-    write_params()
+    write_base_params()
     download.main()
     preprocess.main()
     assert "error" not in capsys.readouterr().err
@@ -554,61 +659,103 @@ def test_unusual_image_modes_are_prepared(project, capsys, mode):
 
 def test_two_images_per_class_warn_naming_the_split_classes_and_param(project, capsys):
     write_tree(Path("pets"), {"cat": 2, "dog": 2, "fox": 2})
-    write_params()
+    write_base_params()
     download.main()
     lines = expect_warnings(
-        capsys, preprocess.main,
-        ["train split (pets minus test and validation)", "1 of 3 classes have no image", "(fox 0)",
-         "add images to pets or lower preprocess.val_fraction and preprocess.test_fraction"],
+        capsys,
+        preprocess.main,
+        [
+            "train split (pets minus test and validation)",
+            "1 of 3 classes have no image",
+            "(fox 0)",
+            "add images to pets or lower preprocess.val_fraction and preprocess.test_fraction",
+        ],
         ["validation split", "3 of 3 classes have fewer than 2 images", "raise preprocess.val_fraction (now 0.2)"],
-        ["test split", "3 of 3 classes have fewer than 2 images", "(cat 1, dog 1, fox 1)",
-         "raise preprocess.test_fraction (now 0.2) or add images to pets"])
+        [
+            "test split",
+            "3 of 3 classes have fewer than 2 images",
+            "(cat 1, dog 1, fox 1)",
+            "raise preprocess.test_fraction (now 0.2) or add images to pets",
+        ],
+    )
     assert report()["warnings"] == [line.removeprefix("warning: ") for line in lines]
 
 
 def test_a_class_without_training_images_is_a_warning(project, capsys):
-    write_tree(Path("pets"), {"train/cat": 10, "train/dog": 10, "train/fox": 0, "val/cat": 2, "val/dog": 2,
-                              "val/fox": 2, "test/cat": 2, "test/dog": 2, "test/fox": 2})
-    write_params()
+    write_tree(
+        Path("pets"),
+        {
+            "train/cat": 10,
+            "train/dog": 10,
+            "train/fox": 0,
+            "val/cat": 2,
+            "val/dog": 2,
+            "val/fox": 2,
+            "test/cat": 2,
+            "test/dog": 2,
+            "test/fox": 2,
+        },
+    )
+    write_base_params()
     download.main()
-    expect_warnings(capsys, preprocess.main,
-                    ["train split (pets/train)", "1 of 3 classes have no image, so the model cannot learn them",
-                     "(fox 0)", "add images to pets/train"])
+    expect_warnings(
+        capsys,
+        preprocess.main,
+        [
+            "train split (pets/train)",
+            "1 of 3 classes have no image, so the model cannot learn them",
+            "(fox 0)",
+            "add images to pets/train",
+        ],
+    )
 
 
 def test_a_predefined_split_short_of_a_class_names_its_folder(project, capsys):
     write_tree(Path("pets"), {"train/cat": 10, "train/dog": 10, "val/cat": 3, "val/dog": 1})
-    write_params()
+    write_base_params()
     download.main()
-    expect_warnings(capsys, preprocess.main,
-                    ["validation split (pets/val minus test)", "1 of 2 classes", "(dog 1)",
-                     "add images to pets/val or lower preprocess.test_fraction"],
-                    ["test split (20% of pets/val", "dog 0)", "raise preprocess.test_fraction (now 0.2) or add "
-                     "images to pets/val"])
+    expect_warnings(
+        capsys,
+        preprocess.main,
+        [
+            "validation split (pets/val minus test)",
+            "1 of 2 classes",
+            "(dog 1)",
+            "add images to pets/val or lower preprocess.test_fraction",
+        ],
+        ["test split (20% of pets/val", "dog 0)", "raise preprocess.test_fraction (now 0.2) or add images to pets/val"],
+    )
 
 
 def test_many_thin_classes_are_one_line_per_split(project, capsys):
     write_tree(Path("pets"), {f"class{index:02d}": 3 for index in range(12)})
-    write_params()
+    write_base_params()
     download.main()
-    lines = expect_warnings(capsys, preprocess.main, ["validation split", "12 of 12 classes", "and 7 more"],
-                            ["test split", "12 of 12 classes", "and 7 more"])
+    lines = expect_warnings(
+        capsys,
+        preprocess.main,
+        ["validation split", "12 of 12 classes", "and 7 more"],
+        ["test split", "12 of 12 classes", "and 7 more"],
+    )
     assert all(len(line) < 400 for line in lines)
 
 
 def test_a_batch_larger_than_the_training_split_is_clamped_and_said(project, capsys):
     write_prepared(counts=(6, 3, 3))
-    write_params({"train": {"batch_size": 32}})
+    write_base_params({"train": {"batch_size": 32}})
     extract_features.main()
-    expect_warnings(capsys, train.main, ["train.batch_size 32 is more than the 6 training images",
-                                         "set train.batch_size to 6 or less"])
+    expect_warnings(
+        capsys,
+        train.main,
+        ["train.batch_size 32 is more than the 6 training images", "set train.batch_size to 6 or less"],
+    )
     assert Path("artifacts/model/model.json").is_file()
 
 
 def test_a_diverged_run_is_an_error_that_leaves_no_model_or_metrics(project, capsys):
     """The issue's `-S train.optimizer=sgd -S train.learning_rate=1e6`, which exited 0 with a model."""
     write_prepared()
-    write_params({"train": {"optimizer": "sgd", "learning_rate": 1e6, "batch_size": 2}})
+    write_base_params({"train": {"optimizer": "sgd", "learning_rate": 1e6, "batch_size": 2}})
     extract_features.main()
     capsys.readouterr()
     expect_error(capsys, train.main, "training diverged in epoch 1", "lower train.learning_rate (now 1e+06)")
@@ -620,10 +767,11 @@ def test_a_symlinked_class_folder_is_followed(project, capsys, tmp_path):
     write_images(tmp_path / "elsewhere" / "foxes", 5, label=2)
     os.symlink(tmp_path / "elsewhere" / "foxes", "pets/fox")
     os.symlink(tmp_path / "elsewhere", "pets/dog/more")  # a linked folder inside a class folder
-    write_params()
+    write_base_params()
     download.main()
     preprocess.main()
-    counts = {name: sum(split["per_class"][name] for split in report()["splits"].values()) for name in CLASSES}
+    splits = report()["splits"].values()
+    counts = {name: sum(split["per_class"][name] for split in splits) for name in ("cat", "dog", "fox")}
     assert counts == {"cat": 5, "dog": 10, "fox": 5}
     assert not Path("data/raw/pets/fox").is_symlink()  # the snapshot holds the files, not the link
 
@@ -633,52 +781,126 @@ def test_a_symlinked_class_folder_is_followed(project, capsys, tmp_path):
 
 def write_raw_of_folder():
     write_tree(Path("pets"), {"cat": 3, "dog": 3})
-    write_params()
+    write_base_params()
     download.main()
 
 
 ORDER_CASES = [
     # (id, setup, stage, fragments)
-    ("preprocess-before-download", write_params, preprocess, ["data/raw/SOURCES.json not found",
-                                                              "run `dvc repro download`"]),
-    ("preprocess-other-dataset", lambda: write_raw_of_folder() or write_params({"data": "signs"}), preprocess,
-     ["data/raw holds 'folder:pets', params.yaml data is 'signs'", "run `dvc repro download`"]),
-    ("preprocess-raw-folder-gone", lambda: write_raw_of_folder() or os.rename("data/raw/pets", "data/raw/x"),
-     preprocess, ["data/raw/pets not found", "run `dvc repro download`"]),
-    ("preprocess-raw-tfds-manifest-gone", lambda: write_params({"data": "tfds:beans"}) or Path("data/raw").mkdir(
-        parents=True) or Path("data/raw/SOURCES.json").write_text('{"data": "tfds:beans"}'), preprocess,
-     ["data/raw/tfds.json not found or unreadable", "dvc repro download"]),
-    ("extract-features-before-preprocess", lambda: write_params({"model": "stacked"}), extract_features,
-     ["data/prepared is missing or incomplete", "run `dvc repro preprocess`"]),
-    ("train-before-preprocess", write_params, train, ["data/prepared is missing or incomplete",
-                                                      "run `dvc repro preprocess`"]),
-    ("train-before-extract-features", lambda: write_params() or write_prepared(), train,
-     ["no data/features/features.json", "run `dvc repro extract-features` first"]),
-    ("train-on-broken-features", lambda: write_params() or write_prepared() or Path("data/features").mkdir()
-     or Path("data/features/features.json").write_text('{"features": ["train"]}'), train,
-     ["data/features is incomplete or unreadable", "run `dvc repro --force extract-features`"]),
-    ("train-on-unreadable-features", lambda: write_params() or write_prepared() or Path("data/features").mkdir()
-     or Path("data/features/features.json").write_text("{"), train,
-     ["data/features is incomplete or unreadable (JSONDecodeError)"]),
-    ("train-prepared-split-missing", lambda: write_params() or write_prepared(missing=("test",)), train,
-     ["data/prepared is missing or incomplete (FileNotFoundError)", "run `dvc repro preprocess`"]),
-    ("train-prepared-shape-mismatch", lambda: write_params() or write_prepared(image_size=[64, 64]), train,
-     ["data/prepared/train_*.npy do not match dataset.json", "run `dvc repro preprocess`"]),
-    ("evaluate-before-preprocess", write_params, evaluate, ["data/prepared is missing or incomplete"]),
-    ("evaluate-before-train", lambda: write_params() or write_prepared(), evaluate,
-     ["no trained model in artifacts/model", "run `dvc repro train` first"]),
-    ("evaluate-unreadable-model", lambda: write_params() or write_prepared() or Path("artifacts/model").mkdir(
-        parents=True) or Path("artifacts/model/model.json").write_text("{"), evaluate,
-     ["artifacts/model holds an unreadable model", "run `dvc repro train`"]),
-    ("evaluate-activation-image", lambda: write_params({"evaluate": {"activation_image": 3}}) or write_prepared(),
-     evaluate, ["evaluate.activation_image is 3, but the test split has 3 images: use 0 to 2"]),
-    ("evaluate-empty-test-split", lambda: write_params() or write_prepared(counts=(6, 3, 0)), evaluate,
-     ["the test split is empty: raise preprocess.test_fraction"]),
-    ("train-empty-validation-split", lambda: write_params() or write_prepared(counts=(6, 0, 3))
-     or extract_features.main(), train, ["the validation split is empty: raise preprocess.val_fraction"]),
-    ("train-images-too-small", lambda: write_params() or write_prepared(size=16)
-     or extract_features.main(), train, ["model 'simple_cnn' cannot take these images",
-                                         "raise preprocess.image_size"]),
+    (
+        "preprocess-before-download",
+        write_base_params,
+        preprocess,
+        ["data/raw/SOURCES.json not found", "run `dvc repro download`"],
+    ),
+    (
+        "preprocess-other-dataset",
+        lambda: write_raw_of_folder() or write_base_params({"data": "signs"}),
+        preprocess,
+        ["data/raw holds 'folder:pets', params.yaml data is 'signs'", "run `dvc repro download`"],
+    ),
+    (
+        "preprocess-raw-folder-gone",
+        lambda: write_raw_of_folder() or os.rename("data/raw/pets", "data/raw/x"),
+        preprocess,
+        ["data/raw/pets not found", "run `dvc repro download`"],
+    ),
+    (
+        "preprocess-raw-tfds-manifest-gone",
+        lambda: write_base_params({"data": "tfds:beans"})
+        or Path("data/raw").mkdir(parents=True)
+        or Path("data/raw/SOURCES.json").write_text('{"data": "tfds:beans"}'),
+        preprocess,
+        ["data/raw/tfds.json not found or unreadable", "dvc repro download"],
+    ),
+    (
+        "extract-features-before-preprocess",
+        lambda: write_base_params({"model": "stacked"}),
+        extract_features,
+        ["data/prepared is missing or incomplete", "run `dvc repro preprocess`"],
+    ),
+    (
+        "train-before-preprocess",
+        write_base_params,
+        train,
+        ["data/prepared is missing or incomplete", "run `dvc repro preprocess`"],
+    ),
+    (
+        "train-before-extract-features",
+        lambda: write_base_params() or write_prepared(),
+        train,
+        ["no data/features/features.json", "run `dvc repro extract-features` first"],
+    ),
+    (
+        "train-on-broken-features",
+        lambda: write_base_params()
+        or write_prepared()
+        or Path("data/features").mkdir()
+        or Path("data/features/features.json").write_text('{"features": ["train"]}'),
+        train,
+        ["data/features is incomplete or unreadable", "run `dvc repro --force extract-features`"],
+    ),
+    (
+        "train-on-unreadable-features",
+        lambda: write_base_params()
+        or write_prepared()
+        or Path("data/features").mkdir()
+        or Path("data/features/features.json").write_text("{"),
+        train,
+        ["data/features is incomplete or unreadable (JSONDecodeError)"],
+    ),
+    (
+        "train-prepared-split-missing",
+        lambda: write_base_params() or write_prepared(missing=("test",)),
+        train,
+        ["data/prepared is missing or incomplete (FileNotFoundError)", "run `dvc repro preprocess`"],
+    ),
+    (
+        "train-prepared-shape-mismatch",
+        lambda: write_base_params() or write_prepared(image_size=[64, 64]),
+        train,
+        ["data/prepared/train_*.npy do not match dataset.json", "run `dvc repro preprocess`"],
+    ),
+    ("evaluate-before-preprocess", write_base_params, evaluate, ["data/prepared is missing or incomplete"]),
+    (
+        "evaluate-before-train",
+        lambda: write_base_params() or write_prepared(),
+        evaluate,
+        ["no trained model in artifacts/model", "run `dvc repro train` first"],
+    ),
+    (
+        "evaluate-unreadable-model",
+        lambda: write_base_params()
+        or write_prepared()
+        or Path("artifacts/model").mkdir(parents=True)
+        or Path("artifacts/model/model.json").write_text("{"),
+        evaluate,
+        ["artifacts/model holds an unreadable model", "run `dvc repro train`"],
+    ),
+    (
+        "evaluate-activation-image",
+        lambda: write_base_params({"evaluate": {"activation_image": 3}}) or write_prepared(),
+        evaluate,
+        ["evaluate.activation_image is 3, but the test split has 3 images: use 0 to 2"],
+    ),
+    (
+        "evaluate-empty-test-split",
+        lambda: write_base_params() or write_prepared(counts=(6, 3, 0)),
+        evaluate,
+        ["the test split is empty: raise preprocess.test_fraction"],
+    ),
+    (
+        "train-empty-validation-split",
+        lambda: write_base_params() or write_prepared(counts=(6, 0, 3)) or extract_features.main(),
+        train,
+        ["the validation split is empty: raise preprocess.val_fraction"],
+    ),
+    (
+        "train-images-too-small",
+        lambda: write_base_params() or write_prepared(size=16) or extract_features.main(),
+        train,
+        ["model 'simple_cnn' cannot take these images", "raise preprocess.image_size"],
+    ),
 ]
 
 
@@ -695,11 +917,7 @@ def test_stages_out_of_order(project, capsys, setup, stage, fragments):
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
     """An untrained simple_cnn for 32×32 RGB images (its smallest), saved as the train stage saves it."""
-    folder = tmp_path_factory.mktemp("model") / "model"
-    model = models.create_model("simple_cnn", num_classes=3, input_shape=(32, 32, 3), rngs=nnx.Rngs(0))
-    save_trained(folder, model, ModelInfo(model="simple_cnn", classes=tuple(CLASSES), input_shape=(32, 32, 3),
-                                          color_mode="rgb", preprocessing=models.preprocessing("simple_cnn")))
-    return folder
+    return save_model(tmp_path_factory.mktemp("model") / "model")
 
 
 def edited_model(model_dir: Path, **changes) -> Path:
@@ -714,36 +932,85 @@ def edited_model(model_dir: Path, **changes) -> Path:
 
 PREDICT_CASES = [
     # (id, arguments (MODEL: the model folder, EDITED: an edited copy), model.json changes, exit status, fragments)
-    ("model-folder-missing", ["x.png", "--model", "nowhere"], {}, 2, ["no trained model in nowhere",
-                                                                      "run `dvc repro train` first"]),
-    ("weights-other-classes", ["x.png", "--model", "EDITED"], {"classes": ["a", "b"]}, 2,
-     ["edited-model/weights.msgpack does not fit simple_cnn for 32×32×3 inputs and 2 classes"]),
-    ("weights-other-shape", ["x.png", "--model", "EDITED"], {"input_shape": [64, 64, 3]}, 2,
-     ["does not fit simple_cnn for 64×64×3 inputs"]),
-    ("model-json-unknown-model", ["x.png", "--model", "EDITED"], {"model": "alexnet"}, 2,
-     ["edited-model/model.json: unknown model 'alexnet'"]),
-    ("model-json-lacks-color-mode", ["x.png", "--model", "EDITED"], {"color_mode": None}, 2,
-     ["edited-model/model.json lacks color_mode", "retrain with `dvc repro train`"]),
-    ("top-k-zero", ["x.png", "--model", "MODEL", "--top-k", "0"], {}, 2,
-     ["--top-k and --batch-size must be at least 1"]),
-    ("top-k-not-a-number", ["x.png", "--top-k", "three"], {}, 2, ["argument --top-k: invalid int value: 'three'",
-                                                                  "see predict --help"]),
+    (
+        "model-folder-missing",
+        ["x.png", "--model", "nowhere"],
+        {},
+        2,
+        ["no trained model in nowhere", "run `dvc repro train` first"],
+    ),
+    (
+        "weights-other-classes",
+        ["x.png", "--model", "EDITED"],
+        {"classes": ["a", "b"]},
+        2,
+        ["edited-model/weights.msgpack does not fit simple_cnn for 32×32×3 inputs and 2 classes"],
+    ),
+    (
+        "weights-other-shape",
+        ["x.png", "--model", "EDITED"],
+        {"input_shape": [64, 64, 3]},
+        2,
+        ["does not fit simple_cnn for 64×64×3 inputs"],
+    ),
+    (
+        "model-json-unknown-model",
+        ["x.png", "--model", "EDITED"],
+        {"model": "alexnet"},
+        2,
+        ["edited-model/model.json: unknown model 'alexnet'"],
+    ),
+    (
+        "model-json-lacks-color-mode",
+        ["x.png", "--model", "EDITED"],
+        {"color_mode": None},
+        2,
+        ["edited-model/model.json lacks color_mode", "retrain with `dvc repro train`"],
+    ),
+    (
+        "top-k-zero",
+        ["x.png", "--model", "MODEL", "--top-k", "0"],
+        {},
+        2,
+        ["--top-k and --batch-size must be at least 1"],
+    ),
+    (
+        "top-k-not-a-number",
+        ["x.png", "--top-k", "three"],
+        {},
+        2,
+        ["argument --top-k: invalid int value: 'three'", "see predict --help"],
+    ),
     ("batch-size-zero", ["x.png", "--batch-size", "0"], {}, 2, ["--top-k and --batch-size must be at least 1"]),
     ("unknown-option", ["x.png", "--topk", "3"], {}, 2, ["unrecognized arguments: --topk 3"]),
     ("no-inputs", [], {}, 2, ["the following arguments are required: IMAGE_OR_FOLDER"]),
-    ("output-suffix", ["x.png", "--model", "MODEL", "--output", "out.txt"], {}, 2,
-     ["--output out.txt: name a .csv or .json file (or give --format)"]),
-    ("output-folder-missing", ["missing.png", "--model", "MODEL", "--output", "no/such/out.csv"], {}, 2,
-     ["--output no/such/out.csv: cannot write it"]),
+    (
+        "output-suffix",
+        ["x.png", "--model", "MODEL", "--output", "out.txt"],
+        {},
+        2,
+        ["--output out.txt: name a .csv or .json file (or give --format)"],
+    ),
+    (
+        "output-folder-missing",
+        ["missing.png", "--model", "MODEL", "--output", "no/such/out.csv"],
+        {},
+        2,
+        ["--output no/such/out.csv: cannot write it"],
+    ),
     ("image-missing", ["missing.png", "--model", "MODEL"], {}, 1, ["error: missing.png: no such file"]),
-    ("image-huge", ["huge.png", "--model", "MODEL"], {}, 1,
-     ["huge.png: not a readable image (ImageTooLarge: 12000×12000 pixels", "shrink the image"]),
+    (
+        "image-huge",
+        ["huge.png", "--model", "MODEL"],
+        {},
+        1,
+        ["huge.png: not a readable image (ImageTooLarge: 12000×12000 pixels", "shrink the image"],
+    ),
     ("folder-without-images", ["empty", "--model", "MODEL"], {}, 1, ["empty: a folder without image files"]),
 ]
 
 
-@pytest.mark.parametrize("arguments, changes, status, fragments",
-                         [as_param(case) for case in PREDICT_CASES])
+@pytest.mark.parametrize("arguments, changes, status, fragments", [as_param(case) for case in PREDICT_CASES])
 def test_bad_predict_inputs(project, capsys, model_dir, arguments, changes, status, fragments):
     Path("huge.png").write_bytes(png_header_only(12000, 12000))
     Path("empty").mkdir()
@@ -755,13 +1022,21 @@ def test_bad_predict_inputs(project, capsys, model_dir, arguments, changes, stat
 # --- the real command line ---------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("command, status, fragment", [
-    pytest.param([sys.executable, "-m", "stages.train"], 1, "unknown key 'train.lr'", id="stage"),
-    pytest.param([str(Path(sys.executable).parent / "predict"), "x.png", "--model", "nowhere"], 2,
-                 "no trained model in nowhere", id="predict"),
-])
+@pytest.mark.slow  # a process of its own
+@pytest.mark.parametrize(
+    "command, status, fragment",
+    [
+        pytest.param([sys.executable, "-m", "stages.train"], 1, "unknown key 'train.lr'", id="stage"),
+        pytest.param(
+            [str(Path(sys.executable).parent / "predict"), "x.png", "--model", "nowhere"],
+            2,
+            "no trained model in nowhere",
+            id="predict",
+        ),
+    ],
+)
 def test_the_command_line_prints_one_line_and_no_traceback(project, command, status, fragment):
-    write_params({"train": {"lr": 0.1}})
+    write_base_params({"train": {"lr": 0.1}})
     env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}
     result = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
     assert result.returncode == status, result.stderr

@@ -10,17 +10,13 @@ import functools
 import hashlib
 import importlib
 import re
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import h5py
 import jax
 import keras
-import keras_files as kf
 import numpy as np
 import pytest
-from conftest import SHARED_DATASETS
 from flax import nnx
 from keras.src.applications import densenet, imagenet_utils, mobilenet_v2, resnet, vgg16
 
@@ -29,23 +25,13 @@ from flaxvision.conversion import h5
 from flaxvision.conversion.weights import KERAS_APPLICATIONS, imagenet_weights
 from flaxvision.data import download
 from flaxvision.errors import UserError
-from flaxvision.transforms import preprocess_input
 from models.backbones import BACKBONES
+from models.scaling import preprocess_input
+from tests import keras_files as kf
+from tests.helpers import shared_file
 
-
-@pytest.fixture(autouse=True)
-def isolated(tmp_path, monkeypatch):
-    """An empty mirror, a private cache (downloads and conversions), no network."""
-    mirror = tmp_path / "mirror"
-    mirror.mkdir()
-    monkeypatch.setenv("DATA_MIRROR", str(mirror))
-    monkeypatch.setenv("FLAXVISION_CACHE", str(tmp_path / "cache"))
-
-    def offline(*args, **kwargs):
-        raise urllib.error.URLError("no network in tests")
-
-    monkeypatch.setattr(urllib.request, "urlopen", offline)
-    return mirror
+# Every test with an empty mirror, a private cache (downloads and conversions), no network.
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("mirror")]
 
 
 def max_abs(a, b) -> float:
@@ -58,7 +44,7 @@ def assert_same_weights(read: dict, expected: dict):
     assert sorted(read) == sorted(expected)
     for name, arrays in expected.items():
         assert [a.shape for a in read[name]] == [a.shape for a in arrays], name
-        assert all(np.array_equal(a, b) for a, b in zip(read[name], arrays)), name
+        assert all(np.array_equal(a, b) for a, b in zip(read[name], arrays, strict=True)), name
 
 
 # A small model with each kind of Keras layer the backbones use (Conv2D, BatchNormalization,
@@ -109,9 +95,9 @@ def tiny_images() -> np.ndarray:
     return np.random.default_rng(0).normal(size=(2, *TINY_INPUT)).astype(np.float32)
 
 
-def converted(path, *, aliases={}, submodel=None, classes=5) -> tuple[TinyBackbone, conversion.Conversion]:
+def converted(path, *, aliases=None, submodel=None, classes=5) -> tuple[TinyBackbone, conversion.Conversion]:
     model = TinyBackbone(classes, rngs=nnx.Rngs(1))
-    return model, conversion.convert(model, path, aliases=aliases, submodel=submodel)
+    return model, conversion.convert(model, path, aliases=aliases or {}, submodel=submodel)
 
 
 # --- the layouts ---------------------------------------------------------------------------
@@ -317,9 +303,7 @@ def test_a_mismatch_is_an_error_naming_the_layer(tmp_path, keras_model):
 
 def published_md5s() -> dict[str, str]:
     """The md5 table of ../shared/datasets/README.md (copied there from Keras's source)."""
-    readme = SHARED_DATASETS / "README.md"
-    if not readme.is_file():
-        pytest.skip(f"{readme} not present (the shared dataset mirror is not beside the project)")
+    readme = shared_file("README.md")
     return dict(re.findall(r"^\| (\S+\.h5) \| ([0-9a-f]{32}) \|", readme.read_text(), re.MULTILINE))
 
 
@@ -376,26 +360,26 @@ def test_imagenet_weights_follow_keras_rules(backbone, kwargs, message):
     assert str(error.value).startswith("weights: ") and "\n" not in str(error.value)
 
 
-def test_offline_without_the_file_names_url_file_and_folders(tmp_path, isolated):
+def test_offline_without_the_file_names_url_file_and_folders(tmp_path, mirror):
     official = imagenet_weights("densenet121", include_top=False, input_shape=(64, 64, 3))
     with pytest.raises(UserError) as error:
         download.fetch(official)
     message = str(error.value)
     assert official.url in message and "\n" not in message
-    assert f"put {official.name} in a folder and set DATA_MIRROR to it (looked in: {isolated})" in message
+    assert f"put {official.name} in a folder and set DATA_MIRROR to it (looked in: {mirror})" in message
     assert f"or into the download cache {tmp_path / 'cache'}" in message
 
 
-def test_a_mirror_copy_with_another_md5_is_rejected(tmp_path, isolated, tiny):
+def test_a_mirror_copy_with_another_md5_is_rejected(tmp_path, mirror, tiny):
     official = imagenet_weights("resnet50", include_top=False, input_shape=(64, 64, 3))
-    kf.save_weights_only(tiny, isolated / official.name)
+    kf.save_weights_only(tiny, mirror / official.name)
     with pytest.raises(UserError, match=f"md5 [0-9a-f]{{32}} does not match the published {official.md5}"):
         download.fetch(official)
 
 
-def test_a_matching_md5_verifies_the_file(tmp_path, isolated, tiny):
-    kf.save_weights_only(tiny, isolated / "w.h5")
-    md5 = hashlib.md5((isolated / "w.h5").read_bytes()).hexdigest()
+def test_a_matching_md5_verifies_the_file(tmp_path, mirror, tiny):
+    kf.save_weights_only(tiny, mirror / "w.h5")
+    md5 = hashlib.md5((mirror / "w.h5").read_bytes()).hexdigest()
     _, record = download.fetch(download.RemoteFile(name="w.h5", url=KERAS_APPLICATIONS + "w.h5", md5=md5))
     assert record.verification == "md5 matches the published digest"
 
@@ -404,16 +388,20 @@ def test_a_matching_md5_verifies_the_file(tmp_path, isolated, tiny):
     "alpha, size, expected",
     [
         (0.35, 96, "unverified (no published checksum): Keras h5 layout ok (4 layers, 10 arrays)"),
-        (1.0, 224, "unverified (no published checksum): size differs from the official 9,406,464 bytes; "
-                   "Keras h5 layout ok (4 layers, 10 arrays)"),
+        (
+            1.0,
+            224,
+            "unverified (no published checksum): size differs from the official 9,406,464 bytes; "
+            "Keras h5 layout ok (4 layers, 10 arrays)",
+        ),
     ],
 )
-def test_mobilenet_v2_files_are_unverified_with_a_notice(isolated, tiny, capsys, alpha, size, expected):
+def test_mobilenet_v2_files_are_unverified_with_a_notice(mirror, tiny, capsys, alpha, size, expected):
     official = imagenet_weights("mobilenet_v2", include_top=False, input_shape=(size, size, 3), alpha=alpha)
-    kf.save_weights_only(tiny, isolated / official.name)
+    kf.save_weights_only(tiny, mirror / official.name)
     _, record = download.fetch(official)
     assert record.verification == expected
-    assert f"notice: {isolated / official.name}: {expected}" in capsys.readouterr().err
+    assert f"notice: {mirror / official.name}: {expected}" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("mode", ["tf", "caffe", "torch"])
@@ -514,7 +502,7 @@ def test_the_file_s_top_is_reported_when_building_without_it(parity):
     assert again.from_cache and again.unused == result.unused
 
 
-def test_weights_none_imagenet_or_a_missing_file(tmp_path, isolated, capsys):
+def test_weights_none_imagenet_or_a_missing_file(tmp_path, mirror, capsys):
     build = functools.partial(
         conversion.build_backbone, "mobilenet_v2", input_shape=(32, 32, 3), alpha=0.35, rngs=nnx.Rngs(0)
     )
@@ -524,12 +512,12 @@ def test_weights_none_imagenet_or_a_missing_file(tmp_path, isolated, capsys):
     with pytest.raises(UserError) as error:
         build(weights="imagenet")
     assert f"cannot download {mobilenet_v2.BASE_WEIGHT_PATH}{name} " in str(error.value)
-    assert f"put {name} in a folder and set DATA_MIRROR to it (looked in: {isolated})" in str(error.value)
+    assert f"put {name} in a folder and set DATA_MIRROR to it (looked in: {mirror})" in str(error.value)
 
     keras_model = kf.applications_model("MobileNetV2", alpha=0.35, include_top=False, input_shape=(32, 32, 3))
-    kf.save_weights_only(keras_model, isolated / name)  # a stand-in for Keras's file, in the mirror
+    kf.save_weights_only(keras_model, mirror / name)  # a stand-in for Keras's file, in the mirror
     model, result = build(weights="imagenet")
-    assert result.file == isolated / name and result.unused == ()
+    assert result.file == mirror / name and result.unused == ()
     assert "unverified (no published checksum): Keras h5 layout ok" in capsys.readouterr().err
     keras_kernel = keras_model.get_layer("Conv1").get_weights()[0]
     assert np.array_equal(model.keras_layers()["Conv1"].kernel[...], keras_kernel)

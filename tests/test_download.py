@@ -2,7 +2,6 @@
 
 import hashlib
 import io
-import urllib.error
 import urllib.request
 import zipfile
 
@@ -15,16 +14,11 @@ URL = "https://example.invalid/files/data.zip"
 
 
 @pytest.fixture(autouse=True)
-def isolated(tmp_path, monkeypatch):
+def isolated(tmp_path, monkeypatch, offline):
     """No mirror, a private cache, and no network unless a test fakes it."""
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("DATA_MIRROR", raising=False)
     monkeypatch.setenv("FLAXVISION_CACHE", str(tmp_path / "cache"))
-
-    def offline(*args, **kwargs):
-        raise urllib.error.URLError("no network in tests")
-
-    monkeypatch.setattr(urllib.request, "urlopen", offline)
 
 
 def zip_bytes(members: dict[str, bytes]) -> bytes:
@@ -161,8 +155,11 @@ def test_manual_file_missing_says_how_to_get_it(tmp_path, monkeypatch):
     monkeypatch.setenv("FLAXVISION_CACHE", str(tmp_path / "cache"))
     (tmp_path / "mirror").mkdir()
     file = dl.RemoteFile(name="manual.h5", url=None, manual="ask the course staff")
-    with pytest.raises(UserError, match=f"manual.h5 not found in the mirror {tmp_path / 'mirror'} or the "
-                                        f"download cache {tmp_path / 'cache'}: ask the course staff"):
+    with pytest.raises(
+        UserError,
+        match=f"manual.h5 not found in the mirror {tmp_path / 'mirror'} or the "
+        f"download cache {tmp_path / 'cache'}: ask the course staff",
+    ):
         dl.fetch(file)
 
 
@@ -193,7 +190,7 @@ def test_extract_rejects_links_pointing_outside(tmp_path):
     with zipfile.ZipFile(archive, "w") as zf:
         for name, target in (("a/inside", "../b/file"), ("a/outside", "../../etc/passwd")):
             info = zipfile.ZipInfo(name)
-            info.external_attr = (0o120777 << 16)  # a symlink
+            info.external_attr = 0o120777 << 16  # a symlink
             zf.writestr(info, target)
     with pytest.raises(UserError, match="'a/outside', a link to '../../etc/passwd' outside"):
         dl.extract_zip(archive, tmp_path / "out")

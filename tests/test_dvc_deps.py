@@ -4,13 +4,10 @@ import re
 from pathlib import Path
 
 import pytest
-import yaml
 
 from flaxvision.pipeline import CODE_ROOTS, code_files
-from tests.conftest import PROJECT_ROOT
+from tests.helpers import PROJECT_ROOT, STAGES
 from tests.imports import import_closure, module_file
-
-STAGES = yaml.safe_load((PROJECT_ROOT / "dvc.yaml").read_text())["stages"]
 
 
 def stage_module(stage: dict) -> Path:

@@ -13,14 +13,19 @@ import sys
 
 import pytest
 
-from tests.conftest import PROJECT_ROOT
+from tests.helpers import PROJECT_ROOT
 
+pytestmark = pytest.mark.slow
 ABSENT = {"deleted", "not in cache"}
 
 
 def git_files() -> list[str]:
-    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-                            cwd=PROJECT_ROOT, capture_output=True, text=True)
+    listed = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+    )
     if listed.returncode:
         pytest.skip(f"not a git checkout: {listed.stderr.strip()}")
     return [name for name in listed.stdout.split("\0") if name and (PROJECT_ROOT / name).is_file()]
@@ -49,8 +54,9 @@ def test_dvc_lock_matches_the_committed_code_params_and_results(tmp_path):
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(PROJECT_ROOT / name, tmp_path / name)
     subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
-    result = subprocess.run([sys.executable, "-m", "dvc", "status", "--json"], cwd=tmp_path,
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "dvc", "status", "--json"], cwd=tmp_path, capture_output=True, text=True
+    )
     assert result.returncode == 0, result.stderr
     stale = stale_entries(json.loads(result.stdout))
     assert not stale, "dvc.lock is stale (run `dvc repro`, commit dvc.lock and results/): " + "; ".join(stale)

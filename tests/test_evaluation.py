@@ -11,9 +11,17 @@ def test_metrics_match_hand_computed_values():
     classes = ["a", "b", "c"]
     labels = np.array([0, 0, 1, 1, 2])
     # predictions: 0, 1, 1, 1, 0; the true class is second-ranked for the two mistakes
-    logits = np.log(np.array([
-        [0.7, 0.2, 0.1], [0.3, 0.6, 0.1], [0.1, 0.8, 0.1], [0.2, 0.7, 0.1], [0.5, 0.1, 0.4],
-    ]))
+    logits = np.log(
+        np.array(
+            [
+                [0.7, 0.2, 0.1],
+                [0.3, 0.6, 0.1],
+                [0.1, 0.8, 0.1],
+                [0.2, 0.7, 0.1],
+                [0.5, 0.1, 0.4],
+            ]
+        )
+    )
     result = evaluate_logits(logits, labels, classes, top_k=2)
     assert result.summary["accuracy"] == pytest.approx(3 / 5)
     assert result.summary["top_2_accuracy"] == pytest.approx(1.0)

@@ -41,8 +41,9 @@ def test_temporaries_of_dead_processes_are_swept_by_the_next_write(tmp_path):
     (tmp_path / ".dvc").mkdir()
     area = tmp_path / TEMP_AREA
     area.mkdir(parents=True)
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
-                          capture_output=True, text=True, check=True).stdout.strip()
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True
+    ).stdout.strip()
     host = socket.gethostname()
     (area / f".raw.0a1b2c3d.{host}-{dead}.tmp").mkdir()  # a folder left by a killed download
     (area / f".metrics.json.0a1b2c3d.{host}-{dead}.tmp").write_text("{")

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from flaxvision.pipeline import CODE_ROOTS
-from tests.conftest import PROJECT_ROOT
+from tests.helpers import PROJECT_ROOT
 from tests.imports import import_closure, imported_files, module_name
 
 

@@ -26,13 +26,12 @@ from pathlib import Path
 
 import psutil  # DVC's own dependency
 import pytest
-import yaml
 
 from flaxvision.files import TEMP_AREA
-from tests.conftest import PROJECT_ROOT
+from tests.helpers import STAGES
 from tests.projects import commit, dvc, dvc_command, environment, git, image_folder, new_project
 
-STAGES = yaml.safe_load((PROJECT_ROOT / "dvc.yaml").read_text())["stages"]
+pytestmark = pytest.mark.slow
 # Not the workspace a user or DVC looks at (all git-ignored, and __pycache__ anywhere): git's and
 # DVC's own folders, the resume point with its curves, the compilation cache.
 PRIVATE = {".git", ".dvc", "checkpoints", ".downloads"}
@@ -46,10 +45,13 @@ def started(root: Path) -> bool:
 def temporary(output: str):
     """An atomic write of ``output`` is under way: its temp folder exists (in .dvc/tmp or, where
     it must not be, beside the output)."""
+
     def writing(root: Path) -> bool:
-        return any(folder.is_dir() and any(entry.name.startswith(f".{Path(output).name}.")
-                                           for entry in os.scandir(folder))
-                   for folder in (root / TEMP_AREA, (root / output).parent))
+        return any(
+            folder.is_dir() and any(entry.name.startswith(f".{Path(output).name}.") for entry in os.scandir(folder))
+            for folder in (root / TEMP_AREA, (root / output).parent)
+        )
+
     return writing
 
 
@@ -60,15 +62,15 @@ def exists(path: str):
 def saving_checkpoint(step: int):
     """Orbax is writing the checkpoint after epoch ``step`` (its temp folder exists)."""
     return lambda root: (root / "checkpoints").is_dir() and any(
-        entry.name.startswith(f"{step}{ORBAX_TMP}") for entry in os.scandir(root / "checkpoints"))
+        entry.name.startswith(f"{step}{ORBAX_TMP}") for entry in os.scandir(root / "checkpoints")
+    )
 
 
 # When each stage is killed. A stage missing here (added later) is killed as it starts and when its
 # outputs are all in place, before it exits.
 MOMENTS = {
     "download": {"copying the files": temporary("data/raw"), "output in place": exists("data/raw")},
-    "preprocess": {"decoding the images": temporary("data/prepared"),
-                   "output in place": exists("data/prepared")},
+    "preprocess": {"decoding the images": temporary("data/prepared"), "output in place": exists("data/prepared")},
     # Writes its one small manifest at once (simple_cnn has no features): nothing mid-work to hit.
     "extract-features": {"starting": started, "output in place": exists("data/features")},
     "train": {
@@ -78,14 +80,19 @@ MOMENTS = {
         "model in place": exists("artifacts/model"),
         "curves in place": exists("results/train/plots"),
     },
-    "evaluate": {"drawing the pictures": temporary("results/evaluate/plots"),
-                 "pictures in place": exists("results/evaluate/plots")},  # metrics come last
+    "evaluate": {
+        "drawing the pictures": temporary("results/evaluate/plots"),
+        "pictures in place": exists("results/evaluate/plots"),
+    },  # metrics come last
 }
 
 
 def outputs(stage: dict) -> list[str]:
-    return [next(iter(out)) if isinstance(out, dict) else out
-            for kind in ("outs", "metrics", "plots") for out in stage.get(kind, [])]
+    return [
+        next(iter(out)) if isinstance(out, dict) else out
+        for kind in ("outs", "metrics", "plots")
+        for out in stage.get(kind, [])
+    ]
 
 
 def moments(name: str) -> dict:
@@ -103,8 +110,9 @@ def snapshot(root: Path) -> dict[str, str]:
     files = {}
     for folder, subfolders, names in os.walk(root):
         here = Path(folder).relative_to(root)
-        subfolders[:] = [name for name in subfolders
-                         if name != "__pycache__" and not (here == Path(".") and name in PRIVATE)]
+        subfolders[:] = [
+            name for name in subfolders if name != "__pycache__" and not (here == Path(".") and name in PRIVATE)
+        ]
         for name in names:
             files[(here / name).as_posix()] = hashlib.sha256((Path(folder) / name).read_bytes()).hexdigest()
     return files
@@ -137,8 +145,13 @@ def run_killed(root: Path, stage: str, moment) -> float:
     command = shlex.split(STAGES[stage]["cmd"])
     log = root / ".git" / "killed-run.log"  # out of the workspace, kept for a failure's message
     with open(log, "wb") as output:
-        repro = subprocess.Popen(dvc_command("repro", "--force", "--single-item", stage), cwd=root,
-                                 env=environment(root), stdout=output, stderr=subprocess.STDOUT)
+        repro = subprocess.Popen(
+            dvc_command("repro", "--force", "--single-item", stage),
+            cwd=root,
+            env=environment(root),
+            stdout=output,
+            stderr=subprocess.STDOUT,
+        )
     start, deadline = time.monotonic(), time.monotonic() + 180
     while (process := stage_process(repro, command)) is None:
         assert repro.poll() is None and time.monotonic() < deadline, f"no {stage}:\n{log.read_text()}"
@@ -152,16 +165,23 @@ def run_killed(root: Path, stage: str, moment) -> float:
     # DVC's report: the signal ended the stage (not the stage's own exit before the signal came).
     # DVC runs the command through $SHELL: bash execs it (DVC sees -9), dash waits on it and
     # reports the kill as status 137 (128 + SIGKILL).
-    assert re.search(r"exited with (-9|137)$", log.read_text(), re.MULTILINE), \
+    assert re.search(r"exited with (-9|137)$", log.read_text(), re.MULTILINE), (
         f"{stage} was not killed:\n{log.read_text()}"
+    )
     return ran
 
 
 def stage_process(repro: subprocess.Popen, command: list[str]) -> psutil.Process | None:
     """The process running ``command`` among dvc's descendants (not the shell dvc starts it with)."""
     try:
-        return next((child for child in psutil.Process(repro.pid).children(recursive=True)
-                     if child.cmdline()[1:] == command[1:]), None)
+        return next(
+            (
+                child
+                for child in psutil.Process(repro.pid).children(recursive=True)
+                if child.cmdline()[1:] == command[1:]
+            ),
+            None,
+        )
     except psutil.Error:  # a process ended while being looked at
         return None
 
@@ -193,5 +213,7 @@ def test_a_killed_stage_loses_nothing_and_leaves_nothing(reference, stage, momen
     assert git(root, "status", "--porcelain", "--untracked-files=all") == ""
     assert list((root / TEMP_AREA).iterdir()) == [], "temporaries of the killed run are left in .dvc/tmp"
     assert not list((root / "checkpoints").glob(f"*{ORBAX_TMP}*")), "an unfinished checkpoint is left"
-    print(f"{stage} killed at '{moment}' after {seconds:.1f} s: outputs absent or identical; "
-          f"rerun identical, nothing left")
+    print(
+        f"{stage} killed at '{moment}' after {seconds:.1f} s: outputs absent or identical; "
+        f"rerun identical, nothing left"
+    )

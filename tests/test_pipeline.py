@@ -17,9 +17,8 @@ import pytest
 from PIL import Image
 
 import models
-from tests.helpers import pattern_images
+from tests.helpers import STAGES, pattern_images
 from tests.projects import (
-    STAGES,
     cats_vs_dogs_zip,
     dvc,
     environment,
@@ -32,6 +31,8 @@ from tests.projects import (
     set_param,
 )
 
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory):
@@ -43,7 +44,7 @@ def project(tmp_path_factory):
 
 
 def test_repro_runs_every_stage_then_nothing(project):
-    assert ran(dvc(project, "repro")) == STAGES
+    assert ran(dvc(project, "repro")) == list(STAGES)
     summary = metrics(project)
     assert 0.0 <= summary["accuracy"] <= 1.0 and summary["examples"] > 0
     per_class = json.loads((project / "results/evaluate/per_class.json").read_text())
@@ -53,7 +54,10 @@ def test_repro_runs_every_stage_then_nothing(project):
     assert json.loads((project / "artifacts/model/model.json").read_text())["classes"] == ["blue", "green", "red"]
     plots = project / "results/evaluate/plots"
     assert sorted(path.name for path in plots.glob("*.png")) == [
-        "samples.png", "samples_augmented.png", "test_misclassified.png"]
+        "samples.png",
+        "samples_augmented.png",
+        "test_misclassified.png",
+    ]
     assert len(list((plots / "activations").glob("*.png"))) == 3  # simple_cnn's three convolutions
 
     assert ran(dvc(project, "repro")) == ["source"]  # it only re-checks the data source
@@ -162,8 +166,9 @@ def test_killed_train_stage_resumes(project):
     set_param(project, "train", "epochs", 60)
     shutil.rmtree(project / "checkpoints", ignore_errors=True)  # the finished runs' checkpoints
     command = [sys.executable, "-m", "stages.train"]
-    process = subprocess.Popen(command, cwd=project, env=environment(project),
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        command, cwd=project, env=environment(project), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     deadline = time.monotonic() + 120
     # A finished Orbax step is a folder named by its number (it writes into a *-tmp-* one first).
     while not any(path.name.isdigit() for path in (project / "checkpoints").glob("*")):
@@ -172,8 +177,7 @@ def test_killed_train_stage_resumes(project):
     process.send_signal(signal.SIGKILL)
     process.wait()
 
-    result = subprocess.run(command, cwd=project, env=environment(project), capture_output=True,
-                            text=True, timeout=300)
+    result = subprocess.run(command, cwd=project, env=environment(project), capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     assert "resuming from the checkpoint after epoch" in result.stdout
     git(project, "checkout", "params.yaml")
@@ -188,8 +192,7 @@ def stand_in_weights(tmp_path_factory):
 
     folder = tmp_path_factory.mktemp("weights")
     for name in models.TRANSFER_PRESETS["stacked"].backbones:
-        model = keras_files.applications_model(BACKBONES[name].keras_class, include_top=False,
-                                               input_shape=(32, 32, 3))
+        model = keras_files.applications_model(BACKBONES[name].keras_class, include_top=False, input_shape=(32, 32, 3))
         file = imagenet_weights(name, include_top=False, input_shape=(32, 32, 3)).name
         keras_files.save_weights_only(model, folder / file)
     return folder
@@ -203,7 +206,16 @@ def test_stacked_model_end_to_end_then_head_only_experiments_reuse_the_features(
     assert np.load(project / "data/features/train.npy").shape[1] == 2048 + 1024
     assert 0.0 <= metrics(project)["accuracy"] <= 1.0
 
-    output = dvc(project, "exp", "run", "-S", "model=stacked", "-S", f"pretrained={stand_in_weights}",
-                 "-S", "train.learning_rate=0.0005")
+    output = dvc(
+        project,
+        "exp",
+        "run",
+        "-S",
+        "model=stacked",
+        "-S",
+        f"pretrained={stand_in_weights}",
+        "-S",
+        "train.learning_rate=0.0005",
+    )
     assert ran(output) == ["source", "train", "evaluate"]
     git(project, "checkout", "params.yaml")

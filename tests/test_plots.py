@@ -12,8 +12,8 @@ from flax import nnx
 from PIL import Image
 
 import models
-from flaxvision.activations import conv_activations, select_layers
 from flaxvision import plots
+from flaxvision.activations import conv_activations, select_layers
 from flaxvision.errors import UserError
 from flaxvision.evaluation import most_confident_errors
 from flaxvision.plots import (
@@ -24,12 +24,9 @@ from flaxvision.plots import (
     tile_channels,
     write_png,
 )
-from flaxvision.trained import ModelInfo, save_trained
 from models.resnet import resnet
 from stages import evaluate as evaluate_stage
-from tests.helpers import pattern_images
-
-CLASSES = ["red", "green", "blue"]  # the square colours of pattern_images, by label
+from tests.helpers import CLASSES, pattern_images, save_model, write_prepared
 
 
 def texts(figure) -> str:
@@ -100,8 +97,9 @@ def test_channels_are_standardised_and_tiled_with_gaps():
 def test_activation_map_titles_the_layer_and_caps_the_channels(tmp_path):
     image, _ = pattern_images(1, size=16)
     activation = np.random.default_rng(0).normal(size=(14, 14, 100))
-    figure = activation_map(activation, "layers.0 (conv 3×3)", image=image[0], image_caption="true: red",
-                            max_channels=32)
+    figure = activation_map(
+        activation, "layers.0 (conv 3×3)", image=image[0], image_caption="true: red", max_channels=32
+    )
     assert "layers.0 (conv 3×3)" in texts(figure) and "true: red" in texts(figure)
     assert "channels 1–32 of 100" in texts(figure)
     maps = figure.axes[1].images[0].get_array()
@@ -123,8 +121,11 @@ def test_conv_outputs_are_recorded_in_the_order_they_run():
 
     # The projection block runs its shortcut first, then reduce, middle, expand (not sorted by name).
     assert [a.path for a in activations] == [
-        "layers.1", "layers.5.shortcut.layers.0", "layers.5.reduce.layers.0",
-        "layers.5.middle.layers.0", "layers.5.expand.layers.0",
+        "layers.1",
+        "layers.5.shortcut.layers.0",
+        "layers.5.reduce.layers.0",
+        "layers.5.middle.layers.0",
+        "layers.5.expand.layers.0",
     ]
     assert activations[0].output.shape == (16, 16, 64)
     assert activations[0].description == "conv 7×7/2, 3→64, output 16×16×64"
@@ -157,22 +158,15 @@ def test_layers_are_chosen_by_index_or_path_or_spread_over_the_depth():
 
 @pytest.fixture
 def project(tmp_path, monkeypatch):
-    """A project folder with data/prepared, an (untrained) artifacts/model and params.yaml."""
-    prepared = tmp_path / "data" / "prepared"
-    prepared.mkdir(parents=True)
-    for split, (count, seed) in {"train": (30, 0), "validation": (6, 1), "test": (12, 2)}.items():
-        images, labels = pattern_images(count, size=32, seed=seed)
-        np.save(prepared / f"{split}_images.npy", images)
-        np.save(prepared / f"{split}_labels.npy", labels)
-    (prepared / "dataset.json").write_text(json.dumps(
-        {"data": "test", "classes": CLASSES, "image_size": [32, 32], "color_mode": "rgb"}))
-    model = models.create_model("simple_cnn", num_classes=3, input_shape=(32, 32, 3), rngs=nnx.Rngs(0))
-    save_trained(tmp_path / "artifacts" / "model", model, ModelInfo(
-        model="simple_cnn", classes=tuple(CLASSES), input_shape=(32, 32, 3), color_mode="rgb", preprocessing="tf"))
-    params = {"augment": {"rotation": 30.0, "horizontal_flip": True},
-              "evaluate": {"samples": 6, "misclassified": 5, "activation_image": 3}}
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    """A project folder as cwd with data/prepared, an (untrained) artifacts/model and params.yaml."""
     monkeypatch.chdir(tmp_path)
+    write_prepared(counts=(30, 6, 12))
+    save_model(tmp_path / "artifacts" / "model")
+    params = {
+        "augment": {"rotation": 30.0, "horizontal_flip": True},
+        "evaluate": {"samples": 6, "misclassified": 5, "activation_image": 3},
+    }
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     return tmp_path
 
 
@@ -190,7 +184,11 @@ def test_evaluate_stage_writes_labelled_pictures(project, monkeypatch):
     maps = sorted(path.name for path in (folder / "activations").iterdir())
     assert maps == ["001_layers.0.png", "002_layers.4.png", "003_layers.8.png"]  # simple_cnn's three convs
     assert sorted(path.name for path in folder.iterdir()) == [
-        "activations", "samples.png", "samples_augmented.png", "test_misclassified.png"]
+        "activations",
+        "samples.png",
+        "samples_augmented.png",
+        "test_misclassified.png",
+    ]
     for path in [*folder.glob("*.png"), *(folder / "activations").iterdir()]:
         width, height = png_size(path)
         assert 600 <= width <= 2000 and 200 <= height <= 2000, (path.name, width, height)
@@ -220,4 +218,5 @@ def test_an_activation_image_outside_the_test_split_is_a_one_line_error(project,
     with pytest.raises(SystemExit):
         evaluate_stage.main()
     assert capsys.readouterr().err == (
-        "error: params.yaml: evaluate.activation_image is 12, but the test split has 12 images: use 0 to 11\n")
+        "error: params.yaml: evaluate.activation_image is 12, but the test split has 12 images: use 0 to 11\n"
+    )

@@ -15,12 +15,10 @@ from PIL import Image
 import models
 from flaxvision.evaluation import predict_model, softmax
 from flaxvision.predict import main, predict_files
-from flaxvision.trained import ModelInfo, load_trained, save_trained
+from flaxvision.trained import load_trained
 from flaxvision.training import TrainConfig, Trainer, fit
 from flaxvision.transforms import AugmentConfig
-from tests.helpers import pattern_images
-
-CLASSES = ["red", "green", "blue"]  # the square colours of pattern_images, by label
+from tests.helpers import CLASSES, pattern_images, save_model
 
 
 @pytest.fixture(scope="module")
@@ -32,10 +30,7 @@ def model_dir(tmp_path_factory):
     trainer = Trainer(model, config, AugmentConfig(), models.preprocessing("simple_cnn"))
     progress = fit(trainer, pattern_images(96, seed=0), pattern_images(24, seed=1), root / "checkpoints", "run")
     assert progress.history[progress.best_epoch]["val"]["accuracy"] == 1.0  # the images below are easy
-    save_trained(root / "model", trainer.model, ModelInfo(
-        model="simple_cnn", classes=tuple(CLASSES), input_shape=(32, 32, 3), color_mode="rgb",
-        preprocessing=models.preprocessing("simple_cnn")))
-    return root / "model"
+    return save_model(root / "model", model=trainer.model)
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +39,7 @@ def known_images(tmp_path_factory) -> dict[str, Path]:
     folder = tmp_path_factory.mktemp("images")
     images, labels = pattern_images(3, size=32, seed=7)
     paths = {}
-    for image, label, suffix in zip(images, labels, [".png", ".jpg", ".png"]):
+    for image, label, suffix in zip(images, labels, [".png", ".jpg", ".png"], strict=True):
         path = folder / f"{CLASSES[label]}{suffix}"
         Image.fromarray(image).resize((64, 64), Image.Resampling.NEAREST).save(path, quality=95)
         paths[CLASSES[label]] = path
@@ -77,7 +72,7 @@ def test_an_image_file_gets_what_evaluation_gets_for_the_prepared_array(model_di
 
     model, _ = load_trained(model_dir)
     expected = softmax(predict_model(model, "tf", images, batch_size=2))
-    for result, row in zip(results, expected):
+    for result, row in zip(results, expected, strict=True):
         got = {p["class"]: p["probability"] for p in result["predictions"]}
         np.testing.assert_allclose([got[name] for name in CLASSES], row, rtol=1e-5, atol=1e-6)
 
@@ -92,8 +87,9 @@ def test_bad_files_get_one_line_errors_and_the_others_are_predicted(model_dir, k
     output = capsys.readouterr()
     assert [predicted_class(line) for line in output.out.splitlines()] == ["red"]
     errors = [line for line in output.err.splitlines() if line.startswith("error: ")]
-    assert [line.split(": ")[1] for line in errors] == [str(tmp_path / name) for name in
-                                                        ("notes.txt", "truncated.jpg", "missing.png")]
+    assert [line.split(": ")[1] for line in errors] == [
+        str(tmp_path / name) for name in ("notes.txt", "truncated.jpg", "missing.png")
+    ]
     assert "not a readable image (UnidentifiedImageError" in errors[0]
     assert errors[2].endswith("missing.png: no such file")
 
@@ -111,8 +107,11 @@ def test_folders_are_searched_recursively_for_images(model_dir, known_images, tm
 
     assert status == 1  # the empty folder
     results = json.loads(output.read_text())
-    assert [r["file"] for r in results] == [str(folder / "b/c/blue.png"), str(folder / "red.png"),
-                                            str(tmp_path / "empty")]
+    assert [r["file"] for r in results] == [
+        str(folder / "b/c/blue.png"),
+        str(folder / "red.png"),
+        str(tmp_path / "empty"),
+    ]
     assert [r["predictions"][0]["class"] for r in results[:2]] == ["blue", "red"]
     assert sum(p["probability"] for p in results[0]["predictions"]) == pytest.approx(1.0, abs=1e-5)
     assert results[2] == {"file": str(tmp_path / "empty"), "error": "a folder without image files"}
@@ -140,25 +139,28 @@ def test_a_model_for_another_input_shape_is_a_one_line_error(model_dir, known_im
     assert main([str(known_images["red"]), "--model", str(other)]) == 2
 
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and err.startswith(f"error: {other / 'weights.msgpack'} does not fit simple_cnn "
-                                                   "for 48×48×3 inputs and 3 classes")
+    assert err.count("\n") == 1 and err.startswith(
+        f"error: {other / 'weights.msgpack'} does not fit simple_cnn for 48×48×3 inputs and 3 classes"
+    )
     assert main([str(known_images["red"]), "--model", str(tmp_path / "nothing")]) == 2
     assert "no trained model in" in capsys.readouterr().err
 
 
 def test_a_grayscale_model_gets_grayscale_images(tmp_path, known_images):
-    model = models.create_model("belgiumtsc_cnn", num_classes=4, input_shape=(24, 24, 1), rngs=nnx.Rngs(0))
-    save_trained(tmp_path / "grey", model, ModelInfo(
-        model="belgiumtsc_cnn", classes=tuple("abcd"), input_shape=(24, 24, 1), color_mode="grayscale",
-        preprocessing="unit"))
+    save_model(tmp_path / "grey", "belgiumtsc_cnn", (24, 24, 1), classes=list("abcd"))
     (result,) = predict_files([known_images["red"]], tmp_path / "grey", top_k=9, batch_size=4)
     assert sorted(p["class"] for p in result["predictions"]) == list("abcd")  # k capped at the classes
     assert sum(p["probability"] for p in result["predictions"]) == pytest.approx(1.0, abs=1e-5)
 
 
+@pytest.mark.slow  # a process of its own
 def test_the_predict_command(model_dir, known_images):
     command = Path(sys.executable).parent / "predict"  # the [project.scripts] entry point
-    result = subprocess.run([str(command), str(known_images["blue"]), "--model", str(model_dir), "--top-k", "1"],
-                            capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [str(command), str(known_images["blue"]), "--model", str(model_dir), "--top-k", "1"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith(f"{known_images['blue']}: blue ") and result.stdout.count("\n") == 1

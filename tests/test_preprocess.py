@@ -1,10 +1,9 @@
 """Decoding (flaxvision.data.images), splitting (splits) and the preprocess stage on folder trees."""
 
-import json
+from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
 from PIL import Image
 
 from flaxvision.data import load_prepared
@@ -13,6 +12,7 @@ from flaxvision.data.splits import plan_splits, stratified_split
 from flaxvision.errors import UserError
 from stages import download as download_stage
 from stages import preprocess as preprocess_stage
+from tests.helpers import expect_user_error, prepare, report, write_params, write_tree
 
 RED, BLUE = (255, 0, 0), (0, 0, 255)
 
@@ -124,71 +124,43 @@ def test_missing_test_and_validation_both_come_from_train():
 # --- the stage, on folder trees --------------------------------------------------------------
 
 
-def make_tree(root, classes: dict[str, int], size=(24, 32)) -> None:
-    """``root/<class>/<i>.jpg`` with ``count`` small JPEGs per class."""
-    for n, (name, count) in enumerate(classes.items()):
-        (root / name).mkdir(parents=True, exist_ok=True)
-        for i in range(count):
-            Image.new("RGB", size, (40 * n, 100, 200 - i)).save(root / name / f"{i}.jpg")
+def test_bad_files_are_skipped_and_reported(offline_project, capsys):
+    write_tree(Path("pets/train"), {"cat": 60, "dog": 60}, suffix=".jpg")
+    write_tree(Path("pets/val"), {"cat": 10, "dog": 10}, suffix=".jpg")
+    truncated = Path("pets/train/cat/0.jpg").read_bytes()
+    Path("pets/train/cat/0.jpg").write_bytes(truncated[: len(truncated) // 2])
+    Path("pets/train/dog/notes.jpg").write_text("not an image")
+    Path("pets/train/dog/README.txt").write_text("ignored, not counted")
 
+    prepare("folder:pets", image_size=[16, 16], max_bad_fraction=0.05)
 
-def run_stages(tmp_path, monkeypatch, data: str, **preprocess):
-    monkeypatch.chdir(tmp_path)
-    params = {"data": data, "preprocess": {"image_size": [16, 16], **preprocess}}
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
-    download_stage.main()
-    preprocess_stage.main()
-    return json.loads((tmp_path / "data/prepared/report.json").read_text())
-
-
-def expect_user_error(capsys, main, *fragments) -> str:
-    """Run a stage's main: it must exit 1 with a single 'error: ...' line naming ``fragments``."""
-    with pytest.raises(SystemExit) as exit_info:
-        main()
-    assert exit_info.value.code == 1
-    line = capsys.readouterr().err.strip().splitlines()[-1]
-    assert line.startswith("error: ")
-    for fragment in fragments:
-        assert fragment in line
-    return line
-
-
-def test_bad_files_are_skipped_and_reported(tmp_path, monkeypatch, capsys):
-    make_tree(tmp_path / "pets" / "train", {"cat": 60, "dog": 60})
-    make_tree(tmp_path / "pets" / "val", {"cat": 10, "dog": 10})
-    truncated = (tmp_path / "pets/train/cat/0.jpg").read_bytes()
-    (tmp_path / "pets/train/cat/0.jpg").write_bytes(truncated[: len(truncated) // 2])
-    (tmp_path / "pets/train/dog/notes.jpg").write_text("not an image")
-    (tmp_path / "pets/train/dog/README.txt").write_text("ignored, not counted")
-
-    report = run_stages(tmp_path, monkeypatch, "folder:pets", max_bad_fraction=0.05)
-
-    assert {s["file"]: s["split"] for s in report["skipped"]} == {
+    summary = report()
+    assert {s["file"]: s["split"] for s in summary["skipped"]} == {
         "pets/train/cat/0.jpg": "train",
         "pets/train/dog/notes.jpg": "train",
     }
-    assert all(s["reason"] for s in report["skipped"])
-    assert report["ignored"] == [{"file": "pets/train/dog/README.txt", "reason": "not an image file name"}]
-    assert report["splits"]["train"] == {"count": 119, "per_class": {"cat": 59, "dog": 60}}
-    assert report["splits"]["test"]["count"] == 4
+    assert all(s["reason"] for s in summary["skipped"])
+    assert summary["ignored"] == [{"file": "pets/train/dog/README.txt", "reason": "not an image file name"}]
+    assert summary["splits"]["train"] == {"count": 119, "per_class": {"cat": 59, "dog": 60}}
+    assert summary["splits"]["test"]["count"] == 4
     assert "warning: skipped 2 unreadable files" in capsys.readouterr().err
 
 
-def test_too_many_bad_files_fail_naming_them(tmp_path, monkeypatch, capsys):
-    make_tree(tmp_path / "pets", {"cat": 10, "dog": 10})
+def test_too_many_bad_files_fail_naming_them(offline_project, capsys):
+    write_tree(Path("pets"), {"cat": 10, "dog": 10}, suffix=".jpg")
     for i in range(5):
-        (tmp_path / f"pets/cat/{i}.jpg").write_text("broken")
+        Path(f"pets/cat/{i}.jpg").write_text("broken")
     with pytest.raises(SystemExit):
-        run_stages(tmp_path, monkeypatch, "folder:pets")
+        prepare("folder:pets", image_size=[16, 16])
     line = capsys.readouterr().err.strip().splitlines()[-1]
     assert line.startswith("error: pets: 5 of 20 images unreadable, more than max_bad_fraction 0.01: ")
     assert "pets/cat/0.jpg (UnidentifiedImageError" in line and line.endswith("and 2 more")
-    assert not (tmp_path / "data/prepared").exists()
+    assert not Path("data/prepared").exists()
 
 
-def test_grayscale_arrays_and_reader(tmp_path, monkeypatch):
-    make_tree(tmp_path / "shapes", {"circle": 10, "square": 10, "star": 10})
-    run_stages(tmp_path, monkeypatch, "folder:shapes", color_mode="grayscale", image_size=[12, 10])
+def test_grayscale_arrays_and_reader(offline_project):
+    write_tree(Path("shapes"), {"circle": 10, "square": 10, "star": 10}, suffix=".jpg")
+    info = prepare("folder:shapes", color_mode="grayscale", image_size=[12, 10])
 
     prepared = load_prepared()
     assert prepared.classes == ["circle", "square", "star"]
@@ -196,7 +168,6 @@ def test_grayscale_arrays_and_reader(tmp_path, monkeypatch):
     images, labels = prepared.splits["train"]
     assert isinstance(images, np.memmap) and images.dtype == np.uint8 and labels.dtype == np.int32
     assert {name: len(s[0]) for name, s in prepared.splits.items()} == {"train": 18, "validation": 6, "test": 6}
-    info = json.loads((tmp_path / "data/prepared/dataset.json").read_text())
     assert info["split_sources"]["test"] == "20% of shapes, stratified, seed 0"
 
 
@@ -213,11 +184,10 @@ def test_load_prepared_without_preprocess_says_what_to_run(tmp_path):
         ({"cat": 5}, ["only the class ['cat']"]),
     ],
 )
-def test_unusable_trees_are_one_line_errors(tmp_path, monkeypatch, capsys, tree, fragments):
-    (tmp_path / "pets").mkdir()
-    make_tree(tmp_path / "pets", tree)
-    monkeypatch.chdir(tmp_path)
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"data": "folder:pets"}))
+def test_unusable_trees_are_one_line_errors(offline_project, capsys, tree, fragments):
+    Path("pets").mkdir()
+    write_tree(Path("pets"), tree, suffix=".jpg")
+    write_params("folder:pets")
     if tree:
         download_stage.main()
         expect_user_error(capsys, preprocess_stage.main, *fragments)
@@ -225,13 +195,11 @@ def test_unusable_trees_are_one_line_errors(tmp_path, monkeypatch, capsys, tree,
         expect_user_error(capsys, download_stage.main, *fragments)
 
 
-def test_preprocess_before_download_is_a_one_line_error(tmp_path, monkeypatch, capsys):
-    monkeypatch.chdir(tmp_path)
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"data": "signs"}))
+def test_preprocess_before_download_is_a_one_line_error(offline_project, capsys):
+    write_params("signs")
     expect_user_error(capsys, preprocess_stage.main, "data/raw/SOURCES.json not found", "dvc repro download")
 
 
-def test_bad_preprocess_params_are_one_line_errors(tmp_path, monkeypatch, capsys):
-    monkeypatch.chdir(tmp_path)
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"data": "signs", "preprocess": {"val_fraction": 1.5}}))
+def test_bad_preprocess_params_are_one_line_errors(offline_project, capsys):
+    write_params("signs", preprocess={"val_fraction": 1.5})
     expect_user_error(capsys, preprocess_stage.main, "val_fraction must be between 0 and 1")

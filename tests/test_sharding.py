@@ -6,8 +6,11 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
-from tests.conftest import PROJECT_ROOT
+from tests.helpers import PROJECT_ROOT
+
+pytestmark = pytest.mark.slow
 
 # Three epochs of seed 000's CNN (BatchNorm, dropout) with augmentation, printing the losses and
 # whether the compiled step really communicates between devices (an all-reduce of the gradients).
@@ -32,8 +35,9 @@ print(json.dumps({"devices": jax.device_count(), "losses": losses, "all_reduce":
 
 def train_on(devices: int) -> dict:
     env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"}
-    result = subprocess.run([sys.executable, "-c", SCRIPT], cwd=PROJECT_ROOT, env=env, capture_output=True,
-                            text=True, timeout=600)
+    result = subprocess.run(
+        [sys.executable, "-c", SCRIPT], cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=600
+    )
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout.strip().splitlines()[-1])
 

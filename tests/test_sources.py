@@ -1,79 +1,50 @@
 """Each dataset of params `data`, in its real layout, through the download and preprocess stages."""
 
-import io
 import json
 import os
-import urllib.error
-import urllib.request
 import zipfile
 from pathlib import Path
 
 import h5py
 import numpy as np
 import pytest
-import yaml
-from conftest import shared_file
-from PIL import Image
 
 from flaxvision.data import load_prepared, read_dataset
 from flaxvision.data.sources import TfdsSource, get_source
 from flaxvision.errors import UserError
 from stages import download as download_stage
 from stages import preprocess as preprocess_stage
+from tests.helpers import (
+    expect_user_error,
+    image_bytes,
+    mirror_file,
+    prepare,
+    report,
+    shared_file,
+    write_params,
+    write_tree,
+    write_zip,
+)
+
+pytestmark = pytest.mark.usefixtures("offline_project")  # each test in a project folder, offline
 
 
-@pytest.fixture(autouse=True)
-def project(tmp_path, monkeypatch):
-    """A project folder as cwd, an empty mirror beside it, a private cache, no network."""
-    root = tmp_path / "project"
-    root.mkdir()
-    mirror = tmp_path / "mirror"
-    mirror.mkdir()
-    monkeypatch.chdir(root)
-    monkeypatch.setenv("DATA_MIRROR", str(mirror))
-    monkeypatch.setenv("FLAXVISION_CACHE", str(tmp_path / "cache"))
-
-    def offline(*args, **kwargs):
-        raise urllib.error.URLError("no network in tests")
-
-    monkeypatch.setattr(urllib.request, "urlopen", offline)
-    return root
+def raw_files() -> list[dict]:
+    """What data/raw/SOURCES.json records of each file the download stage took."""
+    return json.loads(Path("data/raw/SOURCES.json").read_text())["files"]
 
 
-def mirror_path(name: str):
-    return os.path.join(os.environ["DATA_MIRROR"], name)
-
-
-def image_bytes(fmt: str, colour, size=(30, 20)) -> bytes:
-    buffer = io.BytesIO()
-    Image.new("RGB", size, colour).save(buffer, format=fmt)
-    return buffer.getvalue()
-
-
-def run(data: str, **preprocess) -> dict:
-    """Write params.yaml, run both stages, return dataset.json."""
-    params = {"data": data, "preprocess": {"image_size": [8, 8], **preprocess}}
-    with open("params.yaml", "w") as f:
-        yaml.safe_dump(params, f)
-    download_stage.main()
-    preprocess_stage.main()
-    return json.loads(open("data/prepared/dataset.json").read())
-
-
-def expect_user_error(capsys, main, *fragments) -> str:
-    with pytest.raises(SystemExit) as exit_info:
-        main()
-    assert exit_info.value.code == 1
-    line = capsys.readouterr().err.strip().splitlines()[-1]
-    assert line.startswith("error: ") and all(f in line for f in fragments), line
-    return line
+def splits(info: dict) -> dict[str, tuple[int, str]]:
+    """Each split of dataset.json ``info``: its size and where it came from."""
+    assert info["splits"].keys() == info["split_sources"].keys()
+    return {name: (count, info["split_sources"][name]) for name, count in info["splits"].items()}
 
 
 # --- cats_vs_dogs ----------------------------------------------------------------------------
 
 
 def test_cats_vs_dogs_zip_from_the_mirror(capsys):
-    with zipfile.ZipFile(mirror_path("cats_and_dogs_filtered.zip"), "w") as zf:
+    with zipfile.ZipFile(mirror_file("cats_and_dogs_filtered.zip"), "w") as zf:
         zf.writestr("cats_and_dogs_filtered/vectorize.py", "print('not data')\n")
         for split, count in (("train", 10), ("validation", 10)):
             for animal, colour in (("cats", "orange"), ("dogs", "brown")):
@@ -81,16 +52,15 @@ def test_cats_vs_dogs_zip_from_the_mirror(capsys):
                     name = f"cats_and_dogs_filtered/{split}/{animal}/{animal[:-1]}.{i}.jpg"
                     zf.writestr(name, image_bytes("JPEG", colour))
 
-    info = run("cats_vs_dogs")
+    info = prepare("cats_vs_dogs")
 
     assert info["classes"] == ["cats", "dogs"]
-    assert info["splits"] == {"train": 20, "validation": 16, "test": 4}
-    assert info["split_sources"] == {
-        "train": "cats_and_dogs_filtered/train",
-        "validation": "cats_and_dogs_filtered/validation minus test",
-        "test": "20% of cats_and_dogs_filtered/validation, stratified, seed 0",
+    assert splits(info) == {
+        "train": (20, "cats_and_dogs_filtered/train"),
+        "validation": (16, "cats_and_dogs_filtered/validation minus test"),
+        "test": (4, "20% of cats_and_dogs_filtered/validation, stratified, seed 0"),
     }
-    (record,) = json.loads(open("data/raw/SOURCES.json").read())["files"]
+    (record,) = raw_files()
     assert record["source"] == "offline mirror"
     assert record["verification"].startswith("unverified (no published checksum): size differs from the official")
     assert "cats_and_dogs_filtered.zip: unverified" in capsys.readouterr().err
@@ -100,11 +70,10 @@ def test_cats_vs_dogs_zip_from_the_mirror(capsys):
 
 def test_real_cats_vs_dogs_zip_is_a_known_copy(monkeypatch):
     monkeypatch.setenv("DATA_MIRROR", str(shared_file("cats_and_dogs_filtered.zip").parent))
-    with open("params.yaml", "w") as f:
-        yaml.safe_dump({"data": "cats_vs_dogs"}, f)
+    write_params("cats_vs_dogs")
     download_stage.main()
 
-    (record,) = json.loads(open("data/raw/SOURCES.json").read())["files"]
+    (record,) = raw_files()
     assert record["verification"] == "sha256 matches a known copy (re-zip in shared/datasets)"
     dataset = read_dataset("cats_vs_dogs")
     assert dataset.classes == ["cats", "dogs"]
@@ -116,7 +85,7 @@ def test_real_cats_vs_dogs_zip_is_a_known_copy(monkeypatch):
 
 def write_belgium_zip(part: str, classes: dict[str, int]) -> None:
     """BelgiumTSC_<part>.zip: <part>/<class>/*.ppm with GT-<class>.csv, as the official zips."""
-    with zipfile.ZipFile(mirror_path(f"BelgiumTSC_{part}.zip"), "w") as zf:
+    with zipfile.ZipFile(mirror_file(f"BelgiumTSC_{part}.zip"), "w") as zf:
         for name, count in classes.items():
             rows = ["Filename;Width;Height;Roi.X1;Roi.Y1;Roi.X2;Roi.Y2;ClassId"]
             for i in range(count):
@@ -131,17 +100,16 @@ def test_belgiumtsc_zips_with_an_empty_class_folder():
     write_belgium_zip("Training", {"00000": 10, "00001": 10, "00002": 0, "00003": 0})
     write_belgium_zip("Testing", {"00000": 3, "00001": 3, "00002": 2, "00003": 0})
 
-    info = run("belgiumtsc", color_mode="grayscale")
+    info = prepare("belgiumtsc", color_mode="grayscale")
 
     assert info["classes"] == ["00000", "00001", "00002"]
     assert info["splits"] == {"train": 16, "validation": 4, "test": 8}
     assert info["split_sources"]["test"] == "Testing"
-    records = json.loads(open("data/raw/SOURCES.json").read())["files"]
-    assert [r["verification"] for r in records] == ["unverified (no published checksum): zip CRCs ok"] * 2
-    report = json.loads(open("data/prepared/report.json").read())
-    assert report["empty_classes"] == ["00003"]
-    assert report["splits"]["test"]["per_class"] == {"00000": 3, "00001": 3, "00002": 2}
-    ignored = {entry["file"] for entry in report["ignored"]}
+    assert [r["verification"] for r in raw_files()] == ["unverified (no published checksum): zip CRCs ok"] * 2
+    summary = report()
+    assert summary["empty_classes"] == ["00003"]
+    assert summary["splits"]["test"]["per_class"] == {"00000": 3, "00001": 3, "00002": 2}
+    ignored = {entry["file"] for entry in summary["ignored"]}
     assert {"Training/00000/GT-00000.csv", "Testing/00003/GT-00003.csv"} <= ignored
     # a class has the same label in train and test: class 00001 is red 40, luma 0.299 * 40 = 12
     for images, labels in load_prepared().splits.values():
@@ -149,8 +117,7 @@ def test_belgiumtsc_zips_with_an_empty_class_folder():
 
 
 def test_belgiumtsc_offline_without_mirror_copy(capsys):
-    with open("params.yaml", "w") as f:
-        yaml.safe_dump({"data": "belgiumtsc"}, f)
+    write_params("belgiumtsc")
     expect_user_error(
         capsys,
         download_stage.main,
@@ -165,7 +132,7 @@ def test_belgiumtsc_offline_without_mirror_copy(capsys):
 
 def write_signs(split: str, count: int) -> None:
     rng = np.random.default_rng(0)
-    with h5py.File(mirror_path(f"{split}_signs.h5"), "w") as h5:
+    with h5py.File(mirror_file(f"{split}_signs.h5"), "w") as h5:
         h5[f"{split}_set_x"] = rng.integers(0, 256, (count, 64, 64, 3), dtype=np.uint8)
         h5[f"{split}_set_y"] = np.arange(count) % 6
         h5["list_classes"] = np.arange(6)
@@ -175,28 +142,26 @@ def test_signs_h5_files():
     write_signs("train", 60)
     write_signs("test", 12)
 
-    info = run("signs", image_size=[64, 64])
+    info = prepare("signs", image_size=[64, 64])
 
     assert info["classes"] == ["0", "1", "2", "3", "4", "5"]
     assert info["splits"] == {"train": 48, "validation": 12, "test": 12}
     images, labels = load_prepared().splits["test"]
-    with h5py.File(mirror_path("test_signs.h5")) as h5:
+    with h5py.File(mirror_file("test_signs.h5")) as h5:
         assert np.array_equal(images, h5["test_set_x"][()]), "64x64 RGB passes through unchanged"
         assert np.array_equal(labels, h5["test_set_y"][()])
 
 
 def test_signs_with_wrong_keys_is_an_error(capsys):
     write_signs("train", 6)
-    with h5py.File(mirror_path("test_signs.h5"), "w") as h5:
+    with h5py.File(mirror_file("test_signs.h5"), "w") as h5:
         h5["images"] = np.zeros((2, 64, 64, 3), np.uint8)
-    with open("params.yaml", "w") as f:
-        yaml.safe_dump({"data": "signs"}, f)
+    write_params("signs")
     expect_user_error(capsys, download_stage.main, "test_signs.h5: not a SIGNS h5 file")
 
 
 def test_signs_missing_says_where_to_put_it(capsys):
-    with open("params.yaml", "w") as f:
-        yaml.safe_dump({"data": "signs"}, f)
+    write_params("signs")
     expect_user_error(capsys, download_stage.main, "train_signs.h5 and test_signs.h5", "set DATA_MIRROR")
 
 
@@ -204,11 +169,10 @@ def test_real_signs_files(monkeypatch):
     shared_file("test_signs.h5")
     monkeypatch.setenv("DATA_MIRROR", str(shared_file("train_signs.h5").parent))
 
-    info = run("signs", image_size=[64, 64])
+    info = prepare("signs", image_size=[64, 64])
 
     assert info["splits"] == {"train": 864, "validation": 216, "test": 120}
-    records = json.loads(open("data/raw/SOURCES.json").read())["files"]
-    assert [r["verification"] for r in records] == ["sha256 matches a known copy (shared/datasets copy)"] * 2
+    assert [r["verification"] for r in raw_files()] == ["sha256 matches a known copy (shared/datasets copy)"] * 2
 
 
 # --- dog_breeds ------------------------------------------------------------------------------
@@ -223,7 +187,7 @@ def breed_rows(per_breed: int) -> list[tuple[str, str]]:
 
 def write_dog_breeds_zip(rows, header="id,breed", without_image=(), labels=True) -> None:
     """dog-breed-identification.zip as Kaggle serves it: labels.csv, train/, test/, sample_submission.csv."""
-    with zipfile.ZipFile(mirror_path("dog-breed-identification.zip"), "w") as zf:
+    with zipfile.ZipFile(mirror_file("dog-breed-identification.zip"), "w") as zf:
         if labels:
             zf.writestr("labels.csv", "\n".join([header, *(f"{i},{b}" for i, b in rows)]) + "\n")
         for image_id, breed in dict(rows).items():  # one image per id, even where labels.csv repeats it
@@ -238,21 +202,20 @@ def write_dog_breeds_zip(rows, header="id,breed", without_image=(), labels=True)
 def test_dog_breeds_zip_in_kaggle_layout(capsys):
     write_dog_breeds_zip(breed_rows(10))
 
-    info = run("dog_breeds")
+    info = prepare("dog_breeds")
 
     assert info["classes"] == ["beagle", "collie", "whippet"]
-    assert info["splits"] == {"train": 18, "validation": 6, "test": 6}
-    assert info["split_sources"] == {
-        "train": "train minus test and validation",
-        "validation": "20% of train, stratified, seed 0",
-        "test": "20% of train, stratified, seed 0",
+    assert splits(info) == {
+        "train": (18, "train minus test and validation"),
+        "validation": (6, "20% of train, stratified, seed 0"),
+        "test": (6, "20% of train, stratified, seed 0"),
     }
-    (record,) = json.loads(open("data/raw/SOURCES.json").read())["files"]
+    (record,) = raw_files()
     assert record["name"] == "dog-breed-identification.zip" and record["url"] is None
     assert record["verification"] == "unverified (no published checksum): zip CRCs ok"
-    report = json.loads(open("data/prepared/report.json").read())
-    assert report["splits"]["test"]["per_class"] == {"beagle": 2, "collie": 2, "whippet": 2}
-    assert report["ignored"] == [
+    summary = report()
+    assert summary["splits"]["test"]["per_class"] == {"beagle": 2, "collie": 2, "whippet": 2}
+    assert summary["ignored"] == [
         {"file": "train/fffstray.jpg", "reason": "not in labels.csv"},
         {"file": "sample_submission.csv", "reason": "not used: only labels.csv and train/ are"},
         {"file": "test/", "reason": "3 files, not used: only labels.csv and train/ are"},
@@ -264,8 +227,7 @@ def test_dog_breeds_zip_in_kaggle_layout(capsys):
 
 
 def test_dog_breeds_missing_says_where_to_get_it(capsys):
-    with open("params.yaml", "w") as f:
-        yaml.safe_dump({"data": "dog_breeds"}, f)
+    write_params("dog_breeds")
     expect_user_error(
         capsys,
         download_stage.main,
@@ -282,13 +244,15 @@ def test_dog_breeds_missing_says_where_to_get_it(capsys):
         ({"labels": False}, ["dog-breed-identification.zip: labels.csv not found: expected Kaggle's layout"]),
         ({"header": "image,label"}, ["labels.csv: header is 'image,label', expected 'id,breed'"]),
         ({"header": ""}, ["labels.csv: header is 'none', expected 'id,breed'"]),
-        ({"without_image": ("001w", "002b")}, ["zip: labels.csv: id 001w has no image train/001w.jpg (and 1 more ids without an image)"]),
+        (
+            {"without_image": ("001w", "002b")},
+            ["zip: labels.csv: id 001w has no image train/001w.jpg (and 1 more ids without an image)"],
+        ),
     ],
 )
 def test_dog_breeds_layout_errors(capsys, zip_args, fragments):
     write_dog_breeds_zip(breed_rows(3), **zip_args)
-    with open("params.yaml", "w") as f:
-        yaml.safe_dump({"data": "dog_breeds"}, f)
+    write_params("dog_breeds")
     expect_user_error(capsys, download_stage.main, *fragments)
     assert not os.path.exists("data/raw")
 
@@ -302,15 +266,13 @@ def test_dog_breeds_layout_errors(capsys, zip_args, fragments):
 )
 def test_dog_breeds_bad_labels_rows(capsys, rows, fragment):
     write_dog_breeds_zip(rows)
-    with open("params.yaml", "w") as f:
-        yaml.safe_dump({"data": "dog_breeds"}, f)
+    write_params("dog_breeds")
     expect_user_error(capsys, download_stage.main, fragment)
 
 
 def test_real_dog_breeds_zip(monkeypatch):
     monkeypatch.setenv("DATA_MIRROR", str(shared_file("dog-breed-identification.zip").parent))
-    with open("params.yaml", "w") as f:
-        yaml.safe_dump({"data": "dog_breeds"}, f)
+    write_params("dog_breeds")
     download_stage.main()
 
     dataset = read_dataset("dog_breeds")
@@ -322,28 +284,20 @@ def test_real_dog_breeds_zip(monkeypatch):
 # --- folder:<path> ---------------------------------------------------------------------------
 
 
-def write_tree(root, layout: dict[str, int]) -> None:
-    for folder, count in layout.items():
-        os.makedirs(root / folder, exist_ok=True)
-        for i in range(count):
-            (root / folder / f"{i}.png").write_bytes(image_bytes("PNG", (i * 10, 50, 100)))
-
-
 def test_folder_with_train_val_test_subfolders(tmp_path):
     counts = {"train": 8, "val": 3, "test": 2}
     write_tree(tmp_path / "mine", {f"{split}/{c}": n for split, n in counts.items() for c in "ab"})
 
-    info = run(f"folder:{tmp_path / 'mine'}")
+    info = prepare(f"folder:{tmp_path / 'mine'}")
 
-    assert info["splits"] == {"train": 16, "validation": 6, "test": 4}
-    assert info["split_sources"] == {"train": "mine/train", "validation": "mine/val", "test": "mine/test"}
+    assert splits(info) == {"train": (16, "mine/train"), "validation": (6, "mine/val"), "test": (4, "mine/test")}
     snapshot = os.stat("data/raw/mine/train/a/0.png")
     assert snapshot.st_ino == os.stat(tmp_path / "mine/train/a/0.png").st_ino, "hardlinked, not copied"
 
 
 def test_folder_of_class_folders_only():
     write_tree(Path("pets"), {"cat": 10, "dog": 10})
-    info = run("folder:pets")
+    info = prepare("folder:pets")
     assert info["splits"] == {"train": 12, "validation": 4, "test": 4}
     assert info["split_sources"]["train"] == "pets minus test and validation"
 
@@ -359,16 +313,14 @@ def test_folder_of_class_folders_only():
 )
 def test_bad_data_params_are_one_line_errors(capsys, setup, data, fragment):
     setup()
-    with open("params.yaml", "w") as f:
-        yaml.safe_dump({"data": data}, f)
+    write_params(data)
     expect_user_error(capsys, download_stage.main, fragment)
 
 
 def test_preprocess_refuses_raw_data_of_another_dataset(capsys):
     write_tree(Path("pets"), {"cat": 5, "dog": 5})
-    run("folder:pets")
-    with open("params.yaml", "w") as f:
-        yaml.safe_dump({"data": "signs"}, f)
+    prepare("folder:pets")
+    write_params("signs")
     expect_user_error(capsys, preprocess_stage.main, "data/raw holds 'folder:pets'", "run `dvc repro download`")
 
 
@@ -394,11 +346,11 @@ def mock_beans(tmp_path, monkeypatch):
 
 
 def test_tfds_dataset_through_data_source(mock_beans):
-    info = run("tfds:beans", image_size=[16, 16])
+    info = prepare("tfds:beans", image_size=[16, 16])
 
     assert info["classes"] == ["angular_leaf_spot", "bean_rust", "healthy"]
     assert info["splits"] == {"train": 5, "validation": 5, "test": 5}
-    manifest = json.loads(open("data/raw/tfds.json").read())
+    manifest = json.loads(Path("data/raw/tfds.json").read_text())
     assert manifest["name"] == "beans" and manifest["version"] == "0.1.0"
     assert manifest["splits"] == {"test": 5, "train": 5, "validation": 5}
     assert "dataset_info.json" in manifest["files"]
@@ -407,8 +359,7 @@ def test_tfds_dataset_through_data_source(mock_beans):
 
 
 def test_tfds_change_after_download_is_noticed(mock_beans, capsys):
-    with open("params.yaml", "w") as f:
-        yaml.safe_dump({"data": "tfds:beans"}, f)
+    write_params("tfds:beans")
     download_stage.main()
     (mock_beans / "beans" / "0.1.0" / "extra.array_record").write_bytes(b"new shard")
     expect_user_error(capsys, preprocess_stage.main, "changed since download")
@@ -426,18 +377,10 @@ def test_tfds_name_and_version_are_parsed():
     assert get_source("tfds:mnist:3.0.1").spec == "mnist:3.0.1"
 
 
-def write_params(data: str):
-    with open("params.yaml", "w") as f:
-        yaml.safe_dump({"data": data}, f)
-
-
 def test_source_identity_follows_the_content_not_the_location(tmp_path, monkeypatch):
     from flaxvision.data import identify_dataset
 
-    archive = {"cats_and_dogs_filtered/train/cats/1.png": image_bytes("PNG", "red")}
-    with zipfile.ZipFile(mirror_path("cats_and_dogs_filtered.zip"), "w") as zf:
-        for name, data in archive.items():
-            zf.writestr(name, data)
+    write_zip("cats_and_dogs_filtered.zip", {"cats_and_dogs_filtered/train/cats/1.png": image_bytes("PNG", "red")})
     first = identify_dataset("cats_vs_dogs")
     moved = tmp_path / "elsewhere"
     os.replace(os.environ["DATA_MIRROR"], moved)
@@ -453,12 +396,10 @@ def test_source_identity_of_a_folder_changes_with_any_image(tmp_path):
     from flaxvision.data import identify_dataset
 
     folder = tmp_path / "images"
-    for name in ("cats", "dogs"):
-        (folder / name).mkdir(parents=True)
-        (folder / name / "1.png").write_bytes(image_bytes("PNG", name == "cats" and "red" or "blue"))
+    write_tree(folder, {"cats": 1, "dogs": 1})
     first = identify_dataset(f"folder:{folder}")
     assert first["files"][0]["files"] == 2
-    (folder / "dogs" / "1.png").write_bytes(image_bytes("PNG", "green"))
+    (folder / "dogs" / "0.png").write_bytes(image_bytes("PNG", "blue"))
     assert identify_dataset(f"folder:{folder}") != first
 
 
@@ -466,10 +407,7 @@ def test_relative_paths_resolve_against_dvc_root(tmp_path, monkeypatch, capsys):
     """As in `dvc exp run --temp`: the stage runs in a copy under .dvc/tmp, DVC_ROOT names the project."""
     from stages import source as source_stage
 
-    folder = tmp_path / "images"
-    for name in ("cats", "dogs"):
-        (folder / name).mkdir(parents=True)
-        (folder / name / "1.png").write_bytes(image_bytes("PNG", "red"))
+    write_tree(tmp_path / "images", {"cats": 1, "dogs": 1})
     copy = Path.cwd() / ".dvc" / "tmp" / "exps" / "tmp1234"
     copy.mkdir(parents=True)
     monkeypatch.setenv("DVC_ROOT", str(Path.cwd()))
@@ -478,10 +416,9 @@ def test_relative_paths_resolve_against_dvc_root(tmp_path, monkeypatch, capsys):
     source_stage.main()
     assert json.loads(Path("data/source.json").read_text())["files"][0]["files"] == 2
     download_stage.main()
-    assert Path("data/raw/images/cats/1.png").is_file()
+    assert Path("data/raw/images/cats/0.png").is_file()
 
-    with zipfile.ZipFile(tmp_path / "mirror" / "cats_and_dogs_filtered.zip", "w") as zf:
-        zf.writestr("cats_and_dogs_filtered/train/cats/1.png", image_bytes("PNG", "red"))
+    write_zip("cats_and_dogs_filtered.zip", {"cats_and_dogs_filtered/train/cats/1.png": image_bytes("PNG", "red")})
     monkeypatch.setenv("DATA_MIRROR", "../mirror")  # beside the project, not beside the copy
     write_params("cats_vs_dogs")
     source_stage.main()

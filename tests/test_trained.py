@@ -4,8 +4,13 @@ from flax import nnx
 import models
 from flaxvision.trained import WEIGHTS, ModelInfo, load_trained, save_trained
 
-INFO = ModelInfo(model="belgiumtsc_cnn", classes=("a", "b", "c"), input_shape=(32, 32, 1), color_mode="grayscale",
-                 preprocessing="unit")
+INFO = ModelInfo(
+    model="belgiumtsc_cnn",
+    classes=("a", "b", "c"),
+    input_shape=(32, 32, 1),
+    color_mode="grayscale",
+    preprocessing="unit",
+)
 
 
 def test_saved_model_loads_back_in_eval_mode_with_the_same_outputs(tmp_path):

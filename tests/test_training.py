@@ -7,8 +7,8 @@ import pytest
 from flax import nnx
 
 from flaxvision import builder
-from flaxvision.evaluation import loss_and_accuracy
 from flaxvision.errors import UserError
+from flaxvision.evaluation import loss_and_accuracy
 from flaxvision.training import Plateau, TrainConfig, Trainer, check_finite, fit
 from flaxvision.transforms import AugmentConfig
 from tests.helpers import pattern_images
@@ -18,8 +18,14 @@ AUGMENT = AugmentConfig(rotation=10.0, horizontal_flip=True)
 
 
 def make_trainer(config=CONFIG, augment=AUGMENT, model="simple_cnn"):
-    net = builder.build_model(model, num_classes=3, input_shape=(32, 32, 3), dtype=config.compute_dtype,
-                              batchnorm_momentum=config.batchnorm_momentum, seed=config.seed)
+    net = builder.build_model(
+        model,
+        num_classes=3,
+        input_shape=(32, 32, 3),
+        dtype=config.compute_dtype,
+        batchnorm_momentum=config.batchnorm_momentum,
+        seed=config.seed,
+    )
     return Trainer(net, config, augment, builder.preprocessing(model))
 
 
@@ -90,8 +96,9 @@ def test_best_weights_are_restored(tmp_path, data):
 
 
 def test_learning_rate_is_reduced_on_plateau(tmp_path, data):
-    config = dataclasses.replace(CONFIG, epochs=6, learning_rate=0.05, reduce_lr_patience=1,
-                                 reduce_lr_factor=0.5, min_learning_rate=0.01)
+    config = dataclasses.replace(
+        CONFIG, epochs=6, learning_rate=0.05, reduce_lr_patience=1, reduce_lr_factor=0.5, min_learning_rate=0.01
+    )
     _, progress = run(tmp_path, data, config)
     # Replay the rule on the recorded val losses: the logged rates must follow it.
     expected, plateau, lr = [], Plateau(patience=1), config.learning_rate
@@ -110,8 +117,7 @@ def test_a_diverged_run_stops_at_that_epoch_and_saves_nothing(tmp_path, data):
         run(tmp_path, data, config, on_epoch=lambda epoch, metrics: logged.append(epoch))
     message = str(error.value)
     assert "\n" not in message and message.startswith("training diverged in epoch 1 ")
-    assert all(param in message for param in ("train.learning_rate", "train.batchnorm_momentum",
-                                              "train.compute_dtype"))
+    assert all(param in message for param in ("train.learning_rate", "train.batchnorm_momentum", "train.compute_dtype"))
     assert logged == [] and not list((tmp_path / "checkpoints").glob("[0-9]*"))
 
 
@@ -138,8 +144,9 @@ def test_batchnorm_momentum_is_set_on_every_batchnorm_layer():
     assert momenta == [0.9, 0.9, 0.9]
 
 
-@pytest.mark.parametrize("bad", [{"epochs": 0}, {"learning_rate": -1.0}, {"reduce_lr_factor": 1.5},
-                                 {"batchnorm_momentum": 1.0}])
+@pytest.mark.parametrize(
+    "bad", [{"epochs": 0}, {"learning_rate": -1.0}, {"reduce_lr_factor": 1.5}, {"batchnorm_momentum": 1.0}]
+)
 def test_bad_train_params_are_rejected(bad):
     with pytest.raises(ValueError):
         TrainConfig(**bad)

@@ -2,7 +2,6 @@
 
 import dataclasses
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -55,8 +54,10 @@ def test_a_train_step_leaves_frozen_weights_and_frozen_batchnorm_statistics_alon
 
 
 def weights(model) -> dict:
-    return {path: np.array(variable.get_value())
-            for path, variable in nnx.to_flat_state(nnx.state(model, nnx.Not(nnx.RngState)))}
+    return {
+        path: np.array(variable.get_value())
+        for path, variable in nnx.to_flat_state(nnx.state(model, nnx.Not(nnx.RngState)))
+    }
 
 
 def test_cached_features_give_the_full_models_logits():
@@ -65,8 +66,7 @@ def test_cached_features_give_the_full_models_logits():
     features = extract_features(model, batch, batch_size=2, desc=None)
     assert features.shape == (5, 1280)
     model.eval()
-    np.testing.assert_allclose(model.head(jnp.asarray(features)), model(jnp.asarray(batch, jnp.float32)),
-                               atol=1e-5)
+    np.testing.assert_allclose(model.head(jnp.asarray(features)), model(jnp.asarray(batch, jnp.float32)), atol=1e-5)
 
 
 def test_stacked_backbones_concatenate_pooled_features():
@@ -84,19 +84,32 @@ def test_a_preset_head_runs_on_the_feature_map():
 def test_saved_transfer_model_loads_with_the_same_outputs(tmp_path):
     config = dataclasses.replace(SMALL, trainable_layers=1, cache_features=False)
     model = build(config)
-    save_trained(tmp_path, model, ModelInfo(model="transfer", transfer=config, classes=("a", "b", "c"),
-                                            input_shape=(32, 32, 3), color_mode="rgb", preprocessing="none"))
+    save_trained(
+        tmp_path,
+        model,
+        ModelInfo(
+            model="transfer",
+            transfer=config,
+            classes=("a", "b", "c"),
+            input_shape=(32, 32, 3),
+            color_mode="rgb",
+            preprocessing="none",
+        ),
+    )
     loaded, _ = load_trained(tmp_path)
     model.eval()
     batch = jnp.asarray(images(3), jnp.float32)
     np.testing.assert_array_equal(loaded(batch), model(batch))
 
 
-@pytest.mark.parametrize("values, message", [
-    ({"backbones": ["resnet18"]}, "unknown backbone 'resnet18'"),
-    ({"backbones": ["vgg16"], "alpha": 0.5}, "alpha applies to mobilenet_v2 only"),
-    ({"trainable_layers": 2}, "cache_features needs frozen backbones"),
-])
+@pytest.mark.parametrize(
+    "values, message",
+    [
+        ({"backbones": ["resnet18"]}, "unknown backbone 'resnet18'"),
+        ({"backbones": ["vgg16"], "alpha": 0.5}, "alpha applies to mobilenet_v2 only"),
+        ({"trainable_layers": 2}, "cache_features needs frozen backbones"),
+    ],
+)
 def test_bad_transfer_params_are_one_line_errors(values, message):
     with pytest.raises(UserError, match=message):
         section({"transfer": values}, "transfer", TransferConfig)

@@ -10,14 +10,12 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from flaxvision.errors import UserError
-from flaxvision.transforms import AugmentConfig, affine_matrix, affine_resample, augment, preprocess_input
+from flaxvision.transforms import AugmentConfig, affine_matrix, affine_resample, augment
+from models.scaling import preprocess_input
 
 # scipy's names for our fill modes ('grid-' modes pad first, then interpolate).
 SCIPY_MODES = {"nearest": "nearest", "reflect": "reflect", "wrap": "grid-wrap", "constant": "grid-constant"}
-SEED_000 = AugmentConfig(
-    rotation=10, width_shift=0.1, height_shift=0.1, shear=0.1, zoom=0.1, horizontal_flip=True
-)
+SEED_000 = AugmentConfig(rotation=10, width_shift=0.1, height_shift=0.1, shear=0.1, zoom=0.1, horizontal_flip=True)
 SEED_001 = AugmentConfig(rotation=72, horizontal_flip=True, vertical_flip=True, fill_mode="reflect")
 
 
@@ -41,8 +39,13 @@ def test_config_enabled_and_validation():
     assert AugmentConfig(vertical_flip=True).enabled
     assert AugmentConfig(zoom=0.1).enabled
     for bad in [
-        dict(rotation=-1), dict(rotation=math.nan), dict(shear=math.inf),
-        dict(zoom=1.0), dict(width_shift=-0.1), dict(height_shift=math.nan), dict(fill_mode="mirror"),
+        dict(rotation=-1),
+        dict(rotation=math.nan),
+        dict(shear=math.inf),
+        dict(zoom=1.0),
+        dict(width_shift=-0.1),
+        dict(height_shift=math.nan),
+        dict(fill_mode="mirror"),
     ]:
         with pytest.raises(ValueError):
             AugmentConfig(**bad)
@@ -157,15 +160,13 @@ def test_preprocess_input_modes():
     # BGR order: (255 - 103.939, 127.5 - 116.779, 0 - 123.68)
     np.testing.assert_allclose(preprocess_input(pixel, "caffe"), [[[[151.061, 10.721, -123.68]]]], rtol=1e-5)
     # ((0 - .485) / .229, (.5 - .456) / .224, (1 - .406) / .225)
-    np.testing.assert_allclose(
-        preprocess_input(pixel, "torch"), [[[[-2.117904, 0.196429, 2.64]]]], rtol=1e-5
-    )
+    np.testing.assert_allclose(preprocess_input(pixel, "torch"), [[[[-2.117904, 0.196429, 2.64]]]], rtol=1e-5)
     assert preprocess_input(np.uint8([[[[7]]]]), "unit").dtype == jnp.float32
 
 
 def test_preprocess_input_rejects_unknown_modes_and_grayscale_for_imagenet_modes():
     message = "unknown preprocessing mode 'bogus'; valid modes: none, unit, tf, caffe, torch"
-    with pytest.raises(UserError, match=message):
+    with pytest.raises(ValueError, match=message):
         preprocess_input(jnp.zeros((1, 2, 2, 3)), "bogus")
-    with pytest.raises(UserError, match="needs RGB"):
+    with pytest.raises(ValueError, match="needs RGB"):
         preprocess_input(jnp.zeros((1, 2, 2, 1)), "caffe")

@@ -23,6 +23,7 @@ import json
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import cast
 
 from flax import nnx, serialization
 
@@ -33,7 +34,7 @@ from flaxvision.errors import UserError
 from flaxvision.files import write_bytes
 from flaxvision.paths import cache_dir
 from models.backbones import BACKBONES
-from models.layers import Dtype
+from models.layers import Dtype, KerasNamed
 
 WEIGHT_KINDS = nnx.Any(nnx.Param, nnx.BatchStat)
 
@@ -151,11 +152,11 @@ def _structure_digest(model: nnx.Module, variables: nnx.State, aliases: Mapping[
     paths = {id(node): path for path, node in nnx.iter_graph(model)}
     description = {
         "variables": [(path, variable.shape, str(variable.dtype)) for path, variable in variables.flat_state()],
-        "table": [(name, paths[id(module)]) for name, module in model.keras_layers().items()],
+        "table": [(name, paths[id(module)]) for name, module in cast(KerasNamed, model).keras_layers().items()],
         "aliases": dict(aliases),
         "submodel": submodel,
     }
     digest = hashlib.sha256(json.dumps(description, sort_keys=True, default=str).encode())
     for module in (h5, assign):
-        digest.update(Path(module.__file__).read_bytes())
+        digest.update(Path(cast(str, module.__file__)).read_bytes())
     return digest.hexdigest()[:16]

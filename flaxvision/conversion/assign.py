@@ -12,12 +12,14 @@ layer's weights; each module takes its Keras layer's weights in Keras order:
 """
 
 from collections.abc import Mapping, Sequence
+from typing import cast
 
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
 from flaxvision.errors import UserError
+from models.layers import KerasNamed
 
 
 def assign_keras_weights(
@@ -37,7 +39,7 @@ def assign_keras_weights(
     whose weights differ in number or shape, is a UserError naming it; ``model`` is then
     left as it was.
     """
-    table = model.keras_layers()
+    table = cast(KerasNamed, model).keras_layers()
     _check_table_covers(model, table)
     names = _names_in_weights(layer_weights, aliases)
     assignments = []
@@ -70,7 +72,7 @@ def assign_keras_weights(
 
 def _names_in_weights(layer_weights: Mapping[str, object], aliases: Mapping[str, str]) -> dict[str, str]:
     """Keras-3 layer name → the name ``layer_weights`` uses for it."""
-    names = {}
+    names: dict[str, str] = {}
     for name in layer_weights:
         canonical = aliases.get(name, name)
         if canonical in names:
@@ -79,11 +81,15 @@ def _names_in_weights(layer_weights: Mapping[str, object], aliases: Mapping[str,
     return names
 
 
-def _keras_slots(module: nnx.Module) -> list[tuple[str, nnx.Variable, tuple[int, ...]]]:
+_Slot = tuple[str, nnx.Variable, tuple[int, ...]]  # (Keras weight name, Flax variable, Keras shape)
+
+
+def _keras_slots(module: nnx.Module) -> list[_Slot]:
     """(Keras weight name, Flax variable, Keras shape) for each weight of the Keras layer that
     ``module`` stands for, in Keras order."""
     if isinstance(module, nnx.Conv):
         kernel_shape = tuple(module.kernel.get_value().shape)
+        slots: list[_Slot]
         if module.feature_group_count == 1:
             slots = [("kernel", module.kernel, kernel_shape)]
         elif module.feature_group_count == module.in_features:
@@ -97,7 +103,7 @@ def _keras_slots(module: nnx.Module) -> list[tuple[str, nnx.Variable, tuple[int,
     if isinstance(module, nnx.Linear):
         return [
             ("kernel", module.kernel, (module.in_features, module.out_features)),
-            ("bias", module.bias, (module.out_features,)),
+            ("bias", cast(nnx.Param, module.bias), (module.out_features,)),  # Keras Dense: always a bias
         ]
     if isinstance(module, nnx.BatchNorm):
         shape = (module.num_features,)

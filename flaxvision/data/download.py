@@ -31,6 +31,7 @@ import urllib.request
 import zipfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path, PurePosixPath
+from typing import cast
 
 from tqdm import tqdm
 
@@ -106,11 +107,12 @@ def identify_files(files: Sequence[RemoteFile]) -> list[dict]:
 
 def download(file: RemoteFile, dest: Path, mirror: Path | None = None) -> FileRecord:
     """Stream ``file.url`` to ``dest`` through ``dest.part``; verify before the final rename."""
+    url = cast(str, file.url)  # only files with a URL are downloaded
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = dest.with_name(dest.name + ".part")
     try:
         try:
-            response = urllib.request.urlopen(file.url, timeout=60)
+            response = urllib.request.urlopen(url, timeout=60)
         except (urllib.error.URLError, OSError) as error:
             looked = mirror if mirror is not None else "no DATA_MIRROR set"
             raise UserError(
@@ -126,7 +128,7 @@ def download(file: RemoteFile, dest: Path, mirror: Path | None = None) -> FileRe
                 raise UserError(f"download of {file.url} failed ({error}): rerun to retry") from None
         if expected is not None and received != expected:
             raise UserError(f"download of {file.url} stopped at {received} of {expected} bytes: rerun to retry")
-        record = verify(file, part, source=file.url, label=file.name)
+        record = verify(file, part, source=url, label=file.name)
         os.replace(part, dest)
         return record
     finally:

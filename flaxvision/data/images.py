@@ -20,8 +20,9 @@ import multiprocessing
 import os
 import warnings
 from collections.abc import Iterable, Iterator
+from multiprocessing.pool import Pool
 from pathlib import Path
-from typing import NamedTuple
+from typing import NamedTuple, cast
 
 import numpy as np
 from PIL import ExifTags, Image, ImageOps
@@ -108,10 +109,10 @@ class ImageDecoder:
     """
 
     def __init__(self, size: tuple[int, int], color_mode: str, workers: int | None = None):
-        self.size = tuple(size)
+        self.size = cast(tuple[int, int], tuple(size))
         self.color_mode = color_mode
         self.workers = workers or len(os.sched_getaffinity(0))
-        self._pool = None
+        self._pool: Pool | None = None
 
     def __enter__(self) -> "ImageDecoder":
         # spawn, not fork: forking a process that may hold threads (tfds, JAX) can deadlock.
@@ -119,10 +120,11 @@ class ImageDecoder:
         return self
 
     def __exit__(self, *exc) -> None:
-        self._pool.terminate()
-        self._pool.join()
+        pool = cast(Pool, self._pool)  # set by __enter__
+        pool.terminate()
+        pool.join()
 
     def map(self, examples: Iterable[Example], total: int, desc: str) -> Iterator[Decoded]:
         decode = functools.partial(_decode, size=self.size, color_mode=self.color_mode)
-        results = self._pool.imap(decode, examples, chunksize=16)
+        results = cast(Pool, self._pool).imap(decode, examples, chunksize=16)
         yield from tqdm(results, total=total, desc=desc, unit="img")

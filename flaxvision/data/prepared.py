@@ -14,7 +14,7 @@ Layout (all written at once: the folder is replaced atomically):
 import dataclasses
 import json
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal, cast
 
 import numpy as np
 
@@ -75,7 +75,8 @@ class _Decoded:
 
 def prepare(data: str, dataset: RawDataset, config: PreprocessConfig, out: Path = PREPARED_DIR) -> tuple[dict, dict]:
     """Decode, split and write ``dataset`` to ``out`` (atomically); returns (dataset.json, report.json)."""
-    with atomic_directory(out) as tmp, ImageDecoder(config.image_size, config.color_mode) as decoder:
+    image_size = cast(tuple[int, int], config.image_size)  # resolved by the stage
+    with atomic_directory(out) as tmp, ImageDecoder(image_size, config.color_mode) as decoder:
         decoded = {name: _decode(decoder, name, split, tmp, config) for name, split in dataset.splits.items()}
         origins = {name: split.origin for name, split in dataset.splits.items()}
         plans = plan_splits(
@@ -85,13 +86,13 @@ def prepare(data: str, dataset: RawDataset, config: PreprocessConfig, out: Path 
             config.test_fraction,
             config.split_seed,
         )
-        report = {"splits": {}, "skipped": [s for d in decoded.values() for s in d.skipped]}
+        report: dict[str, Any] = {"splits": {}, "skipped": [s for d in decoded.values() for s in d.skipped]}
         for name, plan in plans.items():
             if not len(plan.indices):
                 raise UserError(f"the {name} split is empty ({plan.description}): add images or change fractions")
             labels = _write_split(tmp, name, decoded[plan.source], plan.indices)
-            per_class = np.bincount(labels, minlength=len(dataset.classes))
-            per_class = dict(zip(dataset.classes, per_class.tolist(), strict=True))
+            counts = np.bincount(labels, minlength=len(dataset.classes))
+            per_class = dict(zip(dataset.classes, counts.tolist(), strict=True))
             report["splits"][name] = {"count": len(labels), "per_class": per_class}
         for leftover in tmp.glob(".*.decoded.npy"):
             leftover.unlink()
@@ -105,7 +106,7 @@ def prepare(data: str, dataset: RawDataset, config: PreprocessConfig, out: Path 
         info = {
             "data": data,
             "classes": dataset.classes,
-            "image_size": list(config.image_size),
+            "image_size": list(image_size),
             "color_mode": config.color_mode,
             "splits": {name: report["splits"][name]["count"] for name in SPLITS},
             "split_sources": {name: plan.description for name, plan in plans.items()},
@@ -118,9 +119,10 @@ def prepare(data: str, dataset: RawDataset, config: PreprocessConfig, out: Path 
 def _decode(decoder: ImageDecoder, name: str, split, tmp: Path, config: PreprocessConfig) -> _Decoded:
     """Decode one predefined split into a temporary memory-mapped array; skip what fails."""
     total = len(split)
-    shape = (total, *config.image_size, config.channels)
+    shape = (total, *cast(tuple[int, int], config.image_size), config.channels)  # resolved by the stage
     images = np.lib.format.open_memmap(tmp / f".{name}.decoded.npy", mode="w+", dtype=np.uint8, shape=shape)
-    labels, skipped = [], []
+    labels: list[int] = []
+    skipped: list[dict] = []
     for result in decoder.map(split, total, desc=f"{name} ({split.origin})"):
         if result.pixels is None:
             skipped.append({"file": result.key, "split": name, "reason": result.error})

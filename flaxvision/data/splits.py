@@ -68,8 +68,8 @@ def stratified_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np
         order = np.lexsort((rng.random(len(classes)), -(quota - held)))
         held[order[:missing]] += 1
     held = np.where(counts >= 2, np.clip(held, 1, counts - 1), held)
-    held_out = [rng.permutation(np.flatnonzero(labels == cls))[:n] for cls, n in zip(classes, held, strict=True)]
-    held_out = np.sort(np.concatenate(held_out)) if held_out else np.zeros(0, dtype=np.int64)
+    parts = [rng.permutation(np.flatnonzero(labels == cls))[:n] for cls, n in zip(classes, held, strict=True)]
+    held_out = np.sort(np.concatenate(parts)) if parts else np.zeros(0, dtype=np.int64)
     kept = np.setdiff1d(np.arange(len(labels)), held_out)
     return kept, held_out
 
@@ -83,7 +83,8 @@ def plan_splits(
 ) -> dict[str, SplitPlan]:
     """Final train/validation/test from the predefined splits' labels (rules: module docstring)."""
     plans = {name: SplitPlan(name, np.arange(len(labels[name])), origins[name]) for name in labels}
-    carve = {}  # predefined split -> [(missing split, fraction of the predefined split)]
+    # predefined split -> [(missing split, fraction of the predefined split)]
+    carve: dict[str, list[tuple[str, float]]] = {}
     if "test" not in plans:
         parent = "validation" if "validation" in plans else "train"
         carve.setdefault(parent, []).append(("test", test_fraction))

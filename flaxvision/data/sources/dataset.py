@@ -1,7 +1,7 @@
 """What a source reads from data/raw: RawDataset and its split types, shared by every layout."""
 
 import dataclasses
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -33,8 +33,8 @@ class ArraySplit:
     """A predefined split held as decoded images: any sequence of arrays, e.g. a tfds data source."""
 
     origin: str
-    images: Sequence[np.ndarray]
-    labels: Sequence[int]
+    images: Sequence[np.ndarray] | np.ndarray
+    labels: Sequence[int] | np.ndarray
 
     def __len__(self) -> int:
         return len(self.images)
@@ -67,7 +67,7 @@ class RawDataset:
     """What preprocess reads from data/raw: class names and the predefined splits."""
 
     classes: list[str]
-    splits: dict[str, FileSplit | ArraySplit | TfdsSplit]  # keys among train, validation, test
+    splits: Mapping[str, FileSplit | ArraySplit | TfdsSplit]  # keys among train, validation, test
     ignored: list[dict] = dataclasses.field(default_factory=list)  # {"file", "reason"}: not images
     empty_classes: list[str] = dataclasses.field(default_factory=list)
 

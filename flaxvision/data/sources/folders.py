@@ -45,7 +45,7 @@ def scan_tree(raw: Path, root: str) -> RawDataset:
         raise UserError(f"{base}: has {names} but no train/ folder")
 
     ignored = []
-    found = {}  # split -> class -> image paths
+    found: dict[str, dict[str, list[Path]]] = {}  # split -> class -> image paths
     for split, folder in split_folders.items():
         class_folders = _subfolders(folder)
         if not class_folders:
@@ -54,22 +54,22 @@ def scan_tree(raw: Path, root: str) -> RawDataset:
         for class_folder in class_folders:
             files = visible_files(class_folder)
             found[split][class_folder.name] = [p for p in files if p.suffix.lower() in IMAGE_SUFFIXES]
-            others = [p for p in files if p.suffix.lower() not in IMAGE_SUFFIXES]
-            ignored += [ignored_file(raw, p, "not an image file name") for p in others]
+            non_images = [p for p in files if p.suffix.lower() not in IMAGE_SUFFIXES]
+            ignored += [ignored_file(raw, p, "not an image file name") for p in non_images]
         strays = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
         ignored += [ignored_file(raw, p, "not in a class folder") for p in strays]
 
-    for split, classes in found.items():
-        if unknown := sorted(set(classes) - set(found["train"])):
+    for split, split_classes in found.items():
+        if unknown := sorted(set(split_classes) - set(found["train"])):
             raise UserError(f"{split_folders[split]}: classes {unknown} are not in {split_folders['train']}")
     classes = [c for c in found["train"] if any(found[s].get(c) for s in found)]
     empty = [c for c in found["train"] if c not in classes]
     index = {name: i for i, name in enumerate(classes)}
     splits = {}
     for split, by_class in found.items():
-        files = [(path, index[c]) for c, paths in by_class.items() if c in index for path in paths]
+        labelled = [(path, index[c]) for c, paths in by_class.items() if c in index for path in paths]
         origin = split_folders[split].relative_to(raw).as_posix()
-        splits[split] = FileSplit(origin, [f for f, _ in files], [label for _, label in files], raw)
+        splits[split] = FileSplit(origin, [f for f, _ in labelled], [label for _, label in labelled], raw)
     return RawDataset(classes, splits, ignored, empty)
 
 
