@@ -27,6 +27,11 @@ class Progress:
     early_stopping: dict = dataclasses.field(default_factory=dict)
     reduce_lr: dict = dataclasses.field(default_factory=dict)
 
+    def summary(self) -> dict:
+        """The run in a few numbers: its best epoch (counted from 1), how many ran, and the best one's metrics."""
+        best = self.history[self.best_epoch]
+        return {"best_epoch": self.best_epoch + 1, "epochs": self.epoch, "train": best["train"], "val": best["val"]}
+
 
 class Checkpoints:
     """Latest train state and best weights, one Orbax step per finished epoch."""

@@ -211,6 +211,21 @@ def check_finite(epoch: int, train_loss: float, val_loss: float, learning_rate: 
     )
 
 
+def epoch_logger(live) -> Callable[[int, dict], None]:
+    """An ``on_epoch`` for `fit` that logs each epoch's metrics to a dvclive ``Live``: train/* and
+    val/* (loss, accuracy) and the learning rate, with the epoch (counted from 1) as the step."""
+
+    def log_epoch(epoch: int, metrics: dict) -> None:
+        live.step = epoch + 1
+        for split in ("train", "val"):
+            for name, value in metrics[split].items():
+                live.log_metric(f"{split}/{name}", value)
+        live.log_metric("learning_rate", metrics["learning_rate"])
+        live.next_step()
+
+    return log_epoch
+
+
 def fit(
     trainer: Trainer,
     train: tuple,

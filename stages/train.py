@@ -21,7 +21,7 @@ from flaxvision.features import load_features
 from flaxvision.files import atomic_directory, write_bytes
 from flaxvision.pipeline import code_files
 from flaxvision.trained import ModelInfo, save_trained
-from flaxvision.training import TrainConfig, Trainer, fit
+from flaxvision.training import TrainConfig, Trainer, epoch_logger, fit
 from flaxvision.transforms import AugmentConfig
 from models.transfer import TransferConfig
 
@@ -84,23 +84,8 @@ def main():
 
     # dvc.yaml declares these outputs itself, so dvclive must not rewrite it.
     with Live(str(LIVE_DIR), dvcyaml=None, save_dvc_exp=False) as live:
-
-        def log_epoch(epoch, metrics):
-            live.step = epoch + 1  # x axis in epochs, counted from 1
-            for split in ("train", "val"):
-                for name, value in metrics[split].items():
-                    live.log_metric(f"{split}/{name}", value)
-            live.log_metric("learning_rate", metrics["learning_rate"])
-            live.next_step()
-
-        progress = fit(trainer, train, validation, CHECKPOINT_DIR, run_id, on_epoch=log_epoch)
-        best = progress.history[progress.best_epoch]
-        live.summary = {
-            "best_epoch": progress.best_epoch + 1,
-            "epochs": progress.epoch,
-            "train": best["train"],
-            "val": best["val"],
-        }
+        progress = fit(trainer, train, validation, CHECKPOINT_DIR, run_id, on_epoch=epoch_logger(live))
+        live.summary = progress.summary()
 
     # Each output is replaced atomically, the model first and the metrics last, so a run killed
     # between them never leaves curves or metrics without the model they describe.
@@ -112,9 +97,10 @@ def main():
     with atomic_directory(RESULTS_DIR / "plots") as plots:
         shutil.copytree(LIVE_DIR / "plots", plots, dirs_exist_ok=True)
     write_bytes(RESULTS_DIR / "metrics.json", (LIVE_DIR / "metrics.json").read_bytes())
+    best = progress.history[progress.best_epoch]["val"]
     print(
-        f"best epoch {progress.best_epoch + 1}/{progress.epoch}: "
-        f"val_loss {best['val']['loss']:.4f}, val_accuracy {best['val']['accuracy']:.4f}"
+        f"best epoch {progress.best_epoch + 1}/{progress.epoch}: val_loss {best['loss']:.4f}, "
+        f"val_accuracy {best['accuracy']:.4f}"
     )
 
 
