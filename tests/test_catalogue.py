@@ -785,6 +785,18 @@ def write_raw_of_folder():
     download.main()
 
 
+def features_json(text: str):
+    """A case's setup: params, prepared data, and a data/features whose features.json holds ``text``."""
+
+    def setup():
+        write_base_params()
+        write_prepared()
+        Path("data/features").mkdir()
+        Path("data/features/features.json").write_text(text)
+
+    return setup
+
+
 ORDER_CASES = [
     # (id, setup, stage, fragments)
     (
@@ -833,19 +845,13 @@ ORDER_CASES = [
     ),
     (
         "train-on-broken-features",
-        lambda: write_base_params()
-        or write_prepared()
-        or Path("data/features").mkdir()
-        or Path("data/features/features.json").write_text('{"features": ["train"]}'),
+        features_json('{"features": ["train"]}'),
         train,
         ["data/features is incomplete or unreadable", "run `dvc repro --force extract-features`"],
     ),
     (
         "train-on-unreadable-features",
-        lambda: write_base_params()
-        or write_prepared()
-        or Path("data/features").mkdir()
-        or Path("data/features/features.json").write_text("{"),
+        features_json("{"),
         train,
         ["data/features is incomplete or unreadable (JSONDecodeError)"],
     ),
