@@ -20,12 +20,10 @@ from typing import Any
 
 import numpy as np
 
-from flaxvision.data.images import load_image
+from flaxvision.classifier import load
 from flaxvision.data.sources import IMAGE_SUFFIXES
 from flaxvision.errors import UserError
-from flaxvision.evaluation import predict_model, softmax, top_classes
 from flaxvision.files import write_bytes
-from flaxvision.trained import load_trained
 
 DEFAULT_MODEL = Path("artifacts/model")  # the workspace's latest trained model
 FORMATS = ("text", "csv", "json")
@@ -91,21 +89,23 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def predict_files(inputs: list[Path], model_dir: Path, top_k: int, batch_size: int) -> list[dict]:
     """One result per image, in input order: {file, predictions: [{class, probability}]} or {file, error}."""
-    model, info = load_trained(model_dir)
-    height, width, _ = info.input_shape
+    classifier = load(model_dir)
     results: list[dict[str, Any]] = []
     decoded: dict[int, np.ndarray] = {}  # result index -> uint8 pixels
     for path in find_images(inputs):
         results.append({"file": str(path)})
         try:
-            decoded[len(results) - 1] = load_image(path, (height, width), info.color_mode)
+            decoded[len(results) - 1] = classifier.decode(path)
         except Exception as error:  # any failure of an untrusted file: report it, go on with the others
             results[-1]["error"] = unreadable(path, error)
     if decoded:
-        logits = predict_model(model, info.preprocessing, np.stack(list(decoded.values())), batch_size)
-        probabilities = softmax(logits)
-        for index, row, best in zip(decoded, probabilities, top_classes(probabilities, top_k), strict=True):
-            results[index]["predictions"] = [{"class": info.classes[c], "probability": float(row[c])} for c in best]
+        probabilities = classifier.probabilities(np.stack(list(decoded.values())), batch_size)
+        for index, row in zip(decoded, probabilities, strict=True):
+            prediction = classifier.prediction(row, top_k)
+            results[index]["predictions"] = [
+                {"class": name, "probability": probability}
+                for name, probability in zip(prediction.classes, prediction.probabilities, strict=True)
+            ]
     return results
 
 

@@ -2,6 +2,7 @@
 
 import csv
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -13,12 +14,13 @@ from flax import nnx
 from PIL import Image
 
 import models
+from flaxvision.classifier import load
 from flaxvision.evaluation import predict_model, softmax
 from flaxvision.predict import main, predict_files
 from flaxvision.trained import load_trained
 from flaxvision.training import TrainConfig, Trainer, fit
 from flaxvision.transforms import AugmentConfig
-from tests.helpers import CLASSES, pattern_images, save_model
+from tests.helpers import CLASSES, PROJECT_ROOT, pattern_images, save_model
 
 
 @pytest.fixture(scope="module")
@@ -75,6 +77,29 @@ def test_an_image_file_gets_what_evaluation_gets_for_the_prepared_array(model_di
     for result, row in zip(results, expected, strict=True):
         got = {p["class"]: p["probability"] for p in result["predictions"]}
         np.testing.assert_allclose([got[name] for name in CLASSES], row, rtol=1e-5, atol=1e-6)
+
+
+def test_the_readme_python_api_example(model_dir, known_images, tmp_path, monkeypatch, capsys):
+    """README's example, run as written in a folder with the model and a photo where it expects them."""
+    readme = (PROJECT_ROOT / "README.md").read_text()
+    example = re.search(r"## Python API\n.*?```python\n(.*?)```", readme, re.S).group(1)
+    shutil.copytree(model_dir, tmp_path / "artifacts" / "model")
+    shutil.copy(known_images["red"], tmp_path / "photo.jpg")  # a PNG under that name: Pillow reads the bytes
+    monkeypatch.chdir(tmp_path)
+    exec(compile(example, "README.md", "exec"), {})
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 2 and all(line.startswith("red ('red', ") for line in lines), lines
+
+    # The same numbers as the predict command's, for the file and for its pixels.
+    model = load(tmp_path / "artifacts" / "model")
+    pixels = np.asarray(Image.open(known_images["red"]))
+    from_file, from_array = model.predict([known_images["red"], pixels])
+    (result,) = predict_files([known_images["red"]], model_dir, top_k=3, batch_size=32)
+    assert [p["class"] for p in result["predictions"]] == list(from_file.classes) == list(from_array.classes)
+    # Batches of two and of one: the same up to float rounding.
+    np.testing.assert_allclose(from_file.probabilities, [p["probability"] for p in result["predictions"]], rtol=1e-5)
+    np.testing.assert_allclose(from_array.probabilities, from_file.probabilities, rtol=1e-5)
+    assert model.classes == tuple(CLASSES) and model.predict([]) == []
 
 
 def test_bad_files_get_one_line_errors_and_the_others_are_predicted(model_dir, known_images, tmp_path, capsys):
