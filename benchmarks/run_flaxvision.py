@@ -18,7 +18,6 @@ import jax
 import numpy as np
 from flax import nnx
 
-import models
 from benchmarks.workloads import (
     BATCH_SIZE,
     END_TO_END_COLOR_MODE,
@@ -33,12 +32,13 @@ from benchmarks.workloads import (
     synthetic_batch_set,
     timed,
 )
+from flaxvision import models
 from flaxvision.conversion import build_backbone
 from flaxvision.data import PreprocessConfig, load_prepared, prepare, read_dataset
 from flaxvision.evaluation import make_predict_step, predict
+from flaxvision.models.backbones import BACKBONES
 from flaxvision.training import TrainConfig, Trainer
 from flaxvision.transforms import AugmentConfig
-from models.backbones import BACKBONES
 
 PRESETS = {"seed_cnn": "belgiumtsc_cnn", "resnet50": "resnet50"}  # workload model -> models registry name
 # ImageDataGenerator's arguments as flaxvision.transforms.AugmentConfig fields (same units).

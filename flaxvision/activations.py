@@ -19,7 +19,7 @@ import numpy as np
 from flax import nnx
 
 from flaxvision.errors import UserError
-from models.scaling import preprocess_input
+from flaxvision.models.scaling import preprocess_input
 
 
 class ConvActivation(NamedTuple):

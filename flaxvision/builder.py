@@ -13,12 +13,11 @@ from typing import cast
 
 from flax import nnx
 
-import models
-from flaxvision import conversion
+from flaxvision import conversion, models
 from flaxvision.conversion.weights import imagenet_weights
 from flaxvision.errors import UserError
-from models.layers import Dtype, InputTooSmallError, ModelError
-from models.transfer import FeatureShapeError, TransferConfig
+from flaxvision.models.layers import Dtype, InputTooSmallError, ModelError
+from flaxvision.models.transfer import FeatureShapeError, TransferConfig
 
 
 def build_model(

@@ -9,7 +9,7 @@ import optax
 from flax import nnx
 from tqdm import tqdm
 
-from models.scaling import preprocess_input
+from flaxvision.models.scaling import preprocess_input
 
 
 @dataclasses.dataclass(frozen=True)

@@ -17,13 +17,13 @@ import jax
 import jax.numpy as jnp
 from flax import nnx, serialization, traverse_util
 
-import models
+from flaxvision import models
 from flaxvision.builder import build_model
 from flaxvision.config import from_dict
 from flaxvision.errors import UserError
 from flaxvision.files import atomic_directory, write_bytes, write_json
-from models.scaling import PREPROCESSING_MODES
-from models.transfer import TransferConfig
+from flaxvision.models.scaling import PREPROCESSING_MODES
+from flaxvision.models.transfer import TransferConfig
 
 WEIGHTS = "weights.msgpack"
 METADATA = "model.json"

@@ -28,8 +28,8 @@ from tqdm import tqdm
 from flaxvision.checkpoints import Checkpoints, Progress
 from flaxvision.errors import UserError
 from flaxvision.evaluation import loss_and_accuracy, make_predict_step, predict
+from flaxvision.models.scaling import preprocess_input
 from flaxvision.transforms import AugmentConfig, augment
-from models.scaling import preprocess_input
 
 
 @dataclasses.dataclass(frozen=True)

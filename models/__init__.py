@@ -17,8 +17,8 @@ from typing import NamedTuple
 
 from flax import nnx
 
-from models import cnn, resnet
-from models.layers import Dtype, ModelError
+from flaxvision.models import cnn, resnet
+from flaxvision.models.layers import Dtype, ModelError
 
 __all__ = [
     "MODEL_NAMES",
@@ -31,7 +31,7 @@ __all__ = [
     "preprocessing",
     "transfer_config",
 ]
-from models.transfer import Transfer, TransferConfig
+from flaxvision.models.transfer import Transfer, TransferConfig
 
 
 class UnknownModelError(ModelError):

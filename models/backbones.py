@@ -16,7 +16,7 @@ from functools import partial
 
 from flax import nnx
 
-from models import densenet, mobilenet_v2, resnet, vgg
+from flaxvision.models import densenet, mobilenet_v2, resnet, vgg
 
 
 @dataclasses.dataclass(frozen=True)

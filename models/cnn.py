@@ -9,7 +9,7 @@ from functools import partial
 
 from flax import nnx
 
-from models.layers import Dtype, Lazy, Sequential, batch_norm, conv, dense, flatten, max_pool
+from flaxvision.models.layers import Dtype, Lazy, Sequential, batch_norm, conv, dense, flatten, max_pool
 
 relu = nnx.relu
 

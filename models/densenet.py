@@ -12,7 +12,17 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from models.layers import Dtype, Pooling, Top, average_pool, batch_norm, check_input_size, conv, max_pool, zero_pad
+from flaxvision.models.layers import (
+    Dtype,
+    Pooling,
+    Top,
+    average_pool,
+    batch_norm,
+    check_input_size,
+    conv,
+    max_pool,
+    zero_pad,
+)
 
 EPSILON = 1.001e-5
 GROWTH_RATE = 32

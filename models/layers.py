@@ -20,7 +20,7 @@ import jax.numpy as jnp
 from flax import nnx
 from jax import lax
 
-from models import kernels
+from flaxvision.models import kernels
 
 # The dtype convolutions and dense layers compute in (None: their inputs' and parameters'); the
 # parameters themselves stay float32.

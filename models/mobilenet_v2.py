@@ -10,7 +10,17 @@ from typing import Any, cast
 import jax
 from flax import nnx
 
-from models.layers import Dtype, Pooling, Top, batch_norm, check_input_size, conv_norm, depthwise_conv, relu6, zero_pad
+from flaxvision.models.layers import (
+    Dtype,
+    Pooling,
+    Top,
+    batch_norm,
+    check_input_size,
+    conv_norm,
+    depthwise_conv,
+    relu6,
+    zero_pad,
+)
 
 EPSILON, MOMENTUM = 1e-3, 0.999
 

@@ -15,7 +15,7 @@ from typing import Any, cast
 import jax
 from flax import nnx
 
-from models.layers import (
+from flaxvision.models.layers import (
     Dtype,
     Lazy,
     Pooling,

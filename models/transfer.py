@@ -20,9 +20,9 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from models.backbones import BACKBONES
-from models.layers import Dtype, KerasNamed, ModelError, dense, flatten, output_shape
-from models.scaling import preprocess_input
+from flaxvision.models.backbones import BACKBONES
+from flaxvision.models.layers import Dtype, KerasNamed, ModelError, dense, flatten, output_shape
+from flaxvision.models.scaling import preprocess_input
 
 
 class FeatureShapeError(ModelError):

@@ -4,7 +4,17 @@ each ending in 2×2 max pooling; the top flattens and has two 4096-wide dense la
 import jax
 from flax import nnx
 
-from models.layers import Dtype, Pooling, check_input_size, check_pooling, conv, dense, flatten, global_pool, max_pool
+from flaxvision.models.layers import (
+    Dtype,
+    Pooling,
+    check_input_size,
+    check_pooling,
+    conv,
+    dense,
+    flatten,
+    global_pool,
+    max_pool,
+)
 
 VGG16_BLOCKS = ((64, 2), (128, 2), (256, 3), (512, 3), (512, 3))  # (filters, convolutions) per block
 

@@ -12,7 +12,7 @@ from flaxvision.config import load_params, require, section
 from flaxvision.data import load_prepared
 from flaxvision.errors import stage_main
 from flaxvision.features import FEATURES_DIR, ExtractConfig, extract_features, write_features
-from models.transfer import TransferConfig
+from flaxvision.models.transfer import TransferConfig
 
 
 @stage_main

@@ -14,7 +14,7 @@ from flaxvision import builder
 from flaxvision.config import load_params, require, section
 from flaxvision.data import PREPARED_DIR, RAW_DIR, PreprocessConfig, prepare, read_dataset
 from flaxvision.errors import stage_main
-from models.transfer import TransferConfig
+from flaxvision.models.transfer import TransferConfig
 
 
 @stage_main

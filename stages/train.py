@@ -19,11 +19,11 @@ from flaxvision.data import load_prepared
 from flaxvision.errors import stage_main
 from flaxvision.features import load_features
 from flaxvision.files import atomic_directory, write_bytes
+from flaxvision.models.transfer import TransferConfig
 from flaxvision.pipeline import code_files
 from flaxvision.trained import ModelInfo, save_trained
 from flaxvision.training import TrainConfig, Trainer, epoch_logger, fit
 from flaxvision.transforms import AugmentConfig
-from models.transfer import TransferConfig
 
 MODEL_DIR = Path("artifacts/model")
 CHECKPOINT_DIR = Path("checkpoints")

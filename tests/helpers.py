@@ -12,6 +12,8 @@ data; running the data stages in-process in the cwd (a project folder, see conft
 import io
 import json
 import os
+import shutil
+import subprocess
 import zipfile
 from pathlib import Path
 
@@ -24,9 +26,9 @@ from flax import nnx
 from jax import lax
 from PIL import Image
 
-import models
+from flaxvision import models
+from flaxvision.models.layers import conv, depthwise_conv
 from flaxvision.trained import ModelInfo, save_trained
-from models.layers import conv, depthwise_conv
 from stages import download as download_stage
 from stages import preprocess as preprocess_stage
 
@@ -44,6 +46,23 @@ def shared_file(name: str) -> Path:
     if not path.is_file():
         pytest.skip(f"{path} not present (the shared dataset mirror is not beside the project)")
     return path
+
+
+def copy_checkout(destination: Path):
+    """The project's files as git sees them (tracked, and untracked ones not ignored), copied into
+    ``destination``: what a fresh clone of this working tree would hold."""
+    listed = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+    )
+    if listed.returncode:
+        pytest.skip(f"not a git checkout: {listed.stderr.strip()}")
+    for name in listed.stdout.split("\0"):
+        if name and (PROJECT_ROOT / name).is_file():
+            (destination / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(PROJECT_ROOT / name, destination / name)
 
 
 def mirror_file(name: str) -> Path:

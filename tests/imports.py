@@ -1,14 +1,23 @@
 """The project's import graph, read from the AST: what test_dvc_deps and test_imports walk."""
 
 import ast
+import tomllib
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from flaxvision.pipeline import CODE_ROOTS
 from tests.helpers import PROJECT_ROOT
 
+# Packages that live in another folder than their name says (pyproject.toml: models/ is flaxvision.models).
+PACKAGE_DIRS: dict[str, str] = tomllib.loads((PROJECT_ROOT / "pyproject.toml").read_text())["tool"]["setuptools"][
+    "package-dir"
+]
+
 
 def module_file(module: str) -> Path | None:
+    for package, folder in PACKAGE_DIRS.items():
+        if module == package or module.startswith(f"{package}."):
+            module = folder + module[len(package) :]
     path = PROJECT_ROOT.joinpath(*module.split("."))
     for candidate in (path / "__init__.py", path.with_suffix(".py")):
         if candidate.is_file():
@@ -19,13 +28,18 @@ def module_file(module: str) -> Path | None:
 def module_name(path: Path) -> str:
     """``flaxvision/data/__init__.py`` -> ``flaxvision.data``, ``flaxvision/errors.py`` -> ``flaxvision.errors``."""
     parts = path.relative_to(PROJECT_ROOT).with_suffix("").parts
-    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+    name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+    for package, folder in PACKAGE_DIRS.items():
+        if name == folder or name.startswith(f"{folder}."):
+            return package + name[len(folder) :]
+    return name
 
 
 def imported_files(path: Path) -> set[Path]:
     """Project files that ``path`` imports, lazy imports inside functions included, with the
     packages whose ``__init__`` each import runs."""
-    package = path.relative_to(PROJECT_ROOT).with_suffix("").parts[:-1]
+    name = module_name(path).split(".")
+    package = name if path.name == "__init__.py" else name[:-1]
     names = []
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.Import):

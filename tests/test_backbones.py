@@ -17,9 +17,9 @@ from keras.src.applications import densenet, mobilenet_v2, resnet, resnet_v2, vg
 
 from flaxvision.conversion.assign import assign_keras_weights
 from flaxvision.errors import UserError
-from models.backbones import BACKBONES
-from models.layers import InputTooSmallError
-from models.scaling import preprocess_input
+from flaxvision.models.backbones import BACKBONES
+from flaxvision.models.layers import InputTooSmallError
+from flaxvision.models.scaling import preprocess_input
 from tests import keras_files as kf
 from tests.helpers import assert_conv_matches_lax
 

@@ -25,8 +25,8 @@ from flaxvision.conversion import h5
 from flaxvision.conversion.weights import KERAS_APPLICATIONS, imagenet_weights
 from flaxvision.data import download
 from flaxvision.errors import UserError
-from models.backbones import BACKBONES
-from models.scaling import preprocess_input
+from flaxvision.models.backbones import BACKBONES
+from flaxvision.models.scaling import preprocess_input
 from tests import keras_files as kf
 from tests.helpers import shared_file
 

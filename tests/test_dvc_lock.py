@@ -7,28 +7,15 @@ and commit dvc.lock and results/ with the change.
 """
 
 import json
-import shutil
 import subprocess
 import sys
 
 import pytest
 
-from tests.helpers import PROJECT_ROOT
+from tests.helpers import copy_checkout
 
 pytestmark = pytest.mark.slow
 ABSENT = {"deleted", "not in cache"}
-
-
-def git_files() -> list[str]:
-    listed = subprocess.run(
-        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-        cwd=PROJECT_ROOT,
-        capture_output=True,
-        text=True,
-    )
-    if listed.returncode:
-        pytest.skip(f"not a git checkout: {listed.stderr.strip()}")
-    return [name for name in listed.stdout.split("\0") if name and (PROJECT_ROOT / name).is_file()]
 
 
 def stale_entries(status: dict) -> list[str]:
@@ -50,9 +37,7 @@ def stale_entries(status: dict) -> list[str]:
 
 
 def test_dvc_lock_matches_the_committed_code_params_and_results(tmp_path):
-    for name in git_files():
-        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(PROJECT_ROOT / name, tmp_path / name)
+    copy_checkout(tmp_path)
     subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
     result = subprocess.run(
         [sys.executable, "-m", "dvc", "status", "--json"], cwd=tmp_path, capture_output=True, text=True

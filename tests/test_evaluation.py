@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-import models
+from flaxvision import models
 from flaxvision.evaluation import evaluate_logits, predict_model
 from tests.helpers import pattern_images
 

@@ -8,11 +8,10 @@ import numpy as np
 import pytest
 from flax import nnx
 
-import models
-from flaxvision import builder
+from flaxvision import builder, models
 from flaxvision.errors import UserError
-from models.layers import conv, depthwise_conv, max_pool
-from models.resnet import BottleneckBlock, resnet
+from flaxvision.models.layers import conv, depthwise_conv, max_pool
+from flaxvision.models.resnet import BottleneckBlock, resnet
 from tests.helpers import assert_conv_matches_lax
 
 # name: (seed input shape, seed classes)

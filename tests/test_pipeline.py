@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import models
+from flaxvision import models
 from tests.helpers import STAGES, pattern_images
 from tests.projects import (
     cats_vs_dogs_zip,
@@ -187,7 +187,7 @@ def test_killed_train_stage_resumes(project):
 def stand_in_weights(tmp_path_factory):
     """Keras-written random weights under the official file names, standing in for the downloads."""
     from flaxvision.conversion.weights import imagenet_weights
-    from models.backbones import BACKBONES
+    from flaxvision.models.backbones import BACKBONES
     from tests import keras_files
 
     folder = tmp_path_factory.mktemp("weights")

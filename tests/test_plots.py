@@ -11,11 +11,11 @@ import yaml
 from flax import nnx
 from PIL import Image
 
-import models
-from flaxvision import plots
+from flaxvision import models, plots
 from flaxvision.activations import conv_activations, select_layers
 from flaxvision.errors import UserError
 from flaxvision.evaluation import most_confident_errors
+from flaxvision.models.resnet import resnet
 from flaxvision.plots import (
     activation_map,
     image_grid,
@@ -24,7 +24,6 @@ from flaxvision.plots import (
     tile_channels,
     write_png,
 )
-from models.resnet import resnet
 from stages import evaluate as evaluate_stage
 from tests.helpers import CLASSES, pattern_images, save_model, write_prepared
 

@@ -13,7 +13,7 @@ import pytest
 from flax import nnx
 from PIL import Image
 
-import models
+from flaxvision import models
 from flaxvision.classifier import load
 from flaxvision.evaluation import predict_model, softmax
 from flaxvision.predict import main, predict_files

@@ -18,7 +18,7 @@ SCRIPT = """
 import json
 import jax
 from flax import nnx
-import models
+from flaxvision import models
 from flaxvision.training import TrainConfig, Trainer
 from flaxvision.transforms import AugmentConfig
 from tests.helpers import pattern_images

@@ -1,7 +1,7 @@
 import numpy as np
 from flax import nnx
 
-import models
+from flaxvision import models
 from flaxvision.trained import WEIGHTS, ModelInfo, load_trained, save_trained
 
 INFO = ModelInfo(

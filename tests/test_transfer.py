@@ -7,14 +7,14 @@ import numpy as np
 import pytest
 from flax import nnx
 
-import models
+from flaxvision import models
 from flaxvision.config import section
 from flaxvision.errors import UserError
 from flaxvision.features import extract_features
+from flaxvision.models.transfer import Frozen, TransferConfig
 from flaxvision.trained import ModelInfo, load_trained, save_trained
 from flaxvision.training import TrainConfig, Trainer
 from flaxvision.transforms import AugmentConfig
-from models.transfer import Frozen, TransferConfig
 
 SMALL = TransferConfig(backbones=("mobilenet_v2",), alpha=0.35, hidden_units=(8,), input_size=(32, 32))
 

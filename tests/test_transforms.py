@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
+from flaxvision.models.scaling import preprocess_input
 from flaxvision.transforms import AugmentConfig, affine_matrix, affine_resample, augment
-from models.scaling import preprocess_input
 
 # scipy's names for our fill modes ('grid-' modes pad first, then interpolate).
 SCIPY_MODES = {"nearest": "nearest", "reflect": "reflect", "wrap": "grid-wrap", "constant": "grid-constant"}

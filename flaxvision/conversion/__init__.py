@@ -32,9 +32,9 @@ from flaxvision.conversion.weights import imagenet_weights
 from flaxvision.data.download import fetch, sha256
 from flaxvision.errors import UserError
 from flaxvision.files import write_bytes
+from flaxvision.models.backbones import BACKBONES
+from flaxvision.models.layers import Dtype, KerasNamed
 from flaxvision.paths import cache_dir
-from models.backbones import BACKBONES
-from models.layers import Dtype, KerasNamed
 
 WEIGHT_KINDS = nnx.Any(nnx.Param, nnx.BatchStat)
 

@@ -19,7 +19,7 @@ import numpy as np
 from flax import nnx
 
 from flaxvision.errors import UserError
-from models.layers import KerasNamed
+from flaxvision.models.layers import KerasNamed
 
 
 def assign_keras_weights(
