@@ -55,13 +55,14 @@ def make_predict_step(eval_graph: nnx.GraphDef, preprocessing: str):
 def predict(predict_step, model_state, images, batch_size: int, desc: str | None = None) -> np.ndarray:
     """Outputs for every image, in order. The last batch is padded (one compiled shape), then trimmed.
 
-    With ``desc``, a progress bar of that name counts the batches.
+    With ``desc``, a progress bar of that name counts the batches (on a terminal only: tqdm's
+    ``disable=None``, as every bar here, so logs of queued experiments and CI stay short).
     """
     count = len(images)
     batch_size = min(batch_size, count)
     images = jax.device_put(images)
     batches = []
-    for start in tqdm(range(0, count, batch_size), desc=desc, unit="batch", disable=desc is None):
+    for start in tqdm(range(0, count, batch_size), desc=desc, unit="batch", disable=None if desc else True):
         batches.append(predict_step(model_state, images, jnp.arange(start, start + batch_size) % count))
         if desc:
             batches[-1].block_until_ready()  # so the bar shows work done, not work queued
@@ -112,12 +113,12 @@ def evaluate_logits(logits: np.ndarray, labels: np.ndarray, classes: list[str], 
         "macro_precision": float(precision[present].mean()),
         "macro_recall": float(recall[present].mean()),
         "macro_f1": float(f1[present].mean()),
-        "examples": int(len(labels)),
     }
-    # k is capped at the number of classes (with two classes, top-2 accuracy is 1 by definition).
-    k = min(top_k, len(classes))
-    top_k_hits = (top_classes(logits, k) == labels[:, None]).any(-1)
-    summary[f"top_{k}_accuracy"] = float(top_k_hits.mean())
+    # Only where it says something (top-k of k classes or fewer is 1 by definition), under a key
+    # that the class count does not change.
+    if top_k < len(classes):
+        top_k_hits = (top_classes(logits, top_k) == labels[:, None]).any(-1)
+        summary[f"top_{top_k}_accuracy"] = float(top_k_hits.mean())
     per_class = {
         name: {"precision": float(p), "recall": float(r), "f1": float(f), "support": int(s)}
         for name, p, r, f, s in zip(classes, precision, recall, f1, support, strict=True)

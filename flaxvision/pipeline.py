@@ -1,28 +1,39 @@
-"""dvc.yaml as the one table of what each stage's code is.
+"""The stages as dvc.yaml declares them: the one table of what each stage's code is, and their
+entry point (`stage_main`).
 
 A stage's deps in dvc.yaml list every project module it imports, transitively
 (tests/test_dvc_deps.py checks this against the import graph); the train stage hashes the
 same files into its run fingerprint, so a checkpoint is resumed only by the same code.
 """
 
+import argparse
+import functools
+import sys
 from pathlib import Path
 
 import yaml
 
-from flaxvision.errors import UserError
+from flaxvision.errors import ArgumentParser, UserError
 
 DVC_FILE = Path(__file__).resolve().parents[1] / "dvc.yaml"  # the project this code is part of
 CODE_ROOTS = ("flaxvision", "models", "stages")
 
 
-def stage_deps(stage: str, dvc_file: Path = DVC_FILE) -> list[str]:
+def stages(dvc_file: Path = DVC_FILE) -> dict:
     try:
-        return yaml.safe_load(dvc_file.read_text())["stages"][stage]["deps"]
+        return yaml.safe_load(dvc_file.read_text())["stages"]
     except (OSError, yaml.YAMLError, KeyError, TypeError) as error:
         raise UserError(
-            f"{dvc_file}: cannot read stage {stage}'s deps ({type(error).__name__}): "
+            f"{dvc_file}: cannot read its stages ({type(error).__name__}): "
             "run the stages from a checkout of the project"
         ) from None
+
+
+def stage_deps(stage: str, dvc_file: Path = DVC_FILE) -> list[str]:
+    try:
+        return stages(dvc_file)[stage]["deps"]
+    except KeyError:
+        raise UserError(f"{dvc_file}: no stage {stage}: run the stages from a checkout of the project") from None
 
 
 def code_files(stage: str, dvc_file: Path = DVC_FILE) -> list[Path]:
@@ -34,3 +45,51 @@ def code_files(stage: str, dvc_file: Path = DVC_FILE) -> list[Path]:
             continue  # data
         files.update(path.rglob("*.py") if path.is_dir() else [path])
     return sorted(files)
+
+
+def stage_main(main):
+    """Decorate a stage's ``main()``: its command line, and a UserError as a one-line message.
+
+    Run as ``python -m stages.<name>``, the stage takes no arguments (params.yaml holds its
+    settings) and answers ``--help`` from its docstring and dvc.yaml without running.
+    For a stage that imports JAX, it also sets JAX up (flaxvision.runtime): the persistent
+    compilation cache, multi-host runs. Stages that do not (source, download) never load it, which
+    keeps their start-up short: source runs at every `dvc repro`.
+    """
+
+    @functools.wraps(main)
+    def wrapper(*args, **kwargs):
+        if main.__module__ == "__main__":  # the command line, not a call from Python (tests)
+            describe_stage(sys.modules["__main__"]).parse_args()
+        if "jax" in sys.modules:
+            # Here, not at the top: runtime imports JAX, which the source and download stages never load.
+            from flaxvision.runtime import setup_jax
+
+            setup_jax()
+        try:
+            return main(*args, **kwargs)
+        except UserError as error:
+            print(f"error: {error}", file=sys.stderr)
+            sys.exit(1)
+        except KeyboardInterrupt:
+            print("interrupted: rerun the same command to resume", file=sys.stderr)
+            sys.exit(130)
+
+    return wrapper
+
+
+def describe_stage(module) -> argparse.ArgumentParser:
+    """The command line of stage module ``module``: no arguments; ``--help`` shows its docstring,
+    and the params it reads and the outputs it writes, as dvc.yaml declares them."""
+    command = f"python -m {module.__spec__.name}"
+    name = next((name for name, s in stages().items() if s["cmd"] == command), None)
+    stage = stages()[name] if name else {}
+    epilog = "Settings come from params.yaml; the stage takes no arguments."
+    if name:
+        params = ", ".join(str(p) for p in stage.get("params", [])) or "none"
+        outputs = stage.get("outs", []) + stage.get("metrics", []) + stage.get("plots", [])
+        outs = ", ".join(next(iter(o)) if isinstance(o, dict) else str(o) for o in outputs)  # {path: options}
+        epilog = f"DVC stage {name} (dvc repro {name}). Reads params.yaml: {params}. Writes: {outs}."
+    return ArgumentParser(
+        prog=command, description=module.__doc__, epilog=epilog, formatter_class=argparse.RawDescriptionHelpFormatter
+    )

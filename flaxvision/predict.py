@@ -22,7 +22,7 @@ import numpy as np
 
 from flaxvision.classifier import load
 from flaxvision.data.sources import IMAGE_SUFFIXES
-from flaxvision.errors import UserError
+from flaxvision.errors import ArgumentParser, UserError
 from flaxvision.files import write_bytes
 
 DEFAULT_MODEL = Path("artifacts/model")  # the workspace's latest trained model
@@ -32,7 +32,11 @@ FORMATS = ("text", "csv", "json")
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
-        output_format = args.format or output_format_of(args.output)  # before the work it would waste
+        output_format = args.format or output_format_of(args.output)  # both checked before the work
+        if args.output and (args.output.is_dir() or not args.output.absolute().parent.is_dir()):
+            raise UserError(
+                f"--output {args.output}: not a file in an existing folder: create the folder or name another file"
+            )
         results = predict_files(args.inputs, args.model, args.top_k, args.batch_size)
         report = FORMATTERS[output_format](results)
         if args.output:
@@ -49,13 +53,6 @@ def main(argv: list[str] | None = None) -> int:
     for result in failed:
         print(f"error: {result['file']}: {result['error']}", file=sys.stderr)
     return 1 if failed else 0
-
-
-class ArgumentParser(argparse.ArgumentParser):
-    """argparse whose usage errors are one ``error: `` line, as every other error here."""
-
-    def error(self, message: str):
-        self.exit(2, f"error: {message} (see predict --help)\n")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

@@ -185,7 +185,7 @@ class Trainer:
         steps = len(order) // batch_size
         totals = {"loss": 0.0, "correct": 0}
         lr = jnp.float32(learning_rate)
-        for step in tqdm(range(steps), desc=f"epoch {epoch + 1}", unit="step", leave=False):
+        for step in tqdm(range(steps), desc=f"epoch {epoch + 1}", unit="step", leave=False, disable=None):
             indices = jnp.asarray(order[step * batch_size : (step + 1) * batch_size], jnp.int32)
             self.state, metrics = self.train_step(self.state, images, labels, indices, lr)
             totals = jax.tree.map(jnp.add, totals, metrics)  # stays on device: no sync per step
@@ -209,6 +209,14 @@ def check_finite(epoch: int, train_loss: float, val_loss: float, learning_rate: 
         f"was saved: lower train.learning_rate (now {learning_rate:g}), lower train.batchnorm_momentum "
         "or set train.compute_dtype to float32"
     )
+
+
+def epoch_summary(epoch: int, epochs: int, metrics: dict) -> str:
+    """One epoch's line, as Keras' fit prints it: ``epoch 3/20: loss 0.612 accuracy 0.671 | val ...``."""
+    train, val = (
+        " ".join(f"{name} {value:.4f}" for name, value in metrics[split].items()) for split in ("train", "val")
+    )
+    return f"epoch {epoch + 1}/{epochs}: {train} | val {val} | lr {metrics['learning_rate']:.3g}"
 
 
 def epoch_logger(live) -> Callable[[int, dict], None]:
@@ -264,8 +272,14 @@ def fit(
     for epoch, metrics in enumerate(progress.history):
         on_epoch(epoch, metrics)
 
+    # Bars on a terminal only; every epoch also prints one summary line, which is all a log gets.
     epochs = tqdm(
-        range(progress.epoch, config.epochs), desc="training", unit="epoch", initial=progress.epoch, total=config.epochs
+        range(progress.epoch, config.epochs),
+        desc="training",
+        unit="epoch",
+        initial=progress.epoch,
+        total=config.epochs,
+        disable=None,
     )
     for epoch in epochs:
         if early_stopping.exhausted:
@@ -276,11 +290,7 @@ def fit(
         metrics = {"train": train_metrics, "val": val_metrics, "learning_rate": progress.learning_rate}
         progress.history.append(metrics)
         on_epoch(epoch, metrics)
-        epochs.set_postfix(
-            loss=f"{train_metrics['loss']:.3f}",
-            val_loss=f"{val_metrics['loss']:.3f}",
-            val_acc=f"{val_metrics['accuracy']:.3f}",
-        )
+        tqdm.write(epoch_summary(epoch, config.epochs, metrics))
 
         if early_stopping.update(val_metrics["loss"]):
             best_model_state = jax.tree.map(jnp.copy, trainer.model_state)

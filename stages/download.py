@@ -7,7 +7,7 @@ datasets. data/raw is replaced atomically and records its provenance in SOURCES.
 
 from flaxvision.config import load_params, require
 from flaxvision.data import RAW_DIR, download_dataset
-from flaxvision.errors import stage_main
+from flaxvision.pipeline import stage_main
 
 
 @stage_main

@@ -10,9 +10,10 @@ from pathlib import Path
 from flaxvision import plots
 from flaxvision.config import load_params, section
 from flaxvision.data import load_prepared
-from flaxvision.errors import UserError, stage_main
+from flaxvision.errors import UserError
 from flaxvision.evaluation import EvaluateConfig, evaluate_logits, predict_model, softmax
 from flaxvision.files import atomic_directory, write_json
+from flaxvision.pipeline import stage_main
 from flaxvision.trained import load_trained
 from flaxvision.transforms import AugmentConfig
 
@@ -86,8 +87,8 @@ def main():
             plots.write_png(figure, folder / name)
     print(f"{PLOTS_DIR}: samples, samples_augmented, test_misclassified and {len(activations)} activation maps")
 
-    write_json(RESULTS_DIR / "metrics.json", result.summary)
-    print(" ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in result.summary.items()))
+    write_json(RESULTS_DIR / "metrics.json", {"test": result.summary})  # test.accuracy beside train's in exp show
+    print("test: " + " ".join(f"{name} {value:.4f}" for name, value in result.summary.items()))
 
 
 if __name__ == "__main__":

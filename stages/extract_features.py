@@ -10,9 +10,9 @@ import time
 from flaxvision import builder
 from flaxvision.config import load_params, require, section
 from flaxvision.data import load_prepared
-from flaxvision.errors import stage_main
 from flaxvision.features import FEATURES_DIR, ExtractConfig, extract_features, write_features
 from flaxvision.models.transfer import TransferConfig
+from flaxvision.pipeline import stage_main
 
 
 @stage_main

@@ -13,8 +13,8 @@ import time
 from flaxvision import builder
 from flaxvision.config import load_params, require, section
 from flaxvision.data import PREPARED_DIR, RAW_DIR, PreprocessConfig, prepare, read_dataset
-from flaxvision.errors import stage_main
 from flaxvision.models.transfer import TransferConfig
+from flaxvision.pipeline import stage_main
 
 
 @stage_main

@@ -9,8 +9,8 @@ A file that only has a URL is downloaded into the cache here, once.
 
 from flaxvision.config import load_params, require
 from flaxvision.data import SOURCE_IDENTITY, identify_dataset
-from flaxvision.errors import stage_main
 from flaxvision.files import write_json
+from flaxvision.pipeline import stage_main
 
 
 @stage_main

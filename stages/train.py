@@ -16,11 +16,10 @@ from flaxvision import builder
 from flaxvision.checkpoints import fingerprint
 from flaxvision.config import load_params, require, section
 from flaxvision.data import load_prepared
-from flaxvision.errors import stage_main
 from flaxvision.features import load_features
-from flaxvision.files import atomic_directory, write_bytes
+from flaxvision.files import atomic_directory, write_json
 from flaxvision.models.transfer import TransferConfig
-from flaxvision.pipeline import code_files
+from flaxvision.pipeline import code_files, stage_main
 from flaxvision.trained import ModelInfo, save_trained
 from flaxvision.training import TrainConfig, Trainer, epoch_logger, fit
 from flaxvision.transforms import AugmentConfig
@@ -96,7 +95,7 @@ def main():
     save_trained(MODEL_DIR, model, info)
     with atomic_directory(RESULTS_DIR / "plots") as plots:
         shutil.copytree(LIVE_DIR / "plots", plots, dirs_exist_ok=True)
-    write_bytes(RESULTS_DIR / "metrics.json", (LIVE_DIR / "metrics.json").read_bytes())
+    write_json(RESULTS_DIR / "metrics.json", progress.summary())  # dvclive's own adds its step counter
     best = progress.history[progress.best_epoch]["val"]
     print(
         f"best epoch {progress.best_epoch + 1}/{progress.epoch}: val_loss {best['loss']:.4f}, "

@@ -103,7 +103,8 @@ def ran(output: str) -> list[str]:
 
 
 def metrics(root: Path) -> dict:
-    return json.loads((root / "results/evaluate/metrics.json").read_text())
+    """The test metrics evaluate wrote."""
+    return json.loads((root / "results/evaluate/metrics.json").read_text())["test"]
 
 
 def set_param(root: Path, section: str, key: str, value):
@@ -121,6 +122,6 @@ def experiments(root) -> dict:
                 data = revision["data"]
                 found[revision.get("name") or revision["rev"]] = {
                     "params": data["params"]["params.yaml"]["data"],
-                    "metrics": data["metrics"]["results/evaluate/metrics.json"]["data"],
+                    "metrics": data["metrics"]["results/evaluate/metrics.json"]["data"]["test"],
                 }
     return found

@@ -999,10 +999,10 @@ PREDICT_CASES = [
     ),
     (
         "output-folder-missing",
-        ["missing.png", "--model", "MODEL", "--output", "no/such/out.csv"],
+        ["x.png", "--model", "MODEL", "--output", "no/such/out.csv"],
         {},
         2,
-        ["--output no/such/out.csv: cannot write it"],
+        ["--output no/such/out.csv: not a file in an existing folder: create the folder or name another file"],
     ),
     ("image-missing", ["missing.png", "--model", "MODEL"], {}, 1, ["error: missing.png: no such file"]),
     (

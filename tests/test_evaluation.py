@@ -34,9 +34,17 @@ def test_metrics_match_hand_computed_values():
     assert result.summary["macro_f1"] == pytest.approx((0.5 + 0.8 + 0.0) / 3)
 
 
-def test_top_k_is_capped_at_the_number_of_classes():
-    result = evaluate_logits(np.zeros((2, 2)), np.array([0, 1]), ["x", "y"], top_k=5)
-    assert result.summary["top_2_accuracy"] == 1.0
+def test_top_k_accuracy_is_reported_only_below_the_number_of_classes():
+    logits, labels = np.log(np.full((2, 3), 1 / 3)), np.array([0, 1])
+    assert "top_3_accuracy" not in evaluate_logits(logits, labels, ["x", "y", "z"], top_k=3).summary
+    assert set(evaluate_logits(logits, labels, ["x", "y", "z"], top_k=5).summary) == {
+        "loss",
+        "accuracy",
+        "macro_precision",
+        "macro_recall",
+        "macro_f1",
+    }
+    assert "top_2_accuracy" in evaluate_logits(logits, labels, ["x", "y", "z"], top_k=2).summary
 
 
 def test_prediction_does_not_depend_on_the_batch_size():

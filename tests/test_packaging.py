@@ -1,6 +1,7 @@
 """What installing the project puts into site-packages: one `flaxvision` package (models/ as
 flaxvision.models), its license and metadata, and no generic top-level `models` or `stages`."""
 
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -55,3 +56,14 @@ def test_the_installed_package_imports_without_the_checkout(wheel, tmp_path):
     ran = subprocess.run([sys.executable, "-c", check], cwd=tmp_path, capture_output=True, text=True)
     assert ran.returncode == 0, ran.stderr
     assert ran.stdout.split() == [str(tmp_path / "flaxvision" / "models" / "__init__.py"), "None", "None"]
+
+
+def test_a_copy_of_the_checkout_imports_its_own_models(tmp_path):
+    """DVC runs --temp and queued experiments in a copy of the project: its flaxvision.models must be
+    the copy's models/, not the folder the editable install points at."""
+    for folder in ("flaxvision", "models"):
+        shutil.copytree(PROJECT_ROOT / folder, tmp_path / folder, ignore=shutil.ignore_patterns("__pycache__"))
+    check = "import flaxvision.models.layers as layers; print(layers.__file__)"
+    ran = subprocess.run([sys.executable, "-c", check], cwd=tmp_path, capture_output=True, text=True)
+    assert ran.returncode == 0, ran.stderr
+    assert ran.stdout.strip() == str(tmp_path / "models" / "layers.py")

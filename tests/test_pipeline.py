@@ -45,8 +45,11 @@ def project(tmp_path_factory):
 
 def test_repro_runs_every_stage_then_nothing(project):
     assert ran(dvc(project, "repro")) == list(STAGES)
-    summary = metrics(project)
-    assert 0.0 <= summary["accuracy"] <= 1.0 and summary["examples"] > 0
+    summary = metrics(project)  # three classes: no top-5 accuracy, and no counters beside the scores
+    assert set(summary) == {"loss", "accuracy", "macro_precision", "macro_recall", "macro_f1"}
+    assert 0.0 <= summary["accuracy"] <= 1.0
+    train = json.loads((project / "results/train/metrics.json").read_text())
+    assert set(train) == {"best_epoch", "epochs", "train", "val"} and train["epochs"] == 2
     per_class = json.loads((project / "results/evaluate/per_class.json").read_text())
     assert {row["class"] for row in per_class} == {"blue", "green", "red"}
     curve = (project / "results/train/plots/metrics/val/loss.tsv").read_text().splitlines()
@@ -123,7 +126,7 @@ def test_experiment_variant_and_metrics_diff(project):
     git(project, "add", "-A")
     git(project, "commit", "-qm", "tutorial_cnn")
     diff = json.loads(dvc(project, "metrics", "diff", "HEAD~1", "--json"))
-    accuracy = diff["results/evaluate/metrics.json"]["accuracy"]
+    accuracy = diff["results/evaluate/metrics.json"]["test.accuracy"]
     assert set(accuracy) >= {"old", "new"}
 
 
@@ -156,6 +159,10 @@ def test_plots_render_offline(project):
     dvc(project, "plots", "show")
     page = (project / "dvc_plots/index.html").read_text()
     assert "vegaEmbed" in page and "Confusion matrix" in page and "Per-class F1" in page
+    assert "Learning rate per epoch" in page
+    curves = json.loads(dvc(project, "plots", "show", "--json"))["data"]
+    for title in ("Loss per epoch", "Accuracy per epoch", "Learning rate per epoch"):  # whole epochs on the axis
+        assert curves[title][0]["content"]["encoding"]["x"]["axis"] == {"tickMinStep": 1, "format": "d"}
     for picture in ["samples.png", "samples_augmented.png", "test_misclassified.png", "activations/001_layers.0.png"]:
         name = "workspace_results_evaluate_plots_" + picture.replace("/", "_")
         assert f'<img src="static/{name}">' in page and (project / "dvc_plots/static" / name).is_file()

@@ -137,7 +137,10 @@ def download(file: RemoteFile, dest: Path, mirror: Path | None = None) -> FileRe
 
 def _stream(response, part: Path, expected: int | None, name: str) -> int:
     received = 0
-    with open(part, "wb") as out, tqdm(total=expected, unit="B", unit_scale=True, unit_divisor=1024, desc=name) as bar:
+    with (
+        open(part, "wb") as out,
+        tqdm(total=expected, unit="B", unit_scale=True, unit_divisor=1024, desc=name, disable=None) as bar,
+    ):
         while chunk := response.read(CHUNK):
             out.write(chunk)
             received += len(chunk)

@@ -127,4 +127,4 @@ class ImageDecoder:
     def map(self, examples: Iterable[Example], total: int, desc: str) -> Iterator[Decoded]:
         decode = functools.partial(_decode, size=self.size, color_mode=self.color_mode)
         results = cast(Pool, self._pool).imap(decode, examples, chunksize=16)
-        yield from tqdm(results, total=total, desc=desc, unit="img")
+        yield from tqdm(results, total=total, desc=desc, unit="img", disable=None)  # bar on a terminal only
