@@ -29,18 +29,29 @@ from flaxvision.checkpoints import Checkpoints, Progress
 from flaxvision.errors import UserError
 from flaxvision.evaluation import loss_and_accuracy, make_predict_step, predict
 from flaxvision.models.scaling import preprocess_input
-from flaxvision.transforms import AugmentConfig, augment
+from flaxvision.transforms import AugmentConfig, augment, mix
 
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
+    """params.yaml ``train`` (see its comments). The recipe knobs (weight decay, schedule,
+    clipping, label smoothing, EMA) default to off, so a run that sets none is plain Adam or SGD."""
+
     seed: int = 0
     epochs: int = 20
     batch_size: int = 32
-    optimizer: Literal["adam", "sgd"] = "adam"
+    optimizer: Literal["adam", "adamw", "sgd"] = "adam"
     learning_rate: float = 1e-3
     momentum: float = 0.9
     nesterov: bool = False
+    weight_decay: float = 0.0  # adamw: decoupled; sgd: added to the gradient; kernels only, not biases or norms
+    schedule: Literal["constant", "cosine", "step"] = "constant"
+    warmup_epochs: float = 0.0  # linear from 0 to learning_rate, then the schedule
+    step_epochs: float = 30.0  # schedule step: learning_rate *= step_factor every step_epochs
+    step_factor: float = 0.1
+    clip_grad_norm: float = 0.0  # 0: off
+    label_smoothing: float = 0.0
+    ema_decay: float = 0.0  # 0: off; else validation, the best epoch and the saved model use the weights' EMA
     batchnorm_momentum: float | None = None  # None: the model's own (Keras' 0.99)
     early_stopping_patience: int = 25
     reduce_lr_patience: int = 0
@@ -60,15 +71,62 @@ class TrainConfig:
             raise ValueError(f"reduce_lr_factor must be in (0, 1), got {self.reduce_lr_factor}")
         if self.batchnorm_momentum is not None and not 0 <= self.batchnorm_momentum < 1:
             raise ValueError(f"batchnorm_momentum must be in [0, 1), got {self.batchnorm_momentum}")
+        for name, low, high in [
+            ("weight_decay", 0, math.inf),
+            ("warmup_epochs", 0, self.epochs + 1),
+            ("clip_grad_norm", 0, math.inf),
+            ("label_smoothing", 0, 1),
+            ("ema_decay", 0, 1),
+        ]:
+            if not low <= getattr(self, name) < high:
+                raise ValueError(f"{name} must be in [{low}, {high}), got {getattr(self, name)}")
+        if self.weight_decay and self.optimizer == "adam":
+            raise ValueError("weight_decay needs optimizer adamw (decoupled) or sgd; adam has none")
+        if self.step_epochs <= 0 or not 0 < self.step_factor < 1:
+            raise ValueError(
+                f"step_epochs must be positive and step_factor in (0, 1), got {self.step_epochs}, {self.step_factor}"
+            )
 
 
 def make_optimizer(config: TrainConfig) -> optax.GradientTransformation:
-    """The optax optimizer, with the learning rate injected so plateaus can lower it."""
-    if config.optimizer == "adam":
-        return optax.inject_hyperparams(optax.adam)(learning_rate=config.learning_rate)
-    return optax.inject_hyperparams(optax.sgd)(
-        learning_rate=config.learning_rate, momentum=config.momentum, nesterov=config.nesterov
-    )
+    """The optax optimizer, with the learning rate injected so the host sets it every step
+    (`learning_rates`: the schedule, lowered on plateaus)."""
+
+    def kernels(params):  # weight decay on weights that multiply, not on biases and norm scales
+        return jax.tree.map(lambda p: p.ndim > 1, params)
+
+    def optimizer(learning_rate):
+        if config.optimizer == "adamw":
+            step = optax.adamw(learning_rate, weight_decay=config.weight_decay, mask=kernels)
+        elif config.optimizer == "adam":
+            step = optax.adam(learning_rate)
+        else:
+            step = optax.chain(
+                optax.add_decayed_weights(config.weight_decay, mask=kernels),
+                optax.sgd(learning_rate, momentum=config.momentum, nesterov=config.nesterov),
+            )
+        if config.clip_grad_norm:
+            step = optax.chain(optax.clip_by_global_norm(config.clip_grad_norm), step)
+        return step
+
+    return optax.inject_hyperparams(optimizer)(learning_rate=config.learning_rate)
+
+
+def learning_rates(config: TrainConfig, steps_per_epoch: int, epoch: int, base: float) -> np.ndarray:
+    """The learning rate of each step of ``epoch``: ``base`` (train.learning_rate, as lowered on
+    plateaus so far) times the schedule's factor, which optax's schedules give per step."""
+    warmup, total = round(config.warmup_epochs * steps_per_epoch), config.epochs * steps_per_epoch
+    if config.schedule == "cosine":
+        decay = optax.cosine_decay_schedule(1.0, max(total - warmup, 1))
+    elif config.schedule == "step":
+        decay = optax.exponential_decay(
+            1.0, round(config.step_epochs * steps_per_epoch), config.step_factor, staircase=True
+        )
+    else:
+        decay = optax.constant_schedule(1.0)
+    schedule = optax.join_schedules([optax.linear_schedule(0.0, 1.0, warmup), decay], [warmup]) if warmup else decay
+    steps = np.arange(epoch * steps_per_epoch, (epoch + 1) * steps_per_epoch)
+    return base * np.broadcast_to(np.asarray(schedule(steps), np.float64), steps.shape)  # constant: a scalar
 
 
 @dataclasses.dataclass
@@ -107,6 +165,11 @@ class Trainer:
         self.eval_graph = nnx.graphdef(model)
         model.train()
         optimizer = nnx.Optimizer(model, make_optimizer(config), wrt=nnx.Param)
+        # The weights' moving average is a second copy of the model, trained by none of the
+        # steps but averaged after each; it is what validation sees and what is kept.
+        averaged = (nnx.clone(model),) if config.ema_decay else ()
+        for average in averaged:  # buffers of its own (clone shares them), so each can be donated
+            nnx.update(average, jax.tree.map(jnp.copy, nnx.state(average)))
 
         devices = jax.device_count()
         if config.batch_size % devices:
@@ -119,7 +182,7 @@ class Trainer:
         mesh = jax.make_mesh((devices,), ("data",), axis_types=(AxisType.Auto,))  # XLA partitions the step
         self.replicated = NamedSharding(mesh, PartitionSpec())
         self.batch_sharding = NamedSharding(mesh, PartitionSpec("data"))
-        self.train_graph, state = nnx.split((model, optimizer))
+        self.train_graph, state = nnx.split((model, optimizer, *averaged))
         self.state = jax.device_put(state, self.replicated)
         self.augment_key = jax.random.key(config.seed)
         self.train_step = jax.jit(self._train_step, donate_argnums=0, out_shardings=(self.replicated, self.replicated))
@@ -128,29 +191,58 @@ class Trainer:
     # --- compiled steps -------------------------------------------------------------------
 
     def _train_step(self, state, images, labels, indices, learning_rate):
-        model, optimizer = nnx.merge(self.train_graph, state)
+        model, optimizer, *averaged = nnx.merge(self.train_graph, state)
         optimizer.opt_state.hyperparams["learning_rate"][...] = learning_rate
         key = jax.random.fold_in(self.augment_key, optimizer.step[...])
         batch = jax.lax.with_sharding_constraint(images[indices], self.batch_sharding)
         batch = augment(batch.astype(jnp.float32), key, self.augment_config)
-        batch = preprocess_input(batch, self.preprocessing).astype(self.config.compute_dtype)
         batch_labels = labels[indices]
+        if self.augment_config.mixing:
+            batch, own_share = mix(batch, jax.random.fold_in(key, 4), self.augment_config)
+        batch = preprocess_input(batch, self.preprocessing).astype(self.config.compute_dtype)
 
         def loss_fn(model):
             logits = model(batch).astype(jnp.float32)
-            loss = optax.softmax_cross_entropy_with_integer_labels(logits, batch_labels).mean()
-            return loss, logits
+            loss = self._cross_entropy(logits, batch_labels)
+            if self.augment_config.mixing:
+                loss = own_share * loss + (1 - own_share) * self._cross_entropy(logits, batch_labels[::-1])
+            return loss.mean(), logits
 
         (loss, logits), grads = nnx.value_and_grad(loss_fn, has_aux=True)(model)
         optimizer.update(model, grads)
+        for average in averaged:
+            self._update_average(average, model, optimizer.step[...])
         correct = jnp.sum(jnp.argmax(logits, -1) == batch_labels)
-        return nnx.state((model, optimizer)), {"loss": loss * len(indices), "correct": correct}
+        return nnx.state((model, optimizer, *averaged)), {"loss": loss * len(indices), "correct": correct}
+
+    def _cross_entropy(self, logits, labels):
+        if not self.config.label_smoothing:
+            return optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+        targets = optax.smooth_labels(jax.nn.one_hot(labels, logits.shape[-1]), self.config.label_smoothing)
+        return optax.softmax_cross_entropy(logits, targets)
+
+    def _update_average(self, average: nnx.Module, model: nnx.Module, step):
+        """average += (1 - decay) * (model - average) over the float variables (weights, BatchNorm
+        statistics), with TF's warm-up of the decay so early averages are not stuck at the start."""
+        decay = jnp.minimum(self.config.ema_decay, (1 + step) / (10 + step))
+
+        def updated(old, new):
+            return old + (1 - decay) * (new - old) if jnp.issubdtype(new.dtype, jnp.floating) else new
+
+        nnx.update(average, jax.tree.map(updated, nnx.state(average), nnx.state(model)))
 
     # --- host loops -----------------------------------------------------------------------
 
     @property
     def model_state(self):
-        return self.state[0]
+        """The state of the model that is validated and kept: the weights, or their average."""
+        return self.state[2 if self.config.ema_decay else 0]
+
+    def load_model_state(self, model_state):
+        """Put ``model_state`` (e.g. the best epoch's) where `model_state` reads it."""
+        parts = list(nnx.merge(self.train_graph, self.state))
+        nnx.update(parts[2 if self.config.ema_decay else 0], model_state)
+        self.state = nnx.state(tuple(parts))
 
     @property
     def model(self) -> nnx.Module:
@@ -178,16 +270,20 @@ class Trainer:
             self._batch_sizes[count] = min(wanted, fitting)
         return self._batch_sizes[count]
 
+    def steps_per_epoch(self, count: int) -> int:
+        return count // self.batch_size(count)
+
     def train_epoch(self, images, labels, epoch: int, learning_rate: float) -> dict:
-        """One pass over the shuffled training set (the last partial batch is dropped)."""
+        """One pass over the shuffled training set (the last partial batch is dropped), at
+        ``learning_rate`` (train.learning_rate as lowered on plateaus) times the schedule."""
         batch_size = self.batch_size(len(labels))
         order = np.random.default_rng([self.config.seed, epoch]).permutation(len(labels))
-        steps = len(order) // batch_size
+        steps = self.steps_per_epoch(len(labels))
+        rates = learning_rates(self.config, steps, epoch, learning_rate)
         totals = {"loss": 0.0, "correct": 0}
-        lr = jnp.float32(learning_rate)
         for step in tqdm(range(steps), desc=f"epoch {epoch + 1}", unit="step", leave=False, disable=None):
             indices = jnp.asarray(order[step * batch_size : (step + 1) * batch_size], jnp.int32)
-            self.state, metrics = self.train_step(self.state, images, labels, indices, lr)
+            self.state, metrics = self.train_step(self.state, images, labels, indices, rates[step])
             totals = jax.tree.map(jnp.add, totals, metrics)  # stays on device: no sync per step
         count = steps * batch_size
         return {"loss": float(totals["loss"]) / count, "accuracy": float(totals["correct"]) / count}
@@ -287,7 +383,9 @@ def fit(
         train_metrics = trainer.train_epoch(train_images, train_labels, epoch, progress.learning_rate)
         val_metrics = loss_and_accuracy(trainer.predict(val_images_device), val_labels)
         check_finite(epoch, train_metrics["loss"], val_metrics["loss"], progress.learning_rate)
-        metrics = {"train": train_metrics, "val": val_metrics, "learning_rate": progress.learning_rate}
+        steps = trainer.steps_per_epoch(len(train_labels))
+        last_rate = float(learning_rates(config, steps, epoch, progress.learning_rate)[-1])
+        metrics = {"train": train_metrics, "val": val_metrics, "learning_rate": last_rate}
         progress.history.append(metrics)
         on_epoch(epoch, metrics)
         tqdm.write(epoch_summary(epoch, config.epochs, metrics))
@@ -305,7 +403,5 @@ def fit(
     checkpoints.close()
 
     # Restore the best weights, as Keras' EarlyStopping(restore_best_weights=True) does.
-    model, optimizer = nnx.merge(trainer.train_graph, trainer.state)
-    nnx.update(model, best_model_state)
-    trainer.state = nnx.state((model, optimizer))
+    trainer.load_model_state(best_model_state)
     return progress

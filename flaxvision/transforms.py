@@ -1,9 +1,11 @@
 """On-device augmentation: pure jnp, so it runs inside a jitted step (models.scaling scales its output).
 
 `augment` reproduces keras ImageDataGenerator's random affine augmentation (rotation,
-shift, shear, zoom, flips) and Keras' RandomFlip/RandomRotation layers: each image gets
-its own transform, composed into one affine map about the image centre and applied
-with a single bilinear resampling.
+shift, shear, zoom, flips) and Keras' RandomFlip/RandomRotation layers, with torchvision's
+random-resized crop folded into the same map: each image gets its own transform, composed
+into one affine map about the image centre and applied with a single bilinear resampling.
+Colour jitter (dm-pix's adjustments) follows; `mix` blends images and their targets across
+the batch (mixup, CutMix), which the train step applies after both.
 """
 
 import dataclasses
@@ -11,6 +13,7 @@ import math
 from functools import partial
 from typing import Literal, get_args
 
+import dm_pix
 import jax
 import jax.numpy as jnp
 
@@ -34,6 +37,16 @@ class AugmentConfig:
     horizontal_flip, vertical_flip: flip each image with probability 1/2.
     fill_mode: how points outside the image are filled, as in Keras: 'nearest' (the edge
         pixel), 'reflect' (d c b a | a b c d), 'wrap' (a b c d | a b c d), 'constant' (zeros).
+    crop_scale, crop_ratio: random-resized crop (torchvision's RandomResizedCrop(scale, ratio)):
+        a crop of a uniform share of the image's area in ``crop_scale`` and a log-uniform
+        width/height ratio in ``crop_ratio``, at a uniform place inside the image, resized to
+        the full image (a side that would exceed the image is cut to it). (1, 1), (1, 1): off.
+    brightness, contrast, saturation, hue: colour jitter, as torchvision's ColorJitter: add a
+        uniform [-brightness, brightness] (of the full range), scale the contrast and the
+        saturation by uniform factors in [1 - c, 1 + c], turn the hue by [-hue, hue] of a circle
+        (saturation and hue: RGB only); the result is clipped to the pixel range.
+    mixup, cutmix: the Beta(alpha, alpha) of mixup and CutMix (`mix`); 0: off. With both,
+        each batch uses one of them, with probability 1/2.
     """
 
     rotation: float = 0.0
@@ -44,6 +57,14 @@ class AugmentConfig:
     horizontal_flip: bool = False
     vertical_flip: bool = False
     fill_mode: FillMode = "nearest"
+    crop_scale: tuple[float, float] = (1.0, 1.0)
+    crop_ratio: tuple[float, float] = (1.0, 1.0)
+    brightness: float = 0.0
+    contrast: float = 0.0
+    saturation: float = 0.0
+    hue: float = 0.0
+    mixup: float = 0.0
+    cutmix: float = 0.0
 
     def __post_init__(self):
         for name, limit in [
@@ -52,16 +73,39 @@ class AugmentConfig:
             ("width_shift", 1),
             ("height_shift", 1),
             ("zoom", 1),
+            ("brightness", 1),
+            ("contrast", 1),
+            ("saturation", 1),
+            ("hue", 0.5),
+            ("mixup", math.inf),
+            ("cutmix", math.inf),
         ]:
             if not 0 <= getattr(self, name) < limit:  # also rejects nan
                 raise ValueError(f"'{name}' must be in [0, {limit}), got {getattr(self, name)}")
         if self.fill_mode not in get_args(FillMode):
             raise ValueError(f"'fill_mode' must be one of {list(get_args(FillMode))}, got {self.fill_mode!r}")
+        for name, most in [("crop_scale", 1), ("crop_ratio", math.inf)]:
+            bounds = getattr(self, name)
+            if len(bounds) != 2 or not 0 < bounds[0] <= bounds[1] <= most:
+                raise ValueError(f"'{name}' must be [low, high] with 0 < low <= high <= {most}, got {list(bounds)}")
+
+    @property
+    def cropped(self) -> bool:
+        return self.crop_scale != (1.0, 1.0) or self.crop_ratio != (1.0, 1.0)
+
+    @property
+    def colour(self) -> bool:
+        return bool(self.brightness or self.contrast or self.saturation or self.hue)
+
+    @property
+    def mixing(self) -> bool:
+        return bool(self.mixup or self.cutmix)
 
     @property
     def enabled(self) -> bool:
+        """Whether `augment` changes images (`mix` is separate: the loss takes part in it)."""
         ranges = (self.rotation, self.width_shift, self.height_shift, self.shear, self.zoom)
-        return any(ranges) or self.horizontal_flip or self.vertical_flip
+        return any(ranges) or self.horizontal_flip or self.vertical_flip or self.cropped or self.colour
 
 
 def augment(images: jax.Array, key: jax.Array, config: AugmentConfig) -> jax.Array:
@@ -74,16 +118,88 @@ def augment(images: jax.Array, key: jax.Array, config: AugmentConfig) -> jax.Arr
         return images
     batch, height, width, _ = images.shape
     uniform_key, flip_key = jax.random.split(key)
+    # The crop and the colours draw from keys of their own, so turning them on leaves the
+    # affine draws (and the runs that used only those) as they were.
+    crop_key, colour_key = jax.random.fold_in(key, 2), jax.random.fold_in(key, 3)
     u = jax.random.uniform(uniform_key, (6, batch), minval=-1, maxval=1)
     coins = jax.random.bernoulli(flip_key, 0.5, (2, batch))
+    (crop_x, crop_y), (offset_x, offset_y) = (
+        random_crops(crop_key, batch, config) if config.cropped else ((1, 1), (0, 0))
+    )
     matrices = jax.vmap(partial(affine_matrix, height, width))(
         rotation=config.rotation * u[0],
-        shift=(config.width_shift * width * u[1], config.height_shift * height * u[2]),
+        shift=(
+            config.width_shift * width * u[1] + offset_x * width,
+            config.height_shift * height * u[2] + offset_y * height,
+        ),
         shear=config.shear * u[3],
-        zoom=(1 + config.zoom * u[4], 1 + config.zoom * u[5]),
+        zoom=((1 + config.zoom * u[4]) * crop_x, (1 + config.zoom * u[5]) * crop_y),
         flip=(coins[0] & config.horizontal_flip, coins[1] & config.vertical_flip),
     )
-    return affine_resample(images, matrices, config.fill_mode)
+    images = affine_resample(images, matrices, config.fill_mode)
+    return jitter_colours(images, colour_key, config) if config.colour else images
+
+
+def random_crops(key: jax.Array, batch: int, config: AugmentConfig):
+    """Each image's crop as fractions of its width and height, (sizes, offsets of its centre)."""
+    area_key, ratio_key, place_key = jax.random.split(key, 3)
+    area = jax.random.uniform(area_key, (batch,), minval=config.crop_scale[0], maxval=config.crop_scale[1])
+    log_ratio = jax.random.uniform(
+        ratio_key, (batch,), minval=math.log(config.crop_ratio[0]), maxval=math.log(config.crop_ratio[1])
+    )
+    sizes = jnp.minimum(jnp.sqrt(area * jnp.exp(log_ratio)), 1), jnp.minimum(jnp.sqrt(area / jnp.exp(log_ratio)), 1)
+    place = jax.random.uniform(place_key, (2, batch), minval=-0.5, maxval=0.5)
+    return sizes, (place[0] * (1 - sizes[0]), place[1] * (1 - sizes[1]))
+
+
+def jitter_colours(images: jax.Array, key: jax.Array, config: AugmentConfig) -> jax.Array:
+    """Brightness, contrast, saturation and hue of each image (float [0, 255]), in that order."""
+    if images.shape[-1] != 3 and (config.saturation or config.hue):
+        raise ValueError("augment.saturation and augment.hue need RGB images (preprocess.color_mode: rgb)")
+    u = jax.random.uniform(key, (4, images.shape[0], 1, 1, 1), minval=-1, maxval=1)
+    pixels = images / 255  # dm-pix works on [0, 1]
+    pixels = dm_pix.adjust_brightness(pixels, config.brightness * u[0])
+    pixels = dm_pix.adjust_contrast(pixels, 1 + config.contrast * u[1])
+    if config.saturation:
+        pixels = jax.vmap(dm_pix.adjust_saturation)(jnp.clip(pixels, 0, 1), 1 + config.saturation * u[2, :, 0, 0, 0])
+    if config.hue:
+        pixels = jax.vmap(dm_pix.adjust_hue)(jnp.clip(pixels, 0, 1), config.hue * u[3, :, 0, 0, 0])
+    return jnp.clip(pixels, 0, 1) * 255
+
+
+def mix(images: jax.Array, key: jax.Array, config: AugmentConfig) -> tuple[jax.Array, jax.Array]:
+    """Mixup (Zhang et al. 2018) or CutMix (Yun et al. 2019) of a batch with itself reversed, as
+    timm pairs them, with one Beta(alpha, alpha) draw per batch. Returns the mixed images and the
+    share of each that is its own image: the loss weighs the image's label by it and the
+    reversed batch's label by the rest (the same as mixing one-hot targets)."""
+    choice_key, mixup_key, cutmix_key, box_key = jax.random.split(key, 4)
+    _, height, width, _ = images.shape
+    partner = images[::-1]
+
+    def mixup():
+        weight = jax.random.beta(mixup_key, config.mixup, config.mixup)
+        return weight * images + (1 - weight) * partner, weight
+
+    def cutmix():  # a box of area share 1 - weight, at a uniform centre, cut at the image's edges
+        weight = jax.random.beta(cutmix_key, config.cutmix, config.cutmix)
+        centre = jax.random.uniform(box_key, (2,)) * jnp.array([height, width])
+        half = jnp.sqrt(1 - weight) * jnp.array([height, width]) / 2
+        low, high = (
+            jnp.clip(jnp.round(centre - half), 0),
+            jnp.minimum(jnp.round(centre + half), jnp.array([height, width])),
+        )
+        rows, cols = jnp.arange(height)[:, None], jnp.arange(width)[None, :]
+        inside = (rows >= low[0]) & (rows < high[0]) & (cols >= low[1]) & (cols < high[1])
+        kept = 1 - jnp.mean(inside)
+        return jnp.where(inside[None, :, :, None], partner, images), kept
+
+    if config.mixup and config.cutmix:
+        (mixed_up, mixup_weight), (cut, cut_weight) = mixup(), cutmix()
+        use_cutmix = jax.random.bernoulli(choice_key, 0.5)
+        images, weight = jnp.where(use_cutmix, cut, mixed_up), jnp.where(use_cutmix, cut_weight, mixup_weight)
+    else:
+        images, weight = cutmix() if config.cutmix else mixup()
+    return images, weight
 
 
 def affine_matrix(

@@ -16,6 +16,7 @@ from flaxvision import builder
 from flaxvision.checkpoints import fingerprint
 from flaxvision.config import load_params, require, section
 from flaxvision.data import load_prepared
+from flaxvision.errors import UserError
 from flaxvision.features import load_features
 from flaxvision.files import atomic_directory, write_json
 from flaxvision.models.transfer import TransferConfig
@@ -41,6 +42,11 @@ def main():
     augment_config = section(params, "augment", AugmentConfig)
     data = load_prepared()
     features = load_features()
+    if data.image_shape[-1] != 3 and (augment_config.saturation or augment_config.hue):
+        raise UserError(
+            "params.yaml: augment.saturation and augment.hue need RGB images: "
+            "set them to 0 or preprocess.color_mode to rgb"
+        )
 
     model = builder.build_model(
         model_name,
