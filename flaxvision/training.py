@@ -89,27 +89,27 @@ class TrainConfig:
 
 
 def make_optimizer(config: TrainConfig) -> optax.GradientTransformation:
-    """The optax optimizer, with the learning rate injected so the host sets it every step
-    (`learning_rates`: the schedule, lowered on plateaus)."""
+    """The optax optimizer: clipping and SGD's weight decay, then the optimizer itself, whose
+    hyperparameters are injected (last in the chain) so the host sets the learning rate every
+    step (`learning_rates`: the schedule, lowered on plateaus)."""
 
     def kernels(params):  # weight decay on weights that multiply, not on biases and norm scales
         return jax.tree.map(lambda p: p.ndim > 1, params)
 
-    def optimizer(learning_rate):
-        if config.optimizer == "adamw":
-            step = optax.adamw(learning_rate, weight_decay=config.weight_decay, mask=kernels)
-        elif config.optimizer == "adam":
-            step = optax.adam(learning_rate)
-        else:
-            step = optax.chain(
-                optax.add_decayed_weights(config.weight_decay, mask=kernels),
-                optax.sgd(learning_rate, momentum=config.momentum, nesterov=config.nesterov),
-            )
-        if config.clip_grad_norm:
-            step = optax.chain(optax.clip_by_global_norm(config.clip_grad_norm), step)
-        return step
-
-    return optax.inject_hyperparams(optimizer)(learning_rate=config.learning_rate)
+    before = [optax.clip_by_global_norm(config.clip_grad_norm)] if config.clip_grad_norm else []
+    if config.optimizer == "adamw":
+        optimizer = optax.inject_hyperparams(optax.adamw, static_args=("mask",))(
+            config.learning_rate, weight_decay=config.weight_decay, mask=kernels
+        )
+    elif config.optimizer == "adam":
+        optimizer = optax.inject_hyperparams(optax.adam)(learning_rate=config.learning_rate)
+    else:
+        if config.weight_decay:
+            before.append(optax.add_decayed_weights(config.weight_decay, mask=kernels))
+        optimizer = optax.inject_hyperparams(optax.sgd)(
+            learning_rate=config.learning_rate, momentum=config.momentum, nesterov=config.nesterov
+        )
+    return optax.chain(*before, optimizer)
 
 
 def learning_rates(config: TrainConfig, steps_per_epoch: int, epoch: int, base: float) -> np.ndarray:
@@ -192,7 +192,7 @@ class Trainer:
 
     def _train_step(self, state, images, labels, indices, learning_rate):
         model, optimizer, *averaged = nnx.merge(self.train_graph, state)
-        optimizer.opt_state.hyperparams["learning_rate"][...] = learning_rate
+        optimizer.opt_state[-1].hyperparams["learning_rate"][...] = learning_rate  # see make_optimizer
         key = jax.random.fold_in(self.augment_key, optimizer.step[...])
         batch = jax.lax.with_sharding_constraint(images[indices], self.batch_sharding)
         batch = augment(batch.astype(jnp.float32), key, self.augment_config)

@@ -88,13 +88,16 @@ def test_registry():
         "simple_cnn",
         "tutorial_cnn",
         "resnet50",
+        "small_resnet",
         "mobilenet_v2_transfer",
         "mobilenet_v2_finetune",
         "stacked",
         "transfer",
     )
     # Transfer models scale their input per backbone themselves.
-    assert [models.preprocessing(name) for name in models.MODEL_NAMES] == ["unit", "tf", "unit", "unit"] + ["none"] * 4
+    assert [models.preprocessing(name) for name in models.MODEL_NAMES] == ["unit", "tf", "unit", "unit", "unit"] + [
+        "none"
+    ] * 4
     assert [models.input_size(name) for name in ("simple_cnn", "resnet50", "stacked", "transfer")] == [
         (96, 96),
         (64, 64),
@@ -103,7 +106,7 @@ def test_registry():
     ]
     # The registry is architecture only: its errors name no params; the builder words them for params.yaml.
     unknown = (
-        "unknown model 'vgg'; valid models: belgiumtsc_cnn, simple_cnn, tutorial_cnn, resnet50, "
+        "unknown model 'vgg'; valid models: belgiumtsc_cnn, simple_cnn, tutorial_cnn, resnet50, small_resnet, "
         "mobilenet_v2_transfer, mobilenet_v2_finetune, stacked, transfer"
     )
     with pytest.raises(models.ModelError, match=f"^{unknown}$"):
@@ -310,3 +313,13 @@ def test_models_on_cpu_formulations_match_native_operations(monkeypatch, name, i
     np.testing.assert_allclose(loss, native_loss, rtol=1e-4)
     for got, want in zip(jax.tree.leaves(grads), jax.tree.leaves(native_grads), strict=True):
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
+
+
+def test_small_resnet_pools_globally_so_its_size_does_not_grow_with_the_image():
+    def parameters(size):
+        model = nnx.eval_shape(
+            lambda: models.create_model("small_resnet", num_classes=2, input_shape=(size, size, 3), rngs=nnx.Rngs(0))
+        )
+        return sum(p.size for p in jax.tree.leaves(nnx.state(model, nnx.Param)))
+
+    assert parameters(64) == parameters(128) == 884_066
