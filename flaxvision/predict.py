@@ -55,7 +55,7 @@ class ArgumentParser(argparse.ArgumentParser):
     """argparse whose usage errors are one ``error: `` line, as every other error here."""
 
     def error(self, message: str):
-        self.exit(2, f"error: {message} (see predict --help)\n")
+        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
