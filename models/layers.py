@@ -169,7 +169,7 @@ def max_pool(x: jax.Array, size: int, strides: int | None = None, padding: str =
     """Keras MaxPooling2D: the stride defaults to the window size."""
     strides = strides or size
     if jax.default_backend() != "cpu":
-        return nnx.max_pool(x, (size, size), (strides, strides), padding)
+        return nnx.max_pool(x, window_shape=(size, size), strides=(strides, strides), padding=padding)
     pads = lax.padtype_to_pads(x.shape[1:3], (size, size), (strides, strides), padding)
     return kernels.window_max(jnp.pad(x, ((0, 0), *pads, (0, 0)), constant_values=-jnp.inf), size, strides)
 
@@ -177,7 +177,9 @@ def max_pool(x: jax.Array, size: int, strides: int | None = None, padding: str =
 def average_pool(x: jax.Array, size: int, strides: int | None = None, padding: str = "VALID") -> jax.Array:
     """Keras AveragePooling2D: the stride defaults to the window size."""
     strides = strides or size
-    return nnx.avg_pool(x, (size, size), (strides, strides), padding)
+    # By keyword, here and in max_pool: jax2onnx (ONNX export) replaces both by functions that take
+    # their window, strides and padding only so.
+    return nnx.avg_pool(x, window_shape=(size, size), strides=(strides, strides), padding=padding)
 
 
 def zero_pad(x: jax.Array, padding: int | tuple[tuple[int, int], tuple[int, int]]) -> jax.Array:

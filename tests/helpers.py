@@ -194,15 +194,19 @@ def save_model(
     """``model`` (default: preset ``name`` as initialised, Rngs(0)) saved as the train stage saves it."""
     if model is None:
         model = models.create_model(name, num_classes=len(classes), input_shape=input_shape, rngs=nnx.Rngs(0))
-    info = ModelInfo(
+    save_trained(folder, model, model_info(name, input_shape, classes))
+    return folder
+
+
+def model_info(name: str, input_shape, classes=CLASSES) -> ModelInfo:
+    """The `ModelInfo` the train stage records for preset ``name`` trained on ``input_shape`` images."""
+    return ModelInfo(
         model=name,
         classes=tuple(classes),
         input_shape=tuple(input_shape),
         color_mode="rgb" if input_shape[-1] == 3 else "grayscale",
         preprocessing=models.preprocessing(name),
     )
-    save_trained(folder, model, info)
-    return folder
 
 
 def assert_conv_matches_lax(size: int, kernel_size: int, strides: int, padding, depthwise: bool = False):
