@@ -6,6 +6,7 @@ import sys
 
 import pytest
 
+from flaxvision.export import main as export_main
 from flaxvision.predict import main as predict_main
 from tests.helpers import STAGES
 
@@ -41,8 +42,9 @@ def test_a_stage_takes_no_arguments(tmp_path, monkeypatch, capsys):
     )
 
 
-def test_predict_answers_help(capsys):
+@pytest.mark.parametrize("command, main", [("predict", predict_main), ("export", export_main)])
+def test_the_commands_answer_help(command, main, capsys):
     with pytest.raises(SystemExit) as exited:
-        predict_main(["--help"])
+        main(["--help"])
     assert exited.value.code == 0
-    assert capsys.readouterr().out.startswith("usage: predict [-h] [--model MODEL]")
+    assert capsys.readouterr().out.startswith(f"usage: {command} [-h]")
