@@ -37,7 +37,7 @@ from flaxvision.conversion import build_backbone
 from flaxvision.data import PreprocessConfig, load_prepared, prepare, read_dataset
 from flaxvision.evaluation import make_predict_step, predict
 from flaxvision.models.backbones import BACKBONES
-from flaxvision.training import TrainConfig, Trainer
+from flaxvision.training import OnDevices, TrainConfig, Trainer
 from flaxvision.transforms import AugmentConfig
 
 PRESETS = {"seed_cnn": "belgiumtsc_cnn", "resnet50": "resnet50"}  # workload model -> models registry name
@@ -89,8 +89,8 @@ def workload_repeat(workload: Workload, batches: int) -> tuple[Callable[[], obje
     images, labels = synthetic_batch_set(workload, batches)
     if workload.mode == "train":
         trainer = Trainer(model, TRAIN_CONFIG, AugmentConfig(), preprocessing)
-        images, labels = trainer.replicate((images, labels))  # on every device, as fit puts them
-        return lambda: trainer.train_epoch(images, labels, 0, LEARNING_RATE), info
+        data = OnDevices(trainer, images, labels)  # on every device, as fit puts them
+        return lambda: trainer.train_epoch(data, 0, LEARNING_RATE), info
     model.eval()
     graph, state = nnx.split(model)
     predict_step = make_predict_step(graph, preprocessing)
@@ -116,12 +116,18 @@ def end_to_end(raw: Path, protocol: Protocol) -> dict:
     )
     augment = AugmentConfig(**{AUGMENT_FIELDS[k]: v for k, v in SEED_000_AUGMENTATION.items()})
     trainer = Trainer(model, TRAIN_CONFIG, augment, models.preprocessing("belgiumtsc_cnn"))
-    (images, labels), device_put_s = timed(lambda: jax.block_until_ready(trainer.replicate(data.splits["train"])))
+
+    def put_on_devices():
+        train = OnDevices(trainer, *data.splits["train"])
+        jax.block_until_ready(train.images)
+        return train
+
+    train, device_put_s = timed(put_on_devices)
     times = [
-        timed(partial(trainer.train_epoch, images, labels, epoch, LEARNING_RATE))[1]
+        timed(partial(trainer.train_epoch, train, epoch, LEARNING_RATE))[1]
         for epoch in range(protocol.end_to_end_epochs)
     ]
-    steps = len(labels) // BATCH_SIZE  # train_epoch drops the last partial batch
+    steps = len(train.labels) // BATCH_SIZE  # train_epoch drops the last partial batch
     return epoch_figures(times) | {
         "preprocess_s": preprocess_s,
         "device_put_s": device_put_s,

@@ -26,6 +26,9 @@ class Progress:
     best_epoch: int = -1
     early_stopping: dict = dataclasses.field(default_factory=dict)
     reduce_lr: dict = dataclasses.field(default_factory=dict)
+    # A checkpoint within an epoch: its next step, the loss and correct sums so far, and the
+    # loader's iterator state (Training.train_epoch); empty after a whole epoch.
+    partial: dict = dataclasses.field(default_factory=dict)
 
     def summary(self) -> dict:
         """The run in a few numbers: its best epoch (counted from 1), how many ran, and the best one's metrics."""
@@ -34,7 +37,7 @@ class Progress:
 
 
 class Checkpoints:
-    """Latest train state and best weights, one Orbax step per finished epoch."""
+    """Latest train state and best weights, one Orbax step per checkpoint (numbered by train steps done)."""
 
     def __init__(self, directory: Path):
         # Orbax needs an absolute path (a relative one fails in a background thread). Saves are
@@ -48,9 +51,9 @@ class Checkpoints:
             ),
         )
 
-    def save(self, epoch: int, state, best_model_state, progress: Progress):
+    def save(self, step: int, state, best_model_state, progress: Progress):
         self.manager.save(
-            epoch,
+            step,
             args=ocp.args.Composite(
                 state=ocp.args.StandardSave(state),
                 best=ocp.args.StandardSave(best_model_state),
@@ -90,6 +93,10 @@ def fingerprint(*parts) -> str:
     for part in parts:
         if isinstance(part, np.ndarray):
             digest.update(np.ascontiguousarray(part).tobytes())
+        elif isinstance(part, Path):  # a file, by its content
+            with part.open("rb") as file:
+                while chunk := file.read(1 << 20):
+                    digest.update(chunk)
         else:
             digest.update(json.dumps(part, sort_keys=True, default=str).encode())
     return digest.hexdigest()

@@ -1,14 +1,18 @@
 """Evaluation metrics for a classifier's logits on a labelled split."""
 
 import dataclasses
+from collections.abc import Iterable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import nnx
+from jax.experimental import multihost_utils
+from jax.sharding import Sharding
 from tqdm import tqdm
 
+from flaxvision.data import loader
 from flaxvision.models.scaling import preprocess_input
 
 
@@ -41,32 +45,51 @@ class Evaluation:
     confusion: np.ndarray  # [true, predicted] counts
 
 
+def gather(images, indices):
+    """The batch a compiled step works on: ``images[indices]`` of a set held on the devices, or a
+    streamed batch itself (``indices`` None)."""
+    return images if indices is None else images[indices]
+
+
 def make_predict_step(eval_graph: nnx.GraphDef, preprocessing: str):
-    """A compiled ``(model_state, images, indices) -> logits`` over a device-resident uint8 set."""
+    """A compiled ``(model_state, images, indices) -> logits`` (see `gather`)."""
 
     @jax.jit
     def predict_step(model_state, images, indices):
         model = nnx.merge(eval_graph, model_state)
-        return model(preprocess_input(images[indices].astype(jnp.float32), preprocessing))
+        return model(preprocess_input(gather(images, indices).astype(jnp.float32), preprocessing))
 
     return predict_step
 
 
-def predict(predict_step, model_state, images, batch_size: int, desc: str | None = None) -> np.ndarray:
+def predict(
+    predict_step, model_state, images, batch_size: int, desc: str | None = None, sharding: Sharding | None = None
+) -> np.ndarray:
     """Outputs for every image, in order. The last batch is padded (one compiled shape), then trimmed.
 
+    ``images`` on the devices (a jax.Array) are gathered there batch by batch; any other array
+    (numpy, data/prepared's shards) is streamed: Grain reads each batch and puts it on the
+    devices (laid out by ``sharding``, as training's batches; None: the default device).
     With ``desc``, a progress bar of that name counts the batches (on a terminal only: tqdm's
     ``disable=None``, as every bar here, so logs of queued experiments and CI stay short).
     """
     count = len(images)
-    batch_size = min(batch_size, count)
-    images = jax.device_put(images)
-    batches = []
-    for start in tqdm(range(0, count, batch_size), desc=desc, unit="batch", disable=None if desc else True):
-        batches.append(predict_step(model_state, images, jnp.arange(start, start + batch_size) % count))
+    if sharding is None:  # a sharded batch keeps its size, a multiple of the devices
+        batch_size = min(batch_size, count)
+    order = np.arange(-(-count // batch_size) * batch_size) % count
+    feed: Iterable[tuple[jax.Array, jax.Array | None]]
+    if isinstance(images, jax.Array):
+        feed = ((images, jnp.asarray(order[start : start + batch_size])) for start in range(0, len(order), batch_size))
+    else:
+        feed = ((batch, None) for (batch,) in loader.batches((images,), order, batch_size, sharding))
+    outputs = []
+    for batch, indices in tqdm(
+        feed, desc=desc, total=len(order) // batch_size, unit="batch", disable=None if desc else True
+    ):
+        outputs.append(predict_step(model_state, batch, indices))
         if desc:
-            batches[-1].block_until_ready()  # so the bar shows work done, not work queued
-    return np.concatenate(jax.device_get(batches))[:count]
+            outputs[-1].block_until_ready()  # so the bar shows work done, not work queued
+    return np.concatenate([multihost_utils.process_allgather(output, tiled=True) for output in outputs])[:count]
 
 
 def predict_model(model: nnx.Module, preprocessing: str, images, batch_size: int) -> np.ndarray:

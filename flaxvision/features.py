@@ -16,7 +16,7 @@ import numpy as np
 from flax import nnx
 
 from flaxvision.errors import UserError
-from flaxvision.evaluation import predict
+from flaxvision.evaluation import gather, predict
 from flaxvision.files import atomic_directory, write_json
 
 FEATURES_DIR = Path("data/features")
@@ -41,7 +41,7 @@ def extract_features(model: nnx.Module, images: np.ndarray, batch_size: int, des
 
     @jax.jit
     def features_step(state, images, indices):
-        return nnx.merge(graph, state).features(images[indices].astype(jnp.float32))
+        return nnx.merge(graph, state).features(gather(images, indices).astype(jnp.float32))
 
     return predict(features_step, state, images, batch_size, desc=desc)
 

@@ -14,10 +14,16 @@ from flaxvision.paths import cache_dir
 
 def setup_jax():
     """Keep every compiled XLA program in ``<cache dir>/xla`` ($FLAXVISION_CACHE), however small;
-    with FLAXVISION_DISTRIBUTED=1, join the other hosts (jax.distributed.initialize, which reads the
-    coordinator, process count and id from the cluster or the JAX_* environment variables)."""
+    with FLAXVISION_DISTRIBUTED=1, join the other processes: jax.distributed.initialize finds the
+    coordinator, process count and id itself on TPU pods and under SLURM, Open MPI or Kubernetes;
+    elsewhere it reads JAX_COORDINATOR_ADDRESS, and the process count and id come from
+    JAX_NUM_PROCESSES and JAX_PROCESS_ID (which JAX does not read)."""
     jax.config.update("jax_compilation_cache_dir", str(cache_dir() / "xla"))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
     if os.environ.get("FLAXVISION_DISTRIBUTED") == "1":
-        jax.distributed.initialize()
+        jax.config.update("jax_cpu_collectives_implementation", "gloo")  # CPU devices' collectives across processes
+        count, index = os.environ.get("JAX_NUM_PROCESSES"), os.environ.get("JAX_PROCESS_ID")
+        jax.distributed.initialize(
+            num_processes=None if count is None else int(count), process_id=None if index is None else int(index)
+        )

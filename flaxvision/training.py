@@ -1,10 +1,15 @@
 """Training: one jitted update with donated state, Keras-style callbacks, resumable from checkpoints.
 
-The dataset lives on the devices as uint8; each step gathers its batch by index, augments and
-preprocesses it inside the compiled function, so the host only sends a vector of indices.
+Two input paths give the same batches, step by step, and so the same run (`fit` picks one by the
+splits' size, train.input forces it): the splits live on the devices as uint8 and each step
+gathers its batch by index there, so the host only sends a vector of indices (`OnDevices`); or
+Grain streams each batch from data/prepared, read on host threads ahead of the step
+(`Streamed`, flaxvision.data.loader), so the data may exceed the devices' and the host's memory.
+Either way the step augments and preprocesses the uint8 batch inside the compiled function.
 With several devices (all of them, over every host after ``jax.distributed.initialize()``), the
-state and the dataset are replicated and each batch is split over a one-axis ("data") mesh:
-XLA partitions the step and averages the gradients, and BatchNorm still sees the whole batch.
+state is replicated and each batch is split over a one-axis ("data") mesh: XLA partitions the
+step and averages the gradients, and BatchNorm still sees the whole batch. Streaming, each
+process reads only its own devices' rows of every batch.
 Everything random is derived from the seed and the step number (shuffles, augmentation) or
 kept in the checkpointed model state (dropout), which makes runs repeatable and lets a killed
 run resume from its latest checkpoint with the same result as an uninterrupted one.
@@ -12,6 +17,7 @@ run resume from its latest checkpoint with the same result as an uninterrupted o
 
 import dataclasses
 import math
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -26,8 +32,9 @@ from jax.sharding import AxisType, NamedSharding, PartitionSpec
 from tqdm import tqdm
 
 from flaxvision.checkpoints import Checkpoints, Progress
+from flaxvision.data import loader
 from flaxvision.errors import UserError
-from flaxvision.evaluation import loss_and_accuracy, make_predict_step, predict
+from flaxvision.evaluation import gather, loss_and_accuracy, make_predict_step, predict
 from flaxvision.models.scaling import preprocess_input
 from flaxvision.transforms import AugmentConfig, augment, mix
 
@@ -60,8 +67,13 @@ class TrainConfig:
     # bfloat16: convolutions and dense layers compute in bf16 (for GPU/TPU); parameters, BatchNorm
     # statistics, the loss and the optimizer stay float32.
     compute_dtype: Literal["float32", "bfloat16"] = "float32"
+    input: Literal["auto", "device", "stream"] = "auto"  # auto: device when the splits fit device_data_mb
+    device_data_mb: float | None = None  # None: half of a device's free memory
+    checkpoint_steps: int = 0  # also checkpoint every this many steps within an epoch; 0: after epochs only
 
     def __post_init__(self):
+        if self.checkpoint_steps < 0 or (self.device_data_mb is not None and self.device_data_mb < 0):
+            raise ValueError("checkpoint_steps and device_data_mb must not be negative")
         for name in ("epochs", "batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
@@ -183,7 +195,7 @@ class Trainer:
         self.replicated = NamedSharding(mesh, PartitionSpec())
         self.batch_sharding = NamedSharding(mesh, PartitionSpec("data"))
         self.train_graph, state = nnx.split((model, optimizer, *averaged))
-        self.state = jax.device_put(state, self.replicated)
+        self.state = self.replicate(state)
         self.augment_key = jax.random.key(config.seed)
         self.train_step = jax.jit(self._train_step, donate_argnums=0, out_shardings=(self.replicated, self.replicated))
         self._predict_step = make_predict_step(self.eval_graph, preprocessing)
@@ -194,9 +206,9 @@ class Trainer:
         model, optimizer, *averaged = nnx.merge(self.train_graph, state)
         optimizer.opt_state[-1].hyperparams["learning_rate"][...] = learning_rate  # see make_optimizer
         key = jax.random.fold_in(self.augment_key, optimizer.step[...])
-        batch = jax.lax.with_sharding_constraint(images[indices], self.batch_sharding)
+        batch = jax.lax.with_sharding_constraint(gather(images, indices), self.batch_sharding)
         batch = augment(batch.astype(jnp.float32), key, self.augment_config)
-        batch_labels = labels[indices]
+        batch_labels = gather(labels, indices)
         if self.augment_config.mixing:
             batch, own_share = mix(batch, jax.random.fold_in(key, 4), self.augment_config)
         batch = preprocess_input(batch, self.preprocessing).astype(self.config.compute_dtype)
@@ -213,7 +225,7 @@ class Trainer:
         for average in averaged:
             self._update_average(average, model, optimizer.step[...])
         correct = jnp.sum(jnp.argmax(logits, -1) == batch_labels)
-        return nnx.state((model, optimizer, *averaged)), {"loss": loss * len(indices), "correct": correct}
+        return nnx.state((model, optimizer, *averaged)), {"loss": loss * len(batch_labels), "correct": correct}
 
     def _cross_entropy(self, logits, labels):
         if not self.config.label_smoothing:
@@ -273,27 +285,110 @@ class Trainer:
     def steps_per_epoch(self, count: int) -> int:
         return count // self.batch_size(count)
 
-    def train_epoch(self, images, labels, epoch: int, learning_rate: float) -> dict:
+    def train_epoch(self, data: "OnDevices | Streamed", epoch: int, learning_rate: float, resume=None, checkpoint=None):
         """One pass over the shuffled training set (the last partial batch is dropped), at
-        ``learning_rate`` (train.learning_rate as lowered on plateaus) times the schedule."""
-        batch_size = self.batch_size(len(labels))
-        order = np.random.default_rng([self.config.seed, epoch]).permutation(len(labels))
-        steps = self.steps_per_epoch(len(labels))
+        ``learning_rate`` (train.learning_rate as lowered on plateaus) times the schedule.
+
+        Every train.checkpoint_steps steps, ``checkpoint(partial)`` is given where the epoch stands
+        (`Progress.partial`: the next step, the loss and accuracy sums so far, the loader's state);
+        ``resume``, such a dict, continues the epoch from there with the same result.
+        """
+        count = len(data.labels)
+        batch_size = self.batch_size(count)
+        steps = self.steps_per_epoch(count)
+        order = np.random.default_rng([self.config.seed, epoch]).permutation(count)[: steps * batch_size]
         rates = learning_rates(self.config, steps, epoch, learning_rate)
-        totals = {"loss": 0.0, "correct": 0}
-        for step in tqdm(range(steps), desc=f"epoch {epoch + 1}", unit="step", leave=False, disable=None):
-            indices = jnp.asarray(order[step * batch_size : (step + 1) * batch_size], jnp.int32)
+        batches = data.batches(order, batch_size, resume["loader"] if resume else None)
+        first, totals = 0, {"loss": 0.0, "correct": 0}
+        if resume:
+            first = resume["step"]
+            totals = {"loss": jnp.float32(resume["loss"]), "correct": jnp.int32(resume["correct"])}
+        every = self.config.checkpoint_steps
+        bar = tqdm(range(first, steps), desc=f"epoch {epoch + 1}", unit="step", leave=False, disable=None)
+        for step, (images, labels, indices) in zip(bar, batches, strict=False):
             self.state, metrics = self.train_step(self.state, images, labels, indices, rates[step])
             totals = jax.tree.map(jnp.add, totals, metrics)  # stays on device: no sync per step
+            if checkpoint and every and (step + 1) % every == 0 and step + 1 < steps:
+                loss, correct = float(totals["loss"]), int(totals["correct"])  # float32 and int32: exact in JSON
+                checkpoint({"step": step + 1, "loss": loss, "correct": correct, "loader": batches.get_state()})
         count = steps * batch_size
         return {"loss": float(totals["loss"]) / count, "accuracy": float(totals["correct"]) / count}
 
     def predict(self, images) -> np.ndarray:
-        return predict(self._predict_step, self.model_state, images, self.config.batch_size)
+        """Logits of a split on the devices (a jax.Array), or streamed in batches laid out as training's."""
+        sharding = None if isinstance(images, jax.Array) else self.batch_sharding
+        return predict(self._predict_step, self.model_state, images, self.config.batch_size, sharding=sharding)
 
     def replicate(self, tree):
-        """Put arrays (a dataset, a restored state) on every device of the mesh."""
-        return jax.device_put(tree, self.replicated)
+        """Put arrays (a dataset, a restored state) on every device of the mesh. With several
+        processes, each gives its own devices' copies: no process can put data on another's."""
+        if jax.process_count() == 1:
+            return jax.device_put(tree, self.replicated)
+        return jax.tree.map(self._replicate_array, tree)
+
+    def _replicate_array(self, array):
+        if jax.dtypes.issubdtype(array.dtype, jax.dtypes.prng_key):  # RNG keys travel as their data
+            data = self._replicate_array(jax.random.key_data(array))
+            return jax.random.wrap_key_data(data, impl=jax.random.key_impl(array))
+        host = np.asarray(array)
+        return jax.make_array_from_callback(host.shape, self.replicated, lambda index: host[index])
+
+
+class OnDevices:
+    """A split held whole on every device: each step gathers its batch there, by index."""
+
+    def __init__(self, trainer: Trainer, images, labels):
+        self.images, self.labels = trainer.replicate((np.asarray(images), np.asarray(labels)))
+
+    def batches(self, order: np.ndarray, batch_size: int, state=None):
+        """A Grain iterator of (the split, its labels, the step's indices) for each batch of ``order``."""
+
+        def indices(step):
+            return self.images, self.labels, jnp.asarray(order[step * batch_size : (step + 1) * batch_size], jnp.int32)
+
+        return loader.iterate(len(order) // batch_size, indices, state, threads=1)
+
+
+class Streamed:
+    """A split on host or disk (data/prepared's shards): Grain reads each batch, this process's
+    rows of it, and puts it on the devices ahead of its step."""
+
+    def __init__(self, trainer: Trainer, images, labels):
+        self.images, self.labels, self.sharding = images, np.asarray(labels), trainer.batch_sharding
+
+    def batches(self, order: np.ndarray, batch_size: int, state=None):
+        """A Grain iterator of (the batch's images, its labels, None) for each batch of ``order``."""
+        read = loader.reader((self.images, self.labels), order, batch_size, self.sharding)
+        return loader.iterate(len(order) // batch_size, lambda step: (*read(step), None), state)
+
+
+def streams(config: TrainConfig, *splits) -> tuple[bool, str]:
+    """Whether training streams ``splits`` (image arrays) rather than holding them on every
+    device, and a line saying why: train.input, or with ``auto`` their size against
+    train.device_data_mb (default: half the smallest free memory of a device; on CPU, where
+    each device holds its own copy in host memory, the host's available memory shared among them)."""
+    size = sum(images.nbytes for images in splits)
+    if config.input != "auto":
+        return config.input == "stream", f"train.input {config.input}"
+    if config.device_data_mb is not None:
+        budget, source = config.device_data_mb * 2**20, "train.device_data_mb"
+    else:
+        budget, source = free_device_memory() / 2, "half a device's free memory"
+    verdict = "more" if size > budget else "no more"
+    return size > budget, f"{size / 2**20:.0f} MB of images, {verdict} than {budget / 2**20:.0f} MB ({source})"
+
+
+def free_device_memory() -> int:
+    """Bytes free on the fullest local device (on CPU: the host's available memory per device)."""
+    stats = [device.memory_stats() for device in jax.local_devices()]
+    if all(stats):
+        return min(s["bytes_limit"] - s["bytes_in_use"] for s in stats)
+    try:
+        with open("/proc/meminfo") as meminfo:  # MemAvailable counts the page cache the kernel would give up
+            available = next(int(line.split()[1]) * 1024 for line in meminfo if line.startswith("MemAvailable:"))
+    except (OSError, StopIteration):
+        available = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    return available // jax.local_device_count()
 
 
 def check_finite(epoch: int, train_loss: float, val_loss: float, learning_rate: float):
@@ -347,11 +442,14 @@ def fit(
     see the full history after a resume.
     """
     config = trainer.config
-    train_images, train_labels = trainer.replicate(train)
     val_images, val_labels = validation
-    val_images_device = trainer.replicate(val_images)
     if len(val_labels) == 0:
         raise UserError("the validation split is empty: raise preprocess.val_fraction")
+    stream, reason = streams(config, train[0], val_images)
+    print(f"input: {'streamed by Grain' if stream else 'held on the devices'} ({reason})")
+    train_data = (Streamed if stream else OnDevices)(trainer, *train)
+    if not stream:
+        val_images = trainer.replicate(np.asarray(val_images))
 
     checkpoints = Checkpoints(checkpoint_dir)
     best_model_state = jax.tree.map(jnp.copy, trainer.model_state)
@@ -362,11 +460,17 @@ def fit(
     else:
         state, best_model_state, progress = restored
         trainer.state, best_model_state = trainer.replicate((state, best_model_state))
-        print(f"resuming from the checkpoint after epoch {progress.epoch} in {checkpoint_dir}")
+        within = f", step {progress.partial['step']} of epoch {progress.epoch + 1}" if progress.partial else ""
+        print(f"resuming from the checkpoint after epoch {progress.epoch}{within} in {checkpoint_dir}")
     early_stopping = Plateau(config.early_stopping_patience, **progress.early_stopping)
     reduce_lr = Plateau(config.reduce_lr_patience, **progress.reduce_lr)
     for epoch, metrics in enumerate(progress.history):
         on_epoch(epoch, metrics)
+    steps = trainer.steps_per_epoch(len(train[1]))
+
+    def save_partial(partial):
+        progress.partial = partial
+        checkpoints.save(progress.epoch * steps + partial["step"], trainer.state, best_model_state, progress)
 
     # Bars on a terminal only; every epoch also prints one summary line, which is all a log gets.
     epochs = tqdm(
@@ -380,10 +484,12 @@ def fit(
     for epoch in epochs:
         if early_stopping.exhausted:
             break
-        train_metrics = trainer.train_epoch(train_images, train_labels, epoch, progress.learning_rate)
-        val_metrics = loss_and_accuracy(trainer.predict(val_images_device), val_labels)
+        train_metrics = trainer.train_epoch(
+            train_data, epoch, progress.learning_rate, resume=progress.partial, checkpoint=save_partial
+        )
+        progress.partial = {}
+        val_metrics = loss_and_accuracy(trainer.predict(val_images), val_labels)
         check_finite(epoch, train_metrics["loss"], val_metrics["loss"], progress.learning_rate)
-        steps = trainer.steps_per_epoch(len(train_labels))
         last_rate = float(learning_rates(config, steps, epoch, progress.learning_rate)[-1])
         metrics = {"train": train_metrics, "val": val_metrics, "learning_rate": last_rate}
         progress.history.append(metrics)
@@ -399,7 +505,7 @@ def fit(
         progress.epoch = epoch + 1
         progress.early_stopping = {"best": early_stopping.best, "wait": early_stopping.wait}
         progress.reduce_lr = {"best": reduce_lr.best, "wait": reduce_lr.wait}
-        checkpoints.save(progress.epoch, trainer.state, best_model_state, progress)
+        checkpoints.save(progress.epoch * steps, trainer.state, best_model_state, progress)
     checkpoints.close()
 
     # Restore the best weights, as Keras' EarlyStopping(restore_best_weights=True) does.

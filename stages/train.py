@@ -2,14 +2,15 @@
 backbones, its head on data/features); write artifacts/model and the training curves.
 
 A run killed part-way resumes from checkpoints/ (not a DVC output) when started again with the
-same params and data. Its curves so far are in checkpoints/live; results/train gets them only
-once training has finished.
+same params and data (its images hashed by content, shard files or features). Its curves so far
+are in checkpoints/live; results/train gets them only once training has finished.
 """
 
 import dataclasses
 import shutil
 from pathlib import Path
 
+import jax
 from dvclive import Live
 
 from flaxvision import builder
@@ -82,10 +83,12 @@ def main():
         dataclasses.asdict(config),
         dataclasses.asdict(augment_config),
         data.classes,
-        *train,
-        *validation,
+        *(part for images, labels in (train, validation) for part in (*getattr(images, "files", [images]), labels)),
         *(path.read_text() for path in code_files("train")),
     )
+    if jax.process_index():  # one of several hosts (see README): they train; the first writes
+        fit(trainer, train, validation, CHECKPOINT_DIR, run_id)
+        return
 
     # dvc.yaml declares these outputs itself, so dvclive must not rewrite it.
     with Live(str(LIVE_DIR), dvcyaml=None, save_dvc_exp=False) as live:

@@ -137,7 +137,7 @@ def write_prepared(counts=(6, 3, 3), size: int = 32, image_size=None, missing=()
         if split in missing:
             continue
         images, labels = pattern_images(count, size=size, seed=seed)
-        np.save(folder / f"{split}_images.npy", images)
+        np.save(folder / f"{split}_images-00000.npy", images)
         np.save(folder / f"{split}_labels.npy", labels)
     (folder / "dataset.json").write_text(
         json.dumps(

@@ -166,7 +166,7 @@ def test_grayscale_arrays_and_reader(offline_project):
     assert prepared.classes == ["circle", "square", "star"]
     assert prepared.image_shape == (12, 10, 1) and prepared.color_mode == "grayscale"
     images, labels = prepared.splits["train"]
-    assert isinstance(images, np.memmap) and images.dtype == np.uint8 and labels.dtype == np.int32
+    assert images.shape == (18, 12, 10, 1) and images.dtype == np.uint8 and labels.dtype == np.int32
     assert {name: len(s[0]) for name, s in prepared.splits.items()} == {"train": 18, "validation": 6, "test": 6}
     assert info["split_sources"]["test"] == "20% of shapes, stratified, seed 0"
 

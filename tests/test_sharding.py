@@ -19,16 +19,16 @@ import json
 import jax
 from flax import nnx
 from flaxvision import models
-from flaxvision.training import TrainConfig, Trainer
+from flaxvision.training import OnDevices, TrainConfig, Trainer
 from flaxvision.transforms import AugmentConfig
 from tests.helpers import pattern_images
 
 images, labels = pattern_images(32, size=16)
 model = models.create_model("belgiumtsc_cnn", num_classes=3, input_shape=(16, 16, 3), rngs=nnx.Rngs(0))
 trainer = Trainer(model, TrainConfig(batch_size=8), AugmentConfig(rotation=10.0, horizontal_flip=True), "unit")
-images, labels = trainer.replicate((images, labels))
-losses = [trainer.train_epoch(images, labels, epoch, 1e-3)["loss"] for epoch in range(3)]
-step = trainer.train_step.lower(trainer.state, images, labels, jax.numpy.arange(8), 1e-3).compile()
+data = OnDevices(trainer, images, labels)
+losses = [trainer.train_epoch(data, epoch, 1e-3)["loss"] for epoch in range(3)]
+step = trainer.train_step.lower(trainer.state, data.images, data.labels, jax.numpy.arange(8), 1e-3).compile()
 print(json.dumps({"devices": jax.device_count(), "losses": losses, "all_reduce": "all-reduce" in step.as_text()}))
 """
 

@@ -223,7 +223,7 @@ def test_dog_breeds_zip_in_kaggle_layout(capsys):
     # every image carries its own breed's label: the breed's colour, after JPEG and resizing
     colours = np.array([BREED_COLOURS[name] for name in info["classes"]])
     for images, labels in load_prepared().splits.values():
-        assert np.all(np.abs(images.mean(axis=(1, 2)) - colours[labels]) < 12)
+        assert np.all(np.abs(np.asarray(images).mean(axis=(1, 2)) - colours[labels]) < 12)
 
 
 def test_dog_breeds_missing_says_where_to_get_it(capsys):

@@ -2,8 +2,10 @@
 
 Layout (all written at once: the folder is replaced atomically):
 
-* ``<split>_images.npy`` uint8 [N, H, W, C] (C = 3 for rgb, 1 for grayscale) and
-  ``<split>_labels.npy`` int32 [N], for split in train, validation, test;
+* ``<split>_images-00000.npy``, ``-00001``, …: uint8 [n, H, W, C] (C = 3 for rgb, 1 for
+  grayscale), the split's images in order, in shards of at most ``SHARD_BYTES``, and
+  ``<split>_labels.npy`` int32 [N], for split in train, validation, test. Shards keep every file
+  a size that copies and streams well; `ShardedImages` reads rows of any of them by offset.
 * ``dataset.json``: data, classes (in label order), image_size, color_mode, split sizes and
   where each split came from;
 * ``report.json``: counts per split and class, skipped (undecodable or too large) files with
@@ -11,8 +13,10 @@ Layout (all written at once: the folder is replaced atomically):
   few images in a split (flaxvision.data.splits.thin_class_warnings).
 """
 
+import bisect
 import dataclasses
 import json
+import os
 from pathlib import Path
 from typing import Any, Literal, cast
 
@@ -26,6 +30,7 @@ from flaxvision.files import atomic_directory, write_json
 
 PREPARED_DIR = Path("data/prepared")
 COPY_ROWS = 1024  # rows copied at a time from the decoded arrays to the split files
+SHARD_BYTES = 256 << 20  # images per shard file: as many as fit in this
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,13 +62,75 @@ class PreprocessConfig:
 
 @dataclasses.dataclass(frozen=True)
 class Prepared:
-    """The prepared dataset as training reads it; images are memory-mapped."""
+    """The prepared dataset as training reads it; images are read from their shards on demand."""
 
     data: str
     classes: list[str]
     image_shape: tuple[int, int, int]  # height, width, channels
     color_mode: str
-    splits: dict[str, tuple[np.ndarray, np.ndarray]]  # split -> (uint8 images, int32 labels)
+    splits: dict[str, tuple["ShardedImages", np.ndarray]]  # split -> (uint8 images, int32 labels)
+
+
+class ShardedImages:
+    """A split's images across its shard files, as one random-access uint8 array [N, H, W, C].
+
+    Rows are read with ``os.preadv`` into a new array: nothing is memory-mapped, so reading a batch
+    costs that batch's memory only (the page cache is the kernel's), and threads may read at once.
+    ``np.asarray(images)`` reads them all.
+    """
+
+    def __init__(self, files: list[Path]):
+        self.files = files
+        self._fds, self._offsets, starts = [], [], [0]
+        shapes = []
+        for file in files:
+            with open(file, "rb") as f:
+                version = np.lib.format.read_magic(f)
+                header = (
+                    np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+                )
+                shape, fortran, dtype = header(f)
+                if fortran or dtype != np.uint8 or len(shape) != 4:
+                    raise ValueError(f"{file} is not a C-ordered uint8 [N, H, W, C] array")
+                self._offsets.append(f.tell())
+            shapes.append(shape)
+            starts.append(starts[-1] + shape[0])
+            self._fds.append(os.open(file, os.O_RDONLY))
+        if len({shape[1:] for shape in shapes}) > 1:
+            raise ValueError(f"the shards {files[0].name}… differ in image shape")
+        self._starts = starts
+        self.shape = (starts[-1], *shapes[0][1:]) if shapes else (0, 0, 0, 0)
+        self.dtype = np.dtype(np.uint8)
+        self._row_bytes = int(np.prod(self.shape[1:]))
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    @property
+    def nbytes(self) -> int:
+        return len(self) * self._row_bytes
+
+    def read(self, rows) -> np.ndarray:
+        """The images at ``rows`` (indices, in any order), as a new array."""
+        out = np.empty((len(rows), *self.shape[1:]), np.uint8)
+        for position, row in enumerate(np.asarray(rows, np.int64).tolist()):
+            shard = bisect.bisect_right(self._starts, row) - 1
+            offset = self._offsets[shard] + (row - self._starts[shard]) * self._row_bytes
+            if os.preadv(self._fds[shard], [out[position]], offset) != self._row_bytes:
+                raise OSError(f"{self.files[shard]} is shorter than its header says: run `dvc repro preprocess`")
+        return out
+
+    def __getitem__(self, key):
+        rows = np.arange(len(self))[key]
+        return self.read(rows) if rows.ndim else self.read([rows])[0]
+
+    def __array__(self, dtype=None, copy=None):
+        images = self.read(np.arange(len(self)))
+        return images if dtype is None else images.astype(dtype)
+
+    def __del__(self):
+        for fd in self._fds:
+            os.close(fd)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -140,25 +207,30 @@ def _decode(decoder: ImageDecoder, name: str, split, tmp: Path, config: Preproce
 
 
 def _write_split(tmp: Path, name: str, decoded: _Decoded, indices: np.ndarray) -> np.ndarray:
-    images = np.lib.format.open_memmap(
-        tmp / f"{name}_images.npy", mode="w+", dtype=np.uint8, shape=(len(indices), *decoded.images.shape[1:])
-    )
-    for start in range(0, len(indices), COPY_ROWS):
-        images[start : start + COPY_ROWS] = decoded.images[indices[start : start + COPY_ROWS]]
-    images.flush()
+    image_shape = decoded.images.shape[1:]
+    per_shard = max(1, SHARD_BYTES // int(np.prod(image_shape)))
+    for shard, first in enumerate(range(0, len(indices), per_shard)):
+        rows = indices[first : first + per_shard]
+        images = np.lib.format.open_memmap(
+            tmp / f"{name}_images-{shard:05d}.npy", mode="w+", dtype=np.uint8, shape=(len(rows), *image_shape)
+        )
+        for start in range(0, len(rows), COPY_ROWS):
+            images[start : start + COPY_ROWS] = decoded.images[rows[start : start + COPY_ROWS]]
+        images.flush()
+        del images
     labels = decoded.labels[indices]
     np.save(tmp / f"{name}_labels.npy", labels)
     return labels
 
 
 def load_prepared(path: str | Path = PREPARED_DIR) -> Prepared:
-    """Read data/prepared (written by ``dvc repro preprocess``); images are memory-mapped."""
+    """Read data/prepared (written by ``dvc repro preprocess``); images are read on demand."""
     path = Path(path)
     try:
         info = json.loads((path / "dataset.json").read_text())
         splits = {
             name: (
-                np.load(path / f"{name}_images.npy", mmap_mode="r"),
+                ShardedImages(sorted(path.glob(f"{name}_images-[0-9][0-9][0-9][0-9][0-9].npy"))),
                 np.load(path / f"{name}_labels.npy"),
             )
             for name in SPLITS
@@ -169,6 +241,6 @@ def load_prepared(path: str | Path = PREPARED_DIR) -> Prepared:
     height, width = info["image_size"]
     shape = (height, width, 3 if info["color_mode"] == "rgb" else 1)
     for name, (images, labels) in splits.items():
-        if images.shape[1:] != shape or images.dtype != np.uint8 or labels.shape != images.shape[:1]:
+        if labels.shape != images.shape[:1] or (len(labels) and images.shape[1:] != shape):
             raise UserError(f"{path}/{name}_*.npy do not match dataset.json: run `dvc repro preprocess`")
     return Prepared(info["data"], info["classes"], shape, info["color_mode"], splits)
