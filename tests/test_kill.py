@@ -15,6 +15,7 @@ of running the stage, and the rerun would test nothing.
 """
 
 import hashlib
+import json
 import os
 import re
 import shlex
@@ -26,6 +27,7 @@ from pathlib import Path
 
 import psutil  # DVC's own dependency
 import pytest
+import yaml
 
 from flaxvision.files import TEMP_AREA
 from tests.helpers import STAGES
@@ -59,11 +61,23 @@ def exists(path: str):
     return lambda root: (root / path).exists()
 
 
-def saving_checkpoint(step: int):
-    """Orbax is writing the checkpoint after epoch ``step`` (its temp folder exists)."""
+def checkpoint_step(root: Path, epoch: int) -> int:
+    """The Orbax step of the checkpoint after ``epoch``: checkpoints are numbered by train steps done."""
+    train = json.loads((root / "data" / "prepared" / "dataset.json").read_text())["splits"]["train"]
+    return epoch * (train // yaml.safe_load((root / "params.yaml").read_text())["train"]["batch_size"])
+
+
+def saving_checkpoint(epoch: int):
+    """Orbax is writing the checkpoint after ``epoch`` (its temp folder exists)."""
     return lambda root: (root / "checkpoints").is_dir() and any(
-        entry.name.startswith(f"{step}{ORBAX_TMP}") for entry in os.scandir(root / "checkpoints")
+        entry.name.startswith(f"{checkpoint_step(root, epoch)}{ORBAX_TMP}")
+        for entry in os.scandir(root / "checkpoints")
     )
+
+
+def after_epoch(epoch: int):
+    """The checkpoint after ``epoch`` is written (training goes on)."""
+    return lambda root: (root / "checkpoints" / str(checkpoint_step(root, epoch))).is_dir()
 
 
 # When each stage is killed. A stage missing here (added later) is killed as it starts and when its
@@ -75,7 +89,7 @@ MOMENTS = {
     "extract-features": {"starting": started, "output in place": exists("data/features")},
     "train": {
         "saving checkpoint 1": saving_checkpoint(1),
-        "in epoch 2": exists("checkpoints/1"),
+        "in epoch 2": after_epoch(1),
         "saving checkpoint 2": saving_checkpoint(2),
         "model in place": exists("artifacts/model"),
         "curves in place": exists("results/train/plots"),
