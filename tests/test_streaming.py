@@ -116,19 +116,33 @@ def stage_env(root: Path, **extra) -> dict:
     return {**os.environ, "PYTHONPATH": str(PROJECT_ROOT), "FLAXVISION_CACHE": str(root.parent / "cache"), **extra}
 
 
+# The stage, run as `python -m stages.train` would, printing its peak RSS as it exits. Not
+# ru_maxrss: Linux carries that over from the forking process (pytest, gigabytes by now) through
+# exec; /proc/self/status's VmHWM is the peak of the stage's own memory.
+PEAK_RSS_PREFIX = "peak RSS kB "
+TRAIN_STAGE = (
+    "import atexit, re, runpy\n"
+    "def peak():\n"
+    "    status = open('/proc/self/status').read()\n"
+    f"    print({PEAK_RSS_PREFIX!r} + re.search(r'VmHWM:\\s+(\\d+) kB', status).group(1), flush=True)\n"
+    "atexit.register(peak)\n"
+    "runpy.run_module('stages.train', run_name='__main__', alter_sys=True)\n"
+)
+
+
 def start_train(root: Path, log: str = "train.log", **env) -> subprocess.Popen:
     with (root / log).open("w") as output:
-        command = [sys.executable, "-m", "stages.train"]
+        command = [sys.executable, "-c", TRAIN_STAGE]
         return subprocess.Popen(command, cwd=root, env=stage_env(root, **env), stdout=output, stderr=subprocess.STDOUT)
 
 
 def finish(process: subprocess.Popen, root: Path, log: str = "train.log") -> tuple[str, int]:
-    """Wait for a started stage: its output, and its peak resident memory in bytes (ru_maxrss)."""
-    _, status, usage = os.wait4(process.pid, 0)
-    process.returncode = os.waitstatus_to_exitcode(status)
+    """Wait for a started stage: its output, and its peak resident memory in bytes."""
+    process.wait()
     output = (root / log).read_text()
     assert process.returncode == 0, output
-    return output, usage.ru_maxrss * 1024
+    peak = next(line for line in output.splitlines() if line.startswith(PEAK_RSS_PREFIX))
+    return output, int(peak.removeprefix(PEAK_RSS_PREFIX)) * 1024
 
 
 def run_train(root: Path) -> tuple[str, int]:
