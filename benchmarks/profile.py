@@ -22,7 +22,7 @@ from pathlib import Path
 
 from benchmarks.workloads import BATCH_SIZE, WORKLOADS
 
-STEP_MODULES = ("jit__train_step_fn", "jit_predict_step")  # the compiled steps' XLA module names
+STEP_MODULES = ("jit__train_step", "jit_predict_step")  # the compiled steps' XLA module names
 SHAPE = r"[a-z]+\d*\[[\d,]*\]"
 
 

@@ -3,7 +3,8 @@ entry point (`stage_main`).
 
 A stage's deps in dvc.yaml list every project module it imports, transitively
 (tests/test_dvc_deps.py checks this against the import graph); the train stage hashes the
-same files into its run fingerprint, so a checkpoint is resumed only by the same code.
+same files into its run fingerprint, so a checkpoint is resumed only by the same code. The
+stages that compute also depend on the pinned toolchain, ``TOOLCHAIN_LOCK``.
 """
 
 import argparse
@@ -17,6 +18,7 @@ from flaxvision.errors import ArgumentParser, UserError
 
 DVC_FILE = Path(__file__).resolve().parents[1] / "dvc.yaml"  # the project this code is part of
 CODE_ROOTS = ("flaxvision", "models", "stages")
+TOOLCHAIN_LOCK = DVC_FILE.parent / "uv.lock"  # every dependency pinned: another JAX computes other numbers
 
 
 def stages(dvc_file: Path = DVC_FILE) -> dict:

@@ -21,7 +21,7 @@ from flaxvision.errors import UserError
 from flaxvision.features import load_features
 from flaxvision.files import atomic_directory, write_json
 from flaxvision.models.transfer import TransferConfig
-from flaxvision.pipeline import code_files, stage_main
+from flaxvision.pipeline import TOOLCHAIN_LOCK, code_files, stage_main
 from flaxvision.trained import ModelInfo, save_trained
 from flaxvision.training import TrainConfig, Trainer, epoch_logger, fit
 from flaxvision.transforms import AugmentConfig
@@ -85,6 +85,7 @@ def main():
         data.classes,
         *(part for images, labels in (train, validation) for part in (*getattr(images, "files", [images]), labels)),
         *(path.read_text() for path in code_files("train")),
+        TOOLCHAIN_LOCK,
     )
     if jax.process_index():  # one of several hosts (see README): they train; the first writes
         fit(trainer, train, validation, CHECKPOINT_DIR, run_id)

@@ -1,11 +1,13 @@
 """dvc.yaml's deps against the import graph: a stage re-runs whenever code it imports changes."""
 
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from flaxvision.pipeline import CODE_ROOTS, code_files
+from flaxvision.pipeline import CODE_ROOTS, TOOLCHAIN_LOCK, code_files
 from tests.helpers import PROJECT_ROOT, STAGES
 from tests.imports import import_closure, module_file
 
@@ -33,6 +35,23 @@ def test_every_code_dep_is_imported(name):
             continue
         covered = set(path.rglob("*.py")) if path.is_dir() else {path}
         assert covered & imported, f"dvc.yaml stage {name} depends on {dep}, which it never imports"
+
+
+@pytest.mark.parametrize("name", list(STAGES))
+def test_stages_that_compute_depend_on_the_pinned_toolchain(name):
+    """A new JAX or XLA gives other numbers: every stage that loads JAX re-runs with a new uv.lock."""
+    module = STAGES[name]["cmd"].removeprefix("python -m ")
+    loaded = subprocess.run(
+        [sys.executable, "-c", f"import sys, {module}; print('jax' in sys.modules)"],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()[-1]
+    depends = TOOLCHAIN_LOCK.relative_to(PROJECT_ROOT).as_posix() in STAGES[name]["deps"]
+    assert depends == (loaded == "True"), (
+        f"dvc.yaml stage {name}: {'add' if loaded == 'True' else 'drop'} the dep uv.lock"
+    )
 
 
 def test_the_import_walk_sees_lazy_imports():
