@@ -12,14 +12,16 @@
    Equal figures mean neither the host loop nor the input pipeline limits training. With
    ``--trace`` a jax.profiler trace of a few resident steps is kept as well.
 2. The benchmark's six workloads (benchmarks.run_flaxvision) on the default device.
-3. The default pipeline's wall time, stage by stage: ``dvc repro`` in a scratch clone of this
-   checkout (or, where DVC is not installed, each stage's command from dvc.yaml in order).
+3. The default pipeline's wall time, stage by stage: ``dvc repro`` in a scratch copy of this
+   checkout with an empty cache (or, where DVC is not installed, each stage's command from
+   dvc.yaml in order).
 
 Writes OUT/gpu.json (every figure) and OUT/gpu.md (the tables). Runs on any backend: on CPU,
 ``--quick`` makes it a smoke test of a minute or two.
 """
 
 import argparse
+import gzip
 import json
 import os
 import platform
@@ -45,7 +47,7 @@ from flaxvision.training import OnDevices, Streamed, TrainConfig, Trainer
 from flaxvision.transforms import AugmentConfig
 
 ROOT = Path(__file__).resolve().parents[1]
-TRACE_STEPS = 5
+TRACE_STEPS = 3
 
 
 def resnet50_training(image_size: int, batch_size: int, steps: int, trace: Path | None) -> dict:
@@ -82,9 +84,9 @@ def resnet50_training(image_size: int, batch_size: int, steps: int, trace: Path 
         with tempfile.TemporaryDirectory() as folder:
             with jax.profiler.trace(folder):
                 trainer.train_epoch(traced, 0, config.learning_rate)
-            # The trace lies folders deep (plugins/profile/<run>/): keep its files flat.
+            # The trace lies folders deep (plugins/profile/<run>/): keep its files flat, compressed.
             for file in Path(folder).rglob("*.pb"):
-                shutil.copy(file, trace.parent / f"{trace.name}-{file.name}")
+                write_bytes(trace.parent / f"{trace.name}-{file.name}.gz", gzip.compress(file.read_bytes()))
     return result
 
 
@@ -113,26 +115,45 @@ def workloads(protocol: Protocol) -> dict:
     return {key: measure_workload(workload, protocol) for key, workload in WORKLOADS.items()}
 
 
+# Not copied into the pipeline's scratch copy: environments, DVC's cache (its run cache would
+# restore outputs instead of running the stages) and what earlier runs left.
+LEFT_BEHIND = {
+    ".venv", ".dvc/cache", ".dvc/tmp", "data", "artifacts", "checkpoints", "dvc_plots", "exported",
+    "benchmarks/.peers", "benchmarks/.work",
+}  # fmt: skip
+
+
 def pipeline(out: Path) -> dict:
-    """The default experiment's wall time, each stage timed, in a scratch clone of this checkout."""
+    """The default experiment's wall time, each stage timed, in a scratch copy of this checkout
+    (its working tree as it is), with an empty cache as on a fresh machine."""
     scratch = Path(tempfile.mkdtemp(prefix="flaxvision-pipeline-"))
     try:
-        clone = scratch / "main"
-        subprocess.run(["git", "clone", "--quiet", str(ROOT), str(clone)], check=True)
+        copy = scratch / "main"
+        left_behind = {ROOT / path for path in LEFT_BEHIND} | {out.resolve()}
+        shutil.copytree(ROOT, copy, ignore=lambda folder, names: [n for n in names if Path(folder, n) in left_behind])
+        if not (copy / ".git").is_dir():  # DVC needs a git repository
+            for command in (
+                ["init", "-q"],
+                ["add", "-A"],
+                ["-c", "user.name=gpu", "-c", "user.email=gpu@localhost", "commit", "-qm", "copy"],
+            ):
+                subprocess.run(["git", *command], cwd=copy, check=True)
+        environment = os.environ | {"FLAXVISION_CACHE": str(scratch / "cache")}
         mirror = ROOT.parent / "shared" / "datasets"
-        environment = os.environ | ({"DATA_MIRROR": str(mirror)} if mirror.is_dir() else {})
-        stages = list(yaml.safe_load((clone / "dvc.yaml").read_text())["stages"].items())
+        if "DATA_MIRROR" not in environment and mirror.is_dir():
+            environment["DATA_MIRROR"] = str(mirror)
+        stages = list(yaml.safe_load((copy / "dvc.yaml").read_text())["stages"].items())
         dvc = shutil.which("dvc")
         times, started = {}, time.perf_counter()
         with open(out / "pipeline.log", "w") as log:
             for name, stage in stages:
-                command = [dvc, "repro", "--single-item", name] if dvc else ["bash", "-c", stage["cmd"]]
+                command = [dvc, "repro", "--force", "--single-item", name] if dvc else ["bash", "-c", stage["cmd"]]
                 start = time.perf_counter()
-                process = subprocess.run(command, cwd=clone, env=environment, stdout=log, stderr=subprocess.STDOUT)
+                process = subprocess.run(command, cwd=copy, env=environment, stdout=log, stderr=subprocess.STDOUT)
                 times[name] = time.perf_counter() - start
                 if process.returncode:
                     return {"error": f"stage {name} exited with {process.returncode} (pipeline.log)", "stage_s": times}
-        metrics = json.loads((clone / "results" / "evaluate" / "metrics.json").read_text())
+        metrics = json.loads((copy / "results" / "evaluate" / "metrics.json").read_text())
         return {
             "runner": "dvc repro" if dvc else "dvc.yaml's commands",
             "wall_s": time.perf_counter() - started,
