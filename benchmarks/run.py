@@ -215,7 +215,7 @@ def render(
         lines += ["", f"PyTorch memory format chosen by its probe: {formats}."]
 
     end_to_end = _end_to_end_section(results)
-    lines += ["", "Targets (issue 4): ours / fastest peer, batch 32, this CPU; end to end: Keras epoch / ours.", ""]
+    lines += ["", "Targets (issue 11): ours / fastest peer, batch 32, this CPU; end to end: Keras epoch / ours.", ""]
     for key, target in TARGETS.items():
         if key in workloads:
             ours, best_peer = _img_per_s(results, peers.OURS.name, key), _fastest_peer(results, peer_names, key)

@@ -15,7 +15,17 @@ from PIL import Image
 
 from tests.helpers import CLASSES, PROJECT_ROOT, STAGES, pattern_images, write_tree
 
-PROJECT_FILES = ["dvc.yaml", "params.yaml", "uv.lock", "stages", "models", "flaxvision", ".dvc/config", ".dvc/plots", ".dvcignore"]
+PROJECT_FILES = [
+    "dvc.yaml",
+    "params.yaml",
+    "uv.lock",
+    "stages",
+    "models",
+    "flaxvision",
+    ".dvc/config",
+    ".dvc/plots",
+    ".dvcignore",
+]
 
 
 def new_project(root: Path, data: str, **train) -> Path:
