@@ -21,7 +21,7 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import jax
 import jax.numpy as jnp
@@ -299,7 +299,8 @@ class Trainer:
         order = np.random.default_rng([self.config.seed, epoch]).permutation(count)[: steps * batch_size]
         rates = learning_rates(self.config, steps, epoch, learning_rate)
         batches = data.batches(order, batch_size, resume["loader"] if resume else None)
-        first, totals = 0, {"loss": 0.0, "correct": 0}
+        first = 0
+        totals: dict[str, Any] = {"loss": 0.0, "correct": 0}  # device arrays from the first step on
         if resume:
             first = resume["step"]
             totals = {"loss": jnp.float32(resume["loss"]), "correct": jnp.int32(resume["correct"])}
