@@ -39,7 +39,7 @@ import yaml
 from flax import nnx
 
 from benchmarks.run_flaxvision import measure_workload
-from benchmarks.workloads import WORKLOADS, Protocol
+from benchmarks.workloads import WORKLOADS, Protocol, measure
 from flaxvision import models
 from flaxvision.data.prepared import ShardedImages
 from flaxvision.files import write_bytes
@@ -70,15 +70,18 @@ def resnet50_training(image_size: int, batch_size: int, steps: int, trace: Path 
             trainer.state, metrics = trainer.train_step(trainer.state, resident.images, resident.labels, indices, rate)
         jax.block_until_ready(metrics)
 
+    images_per_repeat, protocol = steps * batch_size, Protocol(repeats=3)
+
+    def img_per_s(run):
+        return measure(run, images_per_repeat, protocol)
+
     result = {"image_size": image_size, "batch_size": batch_size, "steps": steps, "devices": jax.device_count()}
-    result["device"] = _img_per_s(device_steps, steps * batch_size)
-    result["resident"] = _img_per_s(lambda: trainer.train_epoch(resident, 0, config.learning_rate), steps * batch_size)
+    result["device"] = img_per_s(device_steps)
+    result["resident"] = img_per_s(lambda: trainer.train_epoch(resident, 0, config.learning_rate))
     with tempfile.TemporaryDirectory() as folder:
         shards = _write_shards(Path(folder), images)
         streamed = Streamed(trainer, ShardedImages(shards), labels)
-        result["streamed"] = _img_per_s(
-            lambda: trainer.train_epoch(streamed, 0, config.learning_rate), steps * batch_size
-        )
+        result["streamed"] = img_per_s(lambda: trainer.train_epoch(streamed, 0, config.learning_rate))
     if trace is not None:
         traced = OnDevices(trainer, images[: TRACE_STEPS * batch_size], labels[: TRACE_STEPS * batch_size])
         with tempfile.TemporaryDirectory() as folder:
@@ -88,19 +91,6 @@ def resnet50_training(image_size: int, batch_size: int, steps: int, trace: Path 
             for file in Path(folder).rglob("*.pb"):
                 write_bytes(trace.parent / f"{trace.name}-{file.name}.gz", gzip.compress(file.read_bytes()))
     return result
-
-
-def _img_per_s(run, images: int, repeats: int = 3) -> dict:
-    """The first call's seconds (it compiles) and the median img/s of ``repeats`` more."""
-    start = time.perf_counter()
-    run()
-    first = time.perf_counter() - start
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - start)
-    return {"img_per_s": images / float(np.median(times)), "first_call_s": first, "repeat_s": times}
 
 
 def _write_shards(folder: Path, images: np.ndarray, rows_per_shard: int = 1024) -> list[Path]:
@@ -212,6 +202,8 @@ def main():
     args = parser.parse_args()
     args.output.mkdir(parents=True, exist_ok=True)
     skip = set(filter(None, args.skip.split(",")))
+    if unknown := skip - {"resnet50", "workloads", "pipeline"}:
+        parser.error(f"--skip {','.join(sorted(unknown))}: not a part (resnet50, workloads, pipeline)")
     import flax
 
     results = {
@@ -237,12 +229,12 @@ def main():
         ),
         "pipeline": lambda: pipeline(args.output),
     }
-    for name, measure in parts.items():
+    for name, run_part in parts.items():
         if name in skip:
             continue
         print(f"[gpu] {name}", file=sys.stderr, flush=True)
         start = time.perf_counter()
-        results[name] = measure()
+        results[name] = run_part()
         print(f"[gpu] {name}: {time.perf_counter() - start:.0f} s", file=sys.stderr, flush=True)
         save()  # each part as it ends: a run cut short still brings back what it measured
     print(report(results))
