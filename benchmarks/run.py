@@ -30,6 +30,7 @@ WORK_DIR = peers.ROOT / "benchmarks" / ".work"
 FRAMEWORKS = (peers.OURS, *peers.PEERS)
 RUN_TIMEOUT_S = 1800  # one framework's whole run
 BEGIN, END = "<!-- benchmarks.run: begin -->", "<!-- benchmarks.run: end -->"  # --update replaces what is between
+OUR_SETTINGS = ("XLA_FLAGS", "FLAXVISION_CONVOLUTIONS")
 QUICK = Protocol(warmup=1, repeats=2, batches_scale=0.34, end_to_end_epochs=2)
 
 
@@ -97,9 +98,10 @@ def main():
             results[framework.name] = {"missing": str(missing)}
     machine["load_average_after"] = os.getloadavg()
 
-    # XLA_FLAGS changes our figures (e.g. the host split into several CPU devices): part of the command.
-    xla_flags = [f"XLA_FLAGS={shlex.quote(os.environ['XLA_FLAGS'])}"] if os.environ.get("XLA_FLAGS") else []
-    command = " ".join([*xla_flags, "uv run python -m benchmarks.run", *sys.argv[1:]])
+    # These change our figures (the host split into several CPU devices; oneDNN's convolutions):
+    # part of the command.
+    settings = [f"{name}={shlex.quote(os.environ[name])}" for name in OUR_SETTINGS if os.environ.get(name)]
+    command = " ".join([*settings, "uv run python -m benchmarks.run", *sys.argv[1:]])
     report = render(machine, command, protocol, workloads, [f.name for f in frameworks], results)
     print(report)
     args.output.parent.mkdir(parents=True, exist_ok=True)

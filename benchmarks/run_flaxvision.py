@@ -10,6 +10,7 @@ is left off, so the first call's time includes a cold compile.
 """
 
 import dataclasses
+import os
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
@@ -37,6 +38,7 @@ from flaxvision.conversion import build_backbone
 from flaxvision.data import PreprocessConfig, load_prepared, prepare, read_dataset
 from flaxvision.evaluation import make_predict_step, predict
 from flaxvision.models.backbones import BACKBONES
+from flaxvision.models.layers import use_convolutions
 from flaxvision.training import OnDevices, TrainConfig, Trainer
 from flaxvision.transforms import AugmentConfig
 
@@ -52,6 +54,9 @@ AUGMENT_FIELDS = {
     "fill_mode": "fill_mode",
 }
 TRAIN_CONFIG = TrainConfig(batch_size=BATCH_SIZE, learning_rate=LEARNING_RATE)
+# What our convolutions run with, as params.yaml's `convolutions`; benchmarks.run puts it in the
+# report's command.
+CONVOLUTIONS = os.environ.get("FLAXVISION_CONVOLUTIONS", "xla")
 
 
 def build(workload: Workload) -> tuple[nnx.Module, str]:
@@ -84,8 +89,10 @@ def workload_repeat(workload: Workload, batches: int) -> tuple[Callable[[], obje
     info = {
         "params": sum(x.size for x in jax.tree.leaves(nnx.state(model, nnx.Param, nnx.BatchStat))),
         "build_s": build_s,
-        "forward_gflop_per_image": forward_gflop_per_image(model, workload.input_shape),
+        "forward_gflop_per_image": forward_gflop_per_image(model, workload.input_shape),  # XLA counts its own
+        "convolutions": CONVOLUTIONS,
     }
+    use_convolutions(model, CONVOLUTIONS)
     images, labels = synthetic_batch_set(workload, batches)
     if workload.mode == "train":
         trainer = Trainer(model, TRAIN_CONFIG, AugmentConfig(), preprocessing)
@@ -114,6 +121,7 @@ def end_to_end(raw: Path, protocol: Protocol) -> dict:
     model = models.create_model(
         "belgiumtsc_cnn", num_classes=len(data.classes), input_shape=data.image_shape, rngs=nnx.Rngs(0)
     )
+    use_convolutions(model, CONVOLUTIONS)
     augment = AugmentConfig(**{AUGMENT_FIELDS[k]: v for k, v in SEED_000_AUGMENTATION.items()})
     trainer = Trainer(model, TRAIN_CONFIG, augment, models.preprocessing("belgiumtsc_cnn"))
 

@@ -14,9 +14,11 @@ from typing import cast
 from flax import nnx
 
 from flaxvision import conversion, models
+from flaxvision.config import require
 from flaxvision.conversion.weights import imagenet_weights
 from flaxvision.errors import UserError
-from flaxvision.models.layers import Dtype, InputTooSmallError, ModelError
+from flaxvision.models import onednn
+from flaxvision.models.layers import CONVOLUTIONS, Dtype, InputTooSmallError, ModelError
 from flaxvision.models.transfer import FeatureShapeError, TransferConfig
 
 
@@ -67,6 +69,20 @@ def build_model(
             dtype=dtype,
             batchnorm_momentum=batchnorm_momentum,
         )
+
+
+def convolutions(params: dict) -> str:
+    """params.yaml's ``convolutions``: what the model's convolutions run with (a key of
+    models.layers.CONVOLUTIONS), checked, with oneDNN's extension loaded when it is named."""
+    name = require(params, "convolutions")
+    if name not in CONVOLUTIONS:
+        raise UserError(f"params.yaml: 'convolutions' must be one of {', '.join(CONVOLUTIONS)}, got {name!r}")
+    if name == "onednn":
+        try:
+            onednn.load()
+        except ImportError as error:
+            raise UserError(f"params.yaml: convolutions is onednn, but {error}; or set convolutions: xla") from None
+    return name
 
 
 def transfer_config(name: str, transfer: TransferConfig | None) -> TransferConfig | None:

@@ -18,6 +18,7 @@ from flaxvision.errors import ArgumentParser, UserError
 
 DVC_FILE = Path(__file__).resolve().parents[1] / "dvc.yaml"  # the project this code is part of
 CODE_ROOTS = ("flaxvision", "models", "stages")
+SOURCE_SUFFIXES = (".py", ".cc")
 TOOLCHAIN_LOCK = DVC_FILE.parent / "uv.lock"  # every dependency pinned: another JAX computes other numbers
 
 
@@ -39,13 +40,14 @@ def stage_deps(stage: str, dvc_file: Path = DVC_FILE) -> list[str]:
 
 
 def code_files(stage: str, dvc_file: Path = DVC_FILE) -> list[Path]:
-    """The Python files among ``stage``'s deps (folders expanded), in a stable order."""
+    """The source files among ``stage``'s deps (folders expanded): Python, and the C++ of the
+    compiled extension (setup.py). In a stable order."""
     files: set[Path] = set()
     for dep in stage_deps(stage, dvc_file):
         path = dvc_file.parent / dep
         if Path(dep).parts[0] not in CODE_ROOTS:
             continue  # data
-        files.update(path.rglob("*.py") if path.is_dir() else [path])
+        files.update((p for p in path.rglob("*") if p.suffix in SOURCE_SUFFIXES) if path.is_dir() else [path])
     return sorted(files)
 
 

@@ -20,7 +20,7 @@ import jax.numpy as jnp
 from flax import nnx
 from jax import lax
 
-from flaxvision.models import kernels
+from flaxvision.models import kernels, onednn
 
 # The dtype convolutions and dense layers compute in (None: their inputs' and parameters'); the
 # parameters themselves stay float32.
@@ -70,6 +70,21 @@ def conv(
         dtype=dtype,
         rngs=rngs,
     )
+
+
+# params.yaml's `convolutions`: the implementations a model's convolutions can run with.
+CONVOLUTIONS = {"xla": kernels.conv_general_dilated, "onednn": onednn.conv_general_dilated}
+
+
+def use_convolutions(model: nnx.Module, name: str) -> nnx.Module:
+    """Run every convolution of ``model`` with ``CONVOLUTIONS[name]``; returns ``model``.
+
+    The implementation is a static attribute of each nnx.Conv, so a compiled step is traced for
+    the one it was built with."""
+    for _, module in nnx.iter_modules(model):
+        if isinstance(module, nnx.Conv):
+            module.conv_general_dilated = CONVOLUTIONS[name]
+    return model
 
 
 def depthwise_conv(

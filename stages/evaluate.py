@@ -7,12 +7,13 @@ activation maps of one test image for the model's convolutions (activations/).
 
 from pathlib import Path
 
-from flaxvision import plots
+from flaxvision import builder, plots
 from flaxvision.config import load_params, section
 from flaxvision.data import load_prepared
 from flaxvision.errors import UserError
 from flaxvision.evaluation import EvaluateConfig, evaluate_logits, predict_model, softmax
 from flaxvision.files import atomic_directory, write_json
+from flaxvision.models.layers import use_convolutions
 from flaxvision.pipeline import stage_main
 from flaxvision.trained import load_trained
 from flaxvision.transforms import AugmentConfig
@@ -27,6 +28,7 @@ def main():
     params = load_params()
     config = section(params, "evaluate", EvaluateConfig)
     augment_config = section(params, "augment", AugmentConfig)
+    convolutions = builder.convolutions(params)
     data = load_prepared()
     images, labels = data.splits["test"]
     if len(labels) == 0:
@@ -37,6 +39,7 @@ def main():
             f"but the test split has {len(labels)} images: use 0 to {len(labels) - 1}"
         )
     model, info = load_trained(MODEL_DIR)
+    use_convolutions(model, convolutions)
 
     logits = predict_model(model, info.preprocessing, images, config.batch_size)
     result = evaluate_logits(logits, labels, data.classes, config.top_k)

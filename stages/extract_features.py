@@ -11,6 +11,7 @@ from flaxvision import builder
 from flaxvision.config import load_params, require, section
 from flaxvision.data import load_prepared
 from flaxvision.features import FEATURES_DIR, ExtractConfig, extract_features, write_features
+from flaxvision.models.layers import use_convolutions
 from flaxvision.models.transfer import TransferConfig
 from flaxvision.pipeline import stage_main
 
@@ -27,10 +28,12 @@ def main():
 
     pretrained = require(params, "pretrained")
     batch_size = section(params, "extract_features", ExtractConfig).batch_size
+    convolutions = builder.convolutions(params)
     data = load_prepared()
     model = builder.build_model(
         model_name, num_classes=len(data.classes), input_shape=data.image_shape, transfer=config, pretrained=pretrained
     )
+    use_convolutions(model, convolutions)
 
     start, count = time.perf_counter(), 0
     features = {}

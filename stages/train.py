@@ -20,6 +20,7 @@ from flaxvision.data import load_prepared
 from flaxvision.errors import UserError
 from flaxvision.features import load_features
 from flaxvision.files import atomic_directory, write_json
+from flaxvision.models.layers import use_convolutions
 from flaxvision.models.transfer import TransferConfig
 from flaxvision.pipeline import TOOLCHAIN_LOCK, code_files, stage_main
 from flaxvision.trained import ModelInfo, save_trained
@@ -41,6 +42,7 @@ def main():
     transfer = builder.transfer_config(model_name, section(params, "transfer", TransferConfig))
     config = section(params, "train", TrainConfig)
     augment_config = section(params, "augment", AugmentConfig)
+    convolutions = builder.convolutions(params)
     data = load_prepared()
     features = load_features()
     if data.image_shape[-1] != 3 and (augment_config.saturation or augment_config.hue):
@@ -59,6 +61,7 @@ def main():
         batchnorm_momentum=config.batchnorm_momentum,
         seed=config.seed,
     )
+    use_convolutions(model, convolutions)
     info = ModelInfo(
         model=model_name,
         transfer=transfer,
@@ -80,6 +83,7 @@ def main():
         model_name,
         transfer and dataclasses.asdict(transfer),
         params.get("pretrained"),
+        convolutions,
         dataclasses.asdict(config),
         dataclasses.asdict(augment_config),
         data.classes,

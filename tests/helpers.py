@@ -27,7 +27,7 @@ from jax import lax
 from PIL import Image
 
 from flaxvision import models
-from flaxvision.models.layers import conv, depthwise_conv
+from flaxvision.models.layers import conv, depthwise_conv, use_convolutions
 from flaxvision.trained import ModelInfo, save_trained
 from stages import download as download_stage
 from stages import preprocess as preprocess_stage
@@ -209,16 +209,19 @@ def model_info(name: str, input_shape, classes=CLASSES) -> ModelInfo:
     )
 
 
-def assert_conv_matches_lax(size: int, kernel_size: int, strides: int, padding, depthwise: bool = False):
+def assert_conv_matches_lax(
+    size: int, kernel_size: int, strides: int, padding, depthwise: bool = False, convolutions: str = "xla"
+):
     """models.layers' conv (8 → 16 channels) or depthwise_conv (8), with a random bias, on a random
-    2×``size``×``size``×8 input, whichever path it takes, against lax.conv_general_dilated: values
-    and gradients (the fast paths are differentiated by JAX, not written by hand). An int
+    2×``size``×``size``×8 input, whichever path it takes with ``convolutions`` (a key of
+    models.layers.CONVOLUTIONS), against lax.conv_general_dilated: values and gradients. An int
     ``padding`` pads each side (as Keras' ZeroPadding2D + 'valid')."""
     channels = 8
     if depthwise:
         layer = depthwise_conv(channels, kernel_size, strides=strides, padding=padding, rngs=nnx.Rngs(0))
     else:
         layer = conv(channels, 16, kernel_size, strides=strides, padding=padding, rngs=nnx.Rngs(0))
+    use_convolutions(layer, convolutions)
     layer.bias[...] = jax.random.normal(jax.random.key(1), layer.bias.shape)
     x = jax.random.normal(jax.random.key(0), (2, size, size, channels))
     lax_padding = ((padding, padding),) * 2 if isinstance(padding, int) else padding

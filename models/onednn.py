@@ -1,0 +1,136 @@
+"""oneDNN's convolutions on XLA:CPU (`convolutions: onednn` in params.yaml).
+
+XLA:CPU runs each convolution on one core; oneDNN's (TF and PyTorch run them on CPUs) use every
+core and are faster per core too. Its three passes (forward, input gradient, kernel gradient) are
+XLA FFI handlers compiled from onednn_conv.cc when flaxvision is installed (setup.py), and
+``jax.custom_vjp`` differentiates through them, each gradient its own call, so XLA drops the
+ones a step does not use (the input gradient of the first layer).
+
+They give other bits than XLA's: oneDNN picks its code by the CPU's instruction set and splits
+the kernel gradient over the cores there are, so the same run on another CPU, or with another
+OMP_NUM_THREADS, can differ in the last bits; on one machine it repeats exactly. That is why
+params.yaml's default stays `convolutions: xla`, the same bits on every machine measured.
+"""
+
+import ctypes
+import functools
+import hashlib
+import importlib.machinery
+import importlib.metadata
+import importlib.util
+import json
+import sys
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+from flaxvision.models import kernels
+
+PASSES = ("Forward", "InputGrad", "KernelGrad")  # the handlers' names, after OnednnConv
+
+
+def conv_general_dilated(lhs, rhs, window_strides, padding, **kwargs):
+    """lax.conv_general_dilated (NHWC, HWIO) through oneDNN where it applies: on a CPU, float32,
+    not grouped or dilated, a kernel larger than 1×1 and a feature map larger than the kernel;
+    elsewhere (GPU and TPU included) flaxvision.models.kernels.conv_general_dilated, which ends
+    in XLA's own."""
+    if not (
+        jax.default_backend() == "cpu"
+        and lhs.dtype == rhs.dtype == jnp.float32
+        and kwargs["feature_group_count"] == 1
+        and {*kwargs["lhs_dilation"], *kwargs["rhs_dilation"]} == {1}
+        and kwargs.get("preferred_element_type") is None
+        and kwargs.get("out_sharding") is None
+        # 1×1 kernels, and maps no larger than the kernel, are matrix products there, which
+        # already use every core
+        and rhs.shape[:2] != (1, 1)
+        and min(lhs.shape[1:3]) > max(rhs.shape[:2])
+    ):
+        return kernels.conv_general_dilated(lhs, rhs, window_strides, padding, **kwargs)
+    if isinstance(padding, str):
+        padding = lax.padtype_to_pads(lhs.shape[1:3], rhs.shape[:2], window_strides, padding)
+    return convolve(lhs, rhs, tuple(window_strides), tuple(tuple(pair) for pair in padding))
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def convolve(x: jax.Array, kernel: jax.Array, strides: tuple[int, int], padding: tuple[tuple[int, int], ...]):
+    """The convolution of x [B, H, W, C] with kernel [KH, KW, C, O]; ``padding`` is
+    ((top, bottom), (left, right))."""
+    (height, width), (kernel_height, kernel_width) = x.shape[1:3], kernel.shape[:2]
+    output_shape = (
+        x.shape[0],
+        (height + sum(padding[0]) - kernel_height) // strides[0] + 1,
+        (width + sum(padding[1]) - kernel_width) // strides[1] + 1,
+        kernel.shape[3],
+    )
+    return _call("Forward", output_shape, x, kernel, strides, padding)
+
+
+def _forward(x, kernel, strides, padding):
+    return convolve(x, kernel, strides, padding), (x, kernel)
+
+
+def _backward(strides, padding, residuals, grad):
+    x, kernel = residuals
+    return (
+        _call("InputGrad", x.shape, grad, kernel, strides, padding),
+        _call("KernelGrad", kernel.shape, x, grad, strides, padding),
+    )
+
+
+convolve.defvjp(_forward, _backward)
+
+
+def _call(name, shape, first, second, strides, padding):
+    load()
+    return jax.ffi.ffi_call(f"flaxvision_onednn_conv_{name}", jax.ShapeDtypeStruct(shape, jnp.float32))(
+        first, second, strides=np.asarray(strides, np.int64), padding=np.asarray(padding, np.int64).ravel()
+    )
+
+
+REBUILD = "uv sync --reinstall-package flaxvision"
+
+
+@functools.cache
+def load() -> None:
+    """Load the compiled handlers (oneDNN's library first: the handlers' library links it by name
+    and it lies in the environment's lib/, outside the loader's search path) and register them.
+
+    An ImportError when flaxvision was installed without them, or when they were compiled from
+    another onednn_conv.cc than the one beside this file."""
+    path = _library()
+    if path is None:
+        raise ImportError(
+            "flaxvision was installed without its oneDNN extension (it needs Linux x86-64 and a "
+            f"C++ compiler): install g++ and run `{REBUILD}`"
+        )
+    ctypes.CDLL(str(Path(sys.prefix) / "lib" / "libdnnl.so.3"), mode=ctypes.RTLD_GLOBAL)
+    library = ctypes.CDLL(str(path))
+    library.OnednnConvSourceHash.restype = ctypes.c_char_p
+    source = Path(__file__).with_name("onednn_conv.cc")
+    if source.is_file() and library.OnednnConvSourceHash().decode() != hashlib.sha256(source.read_bytes()).hexdigest():
+        raise ImportError(f"{path.name} was compiled from another {source}: rebuild it with `{REBUILD}`")
+    for name in PASSES:
+        handler = jax.ffi.pycapsule(getattr(library, f"OnednnConv{name}"))
+        jax.ffi.register_ffi_target(f"flaxvision_onednn_conv_{name}", handler, platform="cpu")
+
+
+def _library() -> Path | None:
+    """The compiled handlers: beside this module, or, in a copy of the checkout (a DVC experiment's
+    temp folder, which holds only the tracked files), in the checkout that is installed editable."""
+    spec = importlib.util.find_spec("flaxvision.models._onednn")
+    if spec is not None and spec.origin is not None:
+        return Path(spec.origin)
+    # The environment's record of the install; a checkout's own flaxvision.egg-info has none.
+    for distribution in importlib.metadata.distributions(name="flaxvision"):
+        installed = json.loads(distribution.read_text("direct_url.json") or "{}")
+        if installed.get("dir_info", {}).get("editable"):
+            checkout = Path(urllib.request.url2pathname(urllib.parse.urlparse(installed["url"]).path))
+            path = checkout / "models" / f"_onednn{importlib.machinery.EXTENSION_SUFFIXES[0]}"
+            return path if path.is_file() else None
+    return None

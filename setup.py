@@ -1,0 +1,39 @@
+"""Builds flaxvision's one compiled part: oneDNN's convolutions for XLA:CPU (models/onednn_conv.cc),
+loaded by flaxvision.models.onednn. Everything else is in pyproject.toml.
+
+The build environment (pyproject.toml's build-system) brings the headers: XLA's FFI API from the
+pinned jaxlib, oneDNN's from onednn-devel-cpu-gomp, whose data files land in its prefix. Where
+oneDNN has no wheel, or no C++ compiler is found, flaxvision installs without it and
+`convolutions: onednn` says so.
+"""
+
+import hashlib
+import importlib.util
+import platform
+import sys
+from pathlib import Path
+
+from setuptools import Extension, setup
+
+ONEDNN_PLATFORM = sys.platform == "linux" and platform.machine() == "x86_64"  # the wheels' one platform
+SOURCE = Path("models/onednn_conv.cc")
+
+
+def onednn_extension() -> Extension:
+    jaxlib = Path(importlib.util.find_spec("jaxlib").submodule_search_locations[0])
+    source_hash = hashlib.sha256(SOURCE.read_bytes()).hexdigest()
+    return Extension(
+        "flaxvision.models._onednn",
+        sources=[str(SOURCE)],
+        # The library says which source it was built from: flaxvision.models.onednn refuses a stale one.
+        define_macros=[("SOURCE_SHA256", f'"{source_hash}"')],
+        include_dirs=[str(jaxlib / "include"), str(Path(sys.prefix) / "include")],
+        library_dirs=[str(Path(sys.prefix) / "lib")],
+        libraries=["dnnl"],  # found at run time because flaxvision.models.onednn loads it first
+        extra_compile_args=["-std=c++17", "-O2"],
+        language="c++",
+        optional=True,  # a failed compile leaves flaxvision without it, and says so
+    )
+
+
+setup(ext_modules=[onednn_extension()] if ONEDNN_PLATFORM else [])
