@@ -44,6 +44,7 @@ BASE_PARAMS = {
     "model": "simple_cnn",
     "data": "folder:pets",
     "pretrained": "none",
+    "convolutions": "xla",
     "preprocess": {"image_size": [16, 16]},
     "augment": {},
     "train": {"epochs": 1, "batch_size": 4},

@@ -162,6 +162,7 @@ def project(tmp_path, monkeypatch):
     write_prepared(counts=(30, 6, 12))
     save_model(tmp_path / "artifacts" / "model")
     params = {
+        "convolutions": "xla",
         "augment": {"rotation": 30.0, "horizontal_flip": True},
         "evaluate": {"samples": 6, "misclassified": 5, "activation_image": 3},
     }
