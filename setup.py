@@ -19,8 +19,13 @@ ONEDNN_PLATFORM = sys.platform == "linux" and platform.machine() == "x86_64"  # 
 SOURCE = Path("models/onednn_conv.cc")
 
 
-def onednn_extension() -> Extension:
-    jaxlib = Path(importlib.util.find_spec("jaxlib").submodule_search_locations[0])
+def onednn_extension() -> Extension | None:
+    """None where the build environment lacks jaxlib (a build without pyproject.toml's
+    build-system, e.g. `--no-build-isolation` in an environment without JAX)."""
+    spec = importlib.util.find_spec("jaxlib")
+    if spec is None:
+        return None
+    jaxlib = Path(spec.submodule_search_locations[0])
     source_hash = hashlib.sha256(SOURCE.read_bytes()).hexdigest()
     return Extension(
         "flaxvision.models._onednn",
@@ -36,4 +41,5 @@ def onednn_extension() -> Extension:
     )
 
 
-setup(ext_modules=[onednn_extension()] if ONEDNN_PLATFORM else [])
+extension = onednn_extension() if ONEDNN_PLATFORM else None
+setup(ext_modules=[extension] if extension else [])

@@ -5,8 +5,9 @@ on-device batch gather, preprocessing and update) over a device-resident uint8 s
 augmentation off; inference is ``flaxvision.evaluation.predict`` over the jitted predict step.
 Both return host values, so a repeat ends when its work has. Models come from the registry
 (``models.create_model``) or, for the keras.applications backbones, from
-``flaxvision.conversion.build_backbone`` with random weights. The persistent compilation cache
-is left off, so the first call's time includes a cold compile.
+``flaxvision.conversion.build_backbone`` with random weights. The stages' JAX setup applies
+(flaxvision.runtime), except the persistent compilation cache: the first call's time includes a
+cold compile.
 """
 
 import dataclasses
@@ -21,11 +22,9 @@ from flax import nnx
 
 from benchmarks.workloads import (
     BATCH_SIZE,
-    END_TO_END_COLOR_MODE,
-    END_TO_END_IMAGE_SIZE,
     LEARNING_RATE,
-    SEED_000_AUGMENTATION,
     Protocol,
+    Recipe,
     Workload,
     epoch_figures,
     measure,
@@ -39,6 +38,7 @@ from flaxvision.data import PreprocessConfig, load_prepared, prepare, read_datas
 from flaxvision.evaluation import make_predict_step, predict
 from flaxvision.models.backbones import BACKBONES
 from flaxvision.models.layers import use_convolutions
+from flaxvision.runtime import unroll_threefry_on_cpu
 from flaxvision.training import OnDevices, TrainConfig, Trainer
 from flaxvision.transforms import AugmentConfig
 
@@ -57,6 +57,7 @@ TRAIN_CONFIG = TrainConfig(batch_size=BATCH_SIZE, learning_rate=LEARNING_RATE)
 # What our convolutions run with, as params.yaml's `convolutions`; benchmarks.run puts it in the
 # report's command.
 CONVOLUTIONS = os.environ.get("FLAXVISION_CONVOLUTIONS", "xla")
+unroll_threefry_on_cpu()  # as every stage runs (flaxvision.runtime.setup_jax)
 
 
 def build(workload: Workload) -> tuple[nnx.Module, str]:
@@ -111,19 +112,19 @@ def measure_workload(workload: Workload, protocol: Protocol) -> dict:
     return measure(repeat, batches * BATCH_SIZE, protocol) | info
 
 
-def end_to_end(raw: Path, protocol: Protocol) -> dict:
+def end_to_end(raw: Path, recipe: Recipe, protocol: Protocol) -> dict:
     """The pipeline's way: preprocess (decode, resize, split) once into uint8 arrays, then epochs
-    of Trainer.train_epoch with seed 000's augmentation inside the compiled step."""
-    prepared = raw.parent / "prepared"
-    config = PreprocessConfig(image_size=END_TO_END_IMAGE_SIZE, color_mode=END_TO_END_COLOR_MODE)
+    of Trainer.train_epoch with the seed's augmentation inside the compiled step."""
+    prepared = raw.parent / f"prepared-{recipe.name}"
+    config = PreprocessConfig(image_size=recipe.image_size, color_mode=recipe.color_mode)
     _, preprocess_s = timed(lambda: prepare("cats_vs_dogs", read_dataset("cats_vs_dogs", raw), config, prepared))
     data = load_prepared(prepared)
     model = models.create_model(
-        "belgiumtsc_cnn", num_classes=len(data.classes), input_shape=data.image_shape, rngs=nnx.Rngs(0)
+        recipe.model, num_classes=len(data.classes), input_shape=data.image_shape, rngs=nnx.Rngs(0)
     )
     use_convolutions(model, CONVOLUTIONS)
-    augment = AugmentConfig(**{AUGMENT_FIELDS[k]: v for k, v in SEED_000_AUGMENTATION.items()})
-    trainer = Trainer(model, TRAIN_CONFIG, augment, models.preprocessing("belgiumtsc_cnn"))
+    augment = AugmentConfig(**{AUGMENT_FIELDS[k]: v for k, v in recipe.augmentation.items()})
+    trainer = Trainer(model, TRAIN_CONFIG, augment, models.preprocessing(recipe.model))
 
     def put_on_devices():
         train = OnDevices(trainer, *data.splits["train"])

@@ -1,5 +1,5 @@
 """TF-Keras (tensorflow-cpu) runner: the seeds' models as their notebooks build them,
-keras.applications backbones, and seed 000's ImageDataGenerator pipeline for the end-to-end epoch.
+keras.applications backbones, and the seeds' ImageDataGenerator pipelines for the end-to-end epochs.
 
 Runs in benchmarks/.peers/tf-keras (see benchmarks/peers.py), on TensorFlow's default CPU path:
 Keras does not XLA-compile on CPU (``jit_compile='auto'`` resolves to False there), so its
@@ -33,11 +33,9 @@ from tensorflow.keras.preprocessing.image import ImageDataGenerator
 
 from benchmarks.workloads import (
     BATCH_SIZE,
-    END_TO_END_COLOR_MODE,
-    END_TO_END_IMAGE_SIZE,
     LEARNING_RATE,
-    SEED_000_AUGMENTATION,
     Protocol,
+    Recipe,
     Workload,
     epoch_figures,
     measure,
@@ -65,6 +63,23 @@ def seed_cnn(input_shape, classes: int) -> keras.Model:
         Dense(200, activation="relu"), Dropout(0.25),
         Dense(classes, activation="softmax"),
     ])  # fmt: skip
+
+
+def tutorial_cnn(input_shape, classes: int) -> keras.Model:
+    """Seed 002's CNN with dropout; a softmax over the classes where the seed has one sigmoid
+    unit, as flaxvision's tutorial_cnn (the same model for two classes)."""
+    return keras.Sequential([
+        keras.Input(input_shape),
+        Conv2D(16, 3, padding="same", activation="relu"), MaxPooling2D(), Dropout(0.3),
+        Conv2D(32, 3, padding="same", activation="relu"), MaxPooling2D(),
+        Conv2D(64, 3, padding="same", activation="relu"), MaxPooling2D(), Dropout(0.3),
+        Flatten(),
+        Dense(512, activation="relu"), Dropout(0.1),
+        Dense(classes, activation="softmax"),
+    ])  # fmt: skip
+
+
+RECIPE_MODELS = {"belgiumtsc_cnn": seed_cnn, "tutorial_cnn": tutorial_cnn}  # Recipe.model -> builder
 
 
 # Seed 004's blocks. The notebook calls its BatchNormalizations with training=True, which would
@@ -167,20 +182,21 @@ def measure_workload(workload: Workload, protocol: Protocol) -> dict:
     return measure(repeat, batches * BATCH_SIZE, protocol) | info
 
 
-def end_to_end(raw: Path, protocol: Protocol) -> dict:
-    """Seed 000's pipeline on cats_vs_dogs' train folder: JPEGs decoded and augmented per batch
+def end_to_end(raw: Path, recipe: Recipe, protocol: Protocol) -> dict:
+    """The seed's pipeline on cats_vs_dogs' train folder: JPEGs decoded and augmented per batch
     by ImageDataGenerator.flow_from_directory, then model.fit (no validation, on either side)."""
-    generator = ImageDataGenerator(**SEED_000_AUGMENTATION, rescale=1.0 / 255)
+    generator = ImageDataGenerator(**recipe.augmentation, rescale=1.0 / 255)
     flow = generator.flow_from_directory(
         str(raw / "cats_and_dogs_filtered" / "train"),
         batch_size=BATCH_SIZE,
         class_mode="categorical",
-        color_mode=END_TO_END_COLOR_MODE,
-        target_size=END_TO_END_IMAGE_SIZE,
+        color_mode=recipe.color_mode,
+        target_size=recipe.image_size,
     )
     # What fit waits on when it cannot hide the generator behind training: one pass alone.
     _, data_s = timed(lambda: [flow[i] for i in range(len(flow))])
-    model = seed_cnn((*END_TO_END_IMAGE_SIZE, 1), flow.num_classes)
+    channels = 1 if recipe.color_mode == "grayscale" else 3
+    model = RECIPE_MODELS[recipe.model]((*recipe.image_size, channels), flow.num_classes)
     compile_as_the_seeds(model)
     epochs = EpochTimes()
     _, fit_s = timed(

@@ -109,8 +109,11 @@ def load() -> None:
             "flaxvision was installed without its oneDNN extension (it needs Linux x86-64 and a "
             f"C++ compiler): install g++ and run `{REBUILD}`"
         )
-    ctypes.CDLL(str(Path(sys.prefix) / "lib" / "libdnnl.so.3"), mode=ctypes.RTLD_GLOBAL)
-    library = ctypes.CDLL(str(path))
+    try:
+        ctypes.CDLL(str(Path(sys.prefix) / "lib" / "libdnnl.so.3"), mode=ctypes.RTLD_GLOBAL)
+        library = ctypes.CDLL(str(path))
+    except OSError as error:  # oneDNN's library missing from the environment, or a broken build
+        raise ImportError(f"{path.name} does not load ({error}): reinstall it with `{REBUILD}`") from None
     library.OnednnConvSourceHash.restype = ctypes.c_char_p
     source = Path(__file__).with_name("onednn_conv.cc")
     if source.is_file() and library.OnednnConvSourceHash().decode() != hashlib.sha256(source.read_bytes()).hexdigest():

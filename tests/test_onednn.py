@@ -126,3 +126,12 @@ def test_params_name_the_convolutions(monkeypatch):
     monkeypatch.setattr(onednn, "load", onednn.load.__wrapped__)  # not the cached success
     with pytest.raises(UserError, match=r"installed without its oneDNN extension.*uv sync --reinstall-package"):
         builder.convolutions({"convolutions": "onednn"})
+
+
+def test_a_library_that_does_not_load_is_a_one_line_error(monkeypatch, tmp_path):
+    broken = tmp_path / "_onednn.so"
+    broken.write_bytes(b"not a shared library")
+    monkeypatch.setattr(onednn, "_library", lambda: broken)
+    monkeypatch.setattr(onednn, "load", onednn.load.__wrapped__)
+    with pytest.raises(UserError, match=r"_onednn.so does not load .*uv sync --reinstall-package flaxvision"):
+        builder.convolutions({"convolutions": "onednn"})
