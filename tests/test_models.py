@@ -99,7 +99,7 @@ def test_registry():
         "none"
     ] * 4
     assert [models.input_size(name) for name in ("simple_cnn", "resnet50", "stacked", "transfer")] == [
-        (96, 96),
+        (80, 80),
         (64, 64),
         (331, 331),
         (224, 224),
