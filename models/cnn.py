@@ -9,7 +9,7 @@ from functools import partial
 
 from flax import nnx
 
-from flaxvision.models.layers import Dtype, Lazy, Sequential, batch_norm, conv, dense, flatten, max_pool
+from flaxvision.models.layers import Dropout, Dtype, Lazy, Sequential, batch_norm, conv, dense, flatten, max_pool
 
 relu = nnx.relu
 
@@ -32,11 +32,11 @@ def belgiumtsc_cnn(
     pool = partial(max_pool, size=2, padding="SAME")
     return Sequential(
         input_shape,
-        conv5(16), conv5(32), relu, norm(), relu, pool, nnx.Dropout(0.1, rngs=rngs),
-        conv5(32), conv5(16), norm(), relu, pool, nnx.Dropout(0.1, rngs=rngs),
-        conv5(16), conv5(8), norm(), relu, nnx.Dropout(0.1, rngs=rngs),
+        conv5(16), conv5(32), relu, norm(), relu, pool, Dropout(0.1, rngs=rngs),
+        conv5(32), conv5(16), norm(), relu, pool, Dropout(0.1, rngs=rngs),
+        conv5(16), conv5(8), norm(), relu, Dropout(0.1, rngs=rngs),
         flatten,
-        fc(200), relu, nnx.Dropout(0.25, rngs=rngs),
+        fc(200), relu, Dropout(0.25, rngs=rngs),
         fc(num_classes),
         rngs=rngs,
     )  # fmt: skip
@@ -56,8 +56,8 @@ def simple_cnn(
     pool = partial(max_pool, size=2)
     return Sequential(
         input_shape,
-        conv3(32), relu, pool, nnx.Dropout(0.2, rngs=rngs),
-        conv3(32), relu, pool, nnx.Dropout(0.2, rngs=rngs),
+        conv3(32), relu, pool, Dropout(0.2, rngs=rngs),
+        conv3(32), relu, pool, Dropout(0.2, rngs=rngs),
         conv3(64), relu, pool,
         flatten,
         fc(64), relu,
@@ -85,11 +85,11 @@ def tutorial_cnn(
     pool = partial(max_pool, size=2)
     return Sequential(
         input_shape,
-        conv3(16), relu, pool, nnx.Dropout(0.3, rngs=rngs),
+        conv3(16), relu, pool, Dropout(0.3, rngs=rngs),
         conv3(32), relu, pool,
-        conv3(64), relu, pool, nnx.Dropout(0.3, rngs=rngs),
+        conv3(64), relu, pool, Dropout(0.3, rngs=rngs),
         flatten,
-        fc(512), relu, nnx.Dropout(0.1, rngs=rngs),
+        fc(512), relu, Dropout(0.1, rngs=rngs),
         fc(num_classes),
         rngs=rngs,
     )  # fmt: skip

@@ -180,6 +180,25 @@ def batch_norm(
     )
 
 
+class Dropout(nnx.Dropout):
+    """Keras Dropout: `nnx.Dropout` with the same masks, drawn once per step on CPU.
+
+    XLA:CPU would fuse the random bits into both the forward op that applies the mask and the
+    gradient op that applies it again, and so compute them twice; a barrier keeps the mask as
+    one array that both read. The layer's state and its other arguments are nnx.Dropout's.
+    """
+
+    def __call__(self, inputs, *, deterministic: bool | None = None, rngs=None) -> jax.Array:
+        deterministic = self.deterministic if deterministic is None else deterministic
+        # What the layers here use: their own key stream, a whole mask, a rate below 1.
+        own_mask = rngs is None and self.rngs is not None and not self.broadcast_dims and 0 < self.rate < 1
+        if deterministic or not own_mask or jax.default_backend() != "cpu":
+            return super().__call__(inputs, deterministic=deterministic, rngs=rngs)
+        keep = 1.0 - self.rate
+        mask = lax.optimization_barrier(jax.random.bernoulli(self.rngs(), keep, inputs.shape))
+        return lax.select(mask, inputs / keep, jnp.zeros_like(inputs))
+
+
 def max_pool(x: jax.Array, size: int, strides: int | None = None, padding: str = "VALID") -> jax.Array:
     """Keras MaxPooling2D: the stride defaults to the window size."""
     strides = strides or size

@@ -21,7 +21,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from flaxvision.models.backbones import BACKBONES
-from flaxvision.models.layers import Dtype, KerasNamed, ModelError, dense, flatten, output_shape
+from flaxvision.models.layers import Dropout, Dtype, KerasNamed, ModelError, dense, flatten, output_shape
 from flaxvision.models.scaling import preprocess_input
 
 
@@ -166,7 +166,7 @@ class DenseHead(nnx.Module):
         self, feature_shape, hidden_units, dropout: float, num_classes: int, *, dtype: Dtype = None, rngs: nnx.Rngs
     ):
         sizes = [math.prod(feature_shape), *hidden_units, num_classes]
-        self.dropout = nnx.Dropout(dropout, rngs=rngs)
+        self.dropout = Dropout(dropout, rngs=rngs)
         self.layers = nnx.List([dense(a, b, dtype=dtype, rngs=rngs) for a, b in itertools.pairwise(sizes)])
 
     def __call__(self, features: jax.Array) -> jax.Array:

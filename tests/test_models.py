@@ -10,7 +10,7 @@ from flax import nnx
 
 from flaxvision import builder, models
 from flaxvision.errors import UserError
-from flaxvision.models.layers import conv, depthwise_conv, max_pool
+from flaxvision.models.layers import Dropout, conv, depthwise_conv, max_pool
 from flaxvision.models.resnet import BottleneckBlock, resnet
 from tests.helpers import assert_conv_matches_lax
 
@@ -168,6 +168,25 @@ def test_dropout_is_active_only_in_train_mode_and_draws_from_model_state():
     assert not np.allclose(first, second), "each call draws a new dropout mask"
     # The dropout RNG is part of the model's state: the same state draws the same masks.
     np.testing.assert_array_equal(call(twin, x), first)
+
+
+def test_dropout_draws_nnx_dropouts_masks_behind_a_barrier():
+    x = jax.random.normal(jax.random.key(0), (4, 9, 9, 8))
+    ours, flax_own = Dropout(0.3, rngs=nnx.Rngs(5)), nnx.Dropout(0.3, rngs=nnx.Rngs(5))
+
+    def loss(layer, x):
+        return jnp.sum(jnp.sin(layer(x)))
+
+    value_and_grad = nnx.jit(nnx.value_and_grad(loss, argnums=1))
+    for _ in range(2):  # and the next step's masks: the key streams advance alike
+        (value, grad), (flax_value, flax_grad) = value_and_grad(ours, x), value_and_grad(flax_own, x)
+        np.testing.assert_array_equal(value, flax_value)
+        np.testing.assert_array_equal(grad, flax_grad)
+    # The mask goes through a barrier, which XLA cannot fuse its random bits across.
+    lowered = nnx.jit(nnx.grad(loss, argnums=1)).lower(ours, x).as_text()
+    assert lowered.count("optimization_barrier") == 1
+    ours.eval()
+    np.testing.assert_array_equal(ours(x), x)
 
 
 def test_batchnorm_statistics_update_only_in_train_mode():
