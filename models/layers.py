@@ -190,9 +190,11 @@ class Dropout(nnx.Dropout):
 
     def __call__(self, inputs, *, deterministic: bool | None = None, rngs=None) -> jax.Array:
         deterministic = self.deterministic if deterministic is None else deterministic
+        if deterministic:  # inference: the identity, as nnx.Dropout (and nothing for an export to trace)
+            return inputs
         # What the layers here use: their own key stream, a whole mask, a rate below 1.
         own_mask = rngs is None and self.rngs is not None and not self.broadcast_dims and 0 < self.rate < 1
-        if deterministic or not own_mask or jax.default_backend() != "cpu":
+        if deterministic is None or not own_mask or jax.default_backend() != "cpu":
             return super().__call__(inputs, deterministic=deterministic, rngs=rngs)
         keep = 1.0 - self.rate
         mask = lax.optimization_barrier(jax.random.bernoulli(self.rngs(), keep, inputs.shape))

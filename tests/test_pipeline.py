@@ -125,7 +125,7 @@ def test_experiment_variant_and_metrics_diff(project):
     assert "tutorial_cnn" in dvc(project, "exp", "show", "--csv")
     git(project, "add", "-A")
     git(project, "commit", "-qm", "tutorial_cnn")
-    diff = json.loads(dvc(project, "metrics", "diff", "HEAD~1", "--json"))
+    diff = json.loads(dvc(project, "metrics", "diff", "HEAD~1", "--all", "--json"))  # unchanged ones too
     accuracy = diff["results/evaluate/metrics.json"]["test.accuracy"]
     assert set(accuracy) >= {"old", "new"}
 
