@@ -51,6 +51,7 @@ _PRESETS = {
     "tutorial_cnn": _Preset(cnn.tutorial_cnn, "unit", (150, 150)),
     "resnet50": _Preset(resnet.resnet50, "unit", (64, 64)),
     "small_resnet": _Preset(resnet.small_resnet, "unit", (128, 128)),
+    "small_vgg": _Preset(cnn.small_vgg, "unit", (96, 96)),
 }
 TRANSFER_PRESETS = {
     # Seed 001: frozen MobileNetV2 at 160×160, augmented images, dropout and a 64-unit layer.

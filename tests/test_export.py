@@ -29,6 +29,7 @@ SHAPES = {
     "tutorial_cnn": (16, 20, 3),
     "resnet50": (40, 48, 3),
     "small_resnet": (40, 48, 3),
+    "small_vgg": (16, 20, 3),
     **{name: (32, 40, 3) for name in (*models.TRANSFER_PRESETS, "transfer")},
 }
 # Runs both files on images.npy, at its batch size and at 1, into outputs.npz.

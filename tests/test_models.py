@@ -89,15 +89,21 @@ def test_registry():
         "tutorial_cnn",
         "resnet50",
         "small_resnet",
+        "small_vgg",
         "mobilenet_v2_transfer",
         "mobilenet_v2_finetune",
         "stacked",
         "transfer",
     )
     # Transfer models scale their input per backbone themselves.
-    assert [models.preprocessing(name) for name in models.MODEL_NAMES] == ["unit", "tf", "unit", "unit", "unit"] + [
-        "none"
-    ] * 4
+    assert [models.preprocessing(name) for name in models.MODEL_NAMES] == [
+        "unit",
+        "tf",
+        "unit",
+        "unit",
+        "unit",
+        "unit",
+    ] + ["none"] * 4
     assert [models.input_size(name) for name in ("simple_cnn", "resnet50", "stacked", "transfer")] == [
         (80, 80),
         (64, 64),
@@ -107,7 +113,7 @@ def test_registry():
     # The registry is architecture only: its errors name no params; the builder words them for params.yaml.
     unknown = (
         "unknown model 'vgg'; valid models: belgiumtsc_cnn, simple_cnn, tutorial_cnn, resnet50, small_resnet, "
-        "mobilenet_v2_transfer, mobilenet_v2_finetune, stacked, transfer"
+        "small_vgg, mobilenet_v2_transfer, mobilenet_v2_finetune, stacked, transfer"
     )
     with pytest.raises(models.ModelError, match=f"^{unknown}$"):
         models.create_model("vgg", num_classes=2, input_shape=(8, 8, 3), rngs=nnx.Rngs(0))
@@ -338,11 +344,12 @@ def test_models_on_cpu_formulations_match_native_operations(monkeypatch, name, i
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
 
 
-def test_small_resnet_pools_globally_so_its_size_does_not_grow_with_the_image():
-    def parameters(size):
+@pytest.mark.parametrize(("name", "size"), [("small_resnet", 884_066), ("small_vgg", 979_746)])
+def test_global_pooling_keeps_the_model_size_whatever_the_image(name, size):
+    def parameters(image_size):
         model = nnx.eval_shape(
-            lambda: models.create_model("small_resnet", num_classes=2, input_shape=(size, size, 3), rngs=nnx.Rngs(0))
+            lambda: models.create_model(name, num_classes=2, input_shape=(image_size, image_size, 3), rngs=nnx.Rngs(0))
         )
         return sum(p.size for p in jax.tree.leaves(nnx.state(model, nnx.Param)))
 
-    assert parameters(64) == parameters(128) == 884_066
+    assert parameters(64) == parameters(128) == size
