@@ -31,7 +31,7 @@ WORK_DIR = peers.ROOT / "benchmarks" / ".work"
 FRAMEWORKS = (peers.OURS, *peers.PEERS)
 RUN_TIMEOUT_S = 1800  # one framework's whole run
 BEGIN, END = "<!-- benchmarks.run: begin -->", "<!-- benchmarks.run: end -->"  # --update replaces what is between
-OUR_SETTINGS = ("XLA_FLAGS", "FLAXVISION_CONVOLUTIONS")
+OUR_SETTINGS = ("XLA_FLAGS", "FLAXVISION_NUMERICS", "FLAXVISION_CONVOLUTIONS")
 QUICK = Protocol(warmup=1, repeats=2, batches_scale=0.34, end_to_end_epochs=2)
 
 
@@ -99,7 +99,8 @@ def main():
             results[framework.name] = {"missing": str(missing)}
     machine["load_average_after"] = os.getloadavg()
 
-    # These change our figures (the host split into several CPU devices; oneDNN's convolutions):
+    # These change our figures (the host split into several CPU devices; XLA's numerics;
+    # oneDNN's convolutions):
     # part of the command.
     settings = [f"{name}={shlex.quote(os.environ[name])}" for name in OUR_SETTINGS if os.environ.get(name)]
     command = " ".join([*settings, "uv run python -m benchmarks.run", *sys.argv[1:]])

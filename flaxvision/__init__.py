@@ -2,6 +2,11 @@
 
 from pathlib import Path
 
+from flaxvision import numerics
+
+# Before JAX starts: XLA reads its flags once (see flaxvision.numerics).
+numerics.use_default()
+
 # The architectures are the package flaxvision.models. Installed, they sit inside this package
 # (pyproject.toml's package-dir); in a checkout they are the top-level models/ folder beside it.
 # Searching the checkout that this flaxvision/ is part of (not the one an editable install

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import yaml
 
+from flaxvision import numerics
+from flaxvision.config import load_params, require
 from flaxvision.errors import ArgumentParser, UserError
 
 DVC_FILE = Path(__file__).resolve().parents[1] / "dvc.yaml"  # the project this code is part of
@@ -56,8 +58,9 @@ def stage_main(main):
 
     Run as ``python -m stages.<name>``, the stage takes no arguments (params.yaml holds its
     settings) and answers ``--help`` from its docstring and dvc.yaml without running.
-    For a stage that imports JAX, it also sets JAX up (flaxvision.runtime): the persistent
-    compilation cache, multi-host runs. Stages that do not (source, download) never load it, which
+    For a stage that imports JAX, it also sets JAX up before it computes: params.yaml's
+    ``numerics`` (flaxvision.numerics), the persistent compilation cache and multi-host runs
+    (flaxvision.runtime). Stages that do not (source, download) never load it, which
     keeps their start-up short: source runs at every `dvc repro`.
     """
 
@@ -65,12 +68,13 @@ def stage_main(main):
     def wrapper(*args, **kwargs):
         if main.__module__ == "__main__":  # the command line, not a call from Python (tests)
             describe_stage(sys.modules["__main__"]).parse_args()
-        if "jax" in sys.modules:
-            # Here, not at the top: runtime imports JAX, which the source and download stages never load.
-            from flaxvision.runtime import setup_jax
-
-            setup_jax()
         try:
+            if "jax" in sys.modules:
+                # Here, not at the top: runtime imports JAX, which the source and download stages never load.
+                from flaxvision.runtime import setup_jax
+
+                numerics.use(require(load_params(), "numerics"))
+                setup_jax()
             return main(*args, **kwargs)
         except UserError as error:
             print(f"error: {error}", file=sys.stderr)

@@ -45,6 +45,7 @@ BASE_PARAMS = {
     "data": "folder:pets",
     "pretrained": "none",
     "convolutions": "xla",
+    "numerics": "portable",
     "preprocess": {"image_size": [16, 16]},
     "augment": {},
     "train": {"epochs": 1, "batch_size": 4},

@@ -163,6 +163,7 @@ def project(tmp_path, monkeypatch):
     save_model(tmp_path / "artifacts" / "model")
     params = {
         "convolutions": "xla",
+        "numerics": "portable",
         "augment": {"rotation": 30.0, "horizontal_flip": True},
         "evaluate": {"samples": 6, "misclassified": 5, "activation_image": 3},
     }
