@@ -34,11 +34,13 @@ STEPS = "3"
 def probe(*prefix: str, single_core: bool = False, timeout: int = 120) -> str:
     env = {**os.environ, numerics.ENVIRONMENT_VARIABLE: "portable"}
     env["XLA_FLAGS"] = numerics.xla_flags("native", env.get("XLA_FLAGS", ""))  # the probe's import sets them
-    if prefix:  # the emulated interpreter finds the environment's packages by path, not by its .pth files
+    python = sys.executable
+    if prefix:  # qemu runs the interpreter itself (not the venv's link), given the venv's packages by path
+        python = str(Path(sys.executable).resolve())
         env["PYTHONPATH"] = os.pathsep.join([str(PROJECT_ROOT), sysconfig.get_paths()["purelib"]])
     first_core = min(os.sched_getaffinity(0))
     result = subprocess.run(
-        [*prefix, str(Path(sys.executable).resolve()), "-m", "tests.bits_probe", STEPS],
+        [*prefix, python, "-m", "tests.bits_probe", STEPS],
         cwd=PROJECT_ROOT,
         env=env,
         capture_output=True,
