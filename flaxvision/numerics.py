@@ -54,10 +54,15 @@ def use(mode: str) -> None:
 
 
 def use_default() -> None:
-    """The mode FLAXVISION_NUMERICS names (portable when unset), if JAX has not started yet; a
-    value that is not a mode is left for `use` to report."""
+    """The mode FLAXVISION_NUMERICS names (portable when unset), if JAX has not started yet. Any
+    other value is portable too, said in one line: a typo must not silently give native bits."""
     mode = os.environ.get(ENVIRONMENT_VARIABLE, "portable")
-    if mode in MODES and not _backend_started():
+    if mode not in MODES:
+        print(
+            f"warning: {ENVIRONMENT_VARIABLE}={mode} is not one of {', '.join(MODES)}: using portable", file=sys.stderr
+        )
+        mode = "portable"
+    if not _backend_started():
         os.environ["XLA_FLAGS"] = xla_flags(mode, os.environ.get("XLA_FLAGS", ""))
 
 

@@ -1,11 +1,16 @@
-"""flaxvision.runtime: threefry unrolled on CPU gives the bits of JAX's own rolled loop."""
+"""flaxvision.runtime: threefry unrolled on CPU gives the bits of JAX's own rolled loop;
+flaxvision.numerics: the XLA flags of each mode, set before JAX starts."""
 
+import os
 import subprocess
 import sys
 
 import jax
 import numpy as np
+import pytest
 
+from flaxvision import numerics
+from flaxvision.errors import UserError
 from flaxvision.runtime import unroll_threefry_on_cpu
 
 SHAPE = (3, 1001)  # an odd count: threefry pads its counters to pairs
@@ -25,3 +30,35 @@ def test_unrolled_threefry_gives_the_rolled_loops_bits():
     unroll_threefry_on_cpu()
     assert "while" not in jax.jit(bits).lower(jax.random.key(7)).as_text()  # the rolled lowering's loop
     assert np.asarray(jax.jit(bits)(jax.random.key(7))).tobytes().hex() == rolled.stdout.strip()
+
+
+# --- flaxvision.numerics ---------------------------------------------------------------------
+
+
+def test_portable_flags_come_after_the_users_own_and_native_removes_only_them():
+    portable = numerics.xla_flags("portable", "--xla_force_host_platform_device_count=2")
+    assert portable.split()[0] == "--xla_force_host_platform_device_count=2"
+    assert "--xla_cpu_max_isa=AVX2" in portable.split()
+    assert numerics.xla_flags("native", portable) == "--xla_force_host_platform_device_count=2"
+    assert numerics.xla_flags("portable", portable) == portable  # applying it twice changes nothing
+
+
+def test_a_mode_that_differs_from_the_started_backends_is_a_one_line_error():
+    jax.numpy.zeros(1).block_until_ready()  # the backend has started, with this process's flags
+    numerics.use(os.environ.get(numerics.ENVIRONMENT_VARIABLE, "portable"))  # the same: nothing to do
+    with pytest.raises(UserError, match="must be set before JAX starts computing"):
+        numerics.use(
+            "native" if os.environ.get(numerics.ENVIRONMENT_VARIABLE, "portable") == "portable" else "portable"
+        )
+    with pytest.raises(UserError, match="'numerics' must be one of portable, native, got 'fast'"):
+        numerics.use("fast")
+
+
+def test_importing_flaxvision_sets_the_portable_flags_and_a_misspelt_mode_says_so():
+    script = "import os, flaxvision; print(os.environ['XLA_FLAGS'])"
+    env = {**os.environ, "XLA_FLAGS": "", numerics.ENVIRONMENT_VARIABLE: "portabel"}
+    result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == numerics.xla_flags("portable", "")
+    assert result.stderr.strip() == (
+        "warning: FLAXVISION_NUMERICS=portabel is not one of portable, native: using portable"
+    )
