@@ -84,6 +84,7 @@ def main():
         transfer and dataclasses.asdict(transfer),
         params.get("pretrained"),
         convolutions,
+        require(params, "numerics"),  # XLA's flags: other bits, so no resuming across them
         dataclasses.asdict(config),
         dataclasses.asdict(augment_config),
         data.classes,
