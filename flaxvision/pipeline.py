@@ -58,10 +58,10 @@ def stage_main(main):
 
     Run as ``python -m stages.<name>``, the stage takes no arguments (params.yaml holds its
     settings) and answers ``--help`` from its docstring and dvc.yaml without running.
-    For a stage that imports JAX, it also sets JAX up before it computes: params.yaml's
-    ``numerics`` (flaxvision.numerics), the persistent compilation cache and multi-host runs
-    (flaxvision.runtime). Stages that do not (source, download) never load it, which
-    keeps their start-up short: source runs at every `dvc repro`.
+    Before the stage computes, it sets params.yaml's ``numerics`` (flaxvision.numerics) where
+    dvc.yaml lists that param for the stage, and for a stage that imports JAX the persistent
+    compilation cache and multi-host runs (flaxvision.runtime). Stages that do not (source,
+    download) never load JAX, which keeps their start-up short: source runs at every `dvc repro`.
     """
 
     @functools.wraps(main)
@@ -69,11 +69,13 @@ def stage_main(main):
         if main.__module__ == "__main__":  # the command line, not a call from Python (tests)
             describe_stage(sys.modules["__main__"]).parse_args()
         try:
+            module = sys.modules["__main__"].__spec__.name if main.__module__ == "__main__" else main.__module__
+            if "numerics" in stage_of(module).get("params", []):  # the stages whose outputs XLA computes
+                numerics.use(require(load_params(), "numerics"))
             if "jax" in sys.modules:
                 # Here, not at the top: runtime imports JAX, which the source and download stages never load.
                 from flaxvision.runtime import setup_jax
 
-                numerics.use(require(load_params(), "numerics"))
                 setup_jax()
             return main(*args, **kwargs)
         except UserError as error:
@@ -84,6 +86,12 @@ def stage_main(main):
             sys.exit(130)
 
     return wrapper
+
+
+def stage_of(module: str) -> dict:
+    """dvc.yaml's stage that runs module ``module`` (``python -m <module>``), or {} if none does."""
+    command = f"python -m {module}"
+    return next((stage for stage in stages().values() if stage["cmd"] == command), {})
 
 
 def describe_stage(module) -> argparse.ArgumentParser:

@@ -204,7 +204,7 @@ PARAMS_CASES = [
     ("empty", download, "", ["params.yaml must be a mapping"]),
     ("no-data", download, "model: simple_cnn\n", ["missing top-level key 'data'"]),
     ("data-not-a-string", download, {"data": 3}, ["'data' must be a str, got 3"]),
-    ("no-model", train, "data: folder:pets\n", ["missing top-level key 'model'"]),
+    ("no-model", train, "data: folder:pets\nnumerics: portable\n", ["missing top-level key 'model'"]),
     ("unknown-model", train, {"model": "alexnet"}, ["unknown model 'alexnet'", "valid models: belgiumtsc_cnn"]),
     ("unknown-data", download, {"data": "imagenet"}, ["unknown data 'imagenet'", "valid forms: cats_vs_dogs"]),
     ("folder-without-path", download, {"data": "folder:"}, ["unknown data 'folder:'", "folder:<path>"]),
