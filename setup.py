@@ -35,7 +35,9 @@ def onednn_extension() -> Extension | None:
         include_dirs=[str(jaxlib / "include"), str(Path(sys.prefix) / "include")],
         library_dirs=[str(Path(sys.prefix) / "lib")],
         libraries=["dnnl"],  # found at run time because flaxvision.models.onednn loads it first
-        extra_compile_args=["-std=c++17", "-O2"],
+        # OpenMP: the kernel gradient's chunks run on oneDNN's threads (the same libgomp)
+        extra_compile_args=["-std=c++17", "-O2", "-fopenmp"],
+        extra_link_args=["-fopenmp"],
         language="c++",
         optional=True,  # a failed compile leaves flaxvision without it, and says so
     )

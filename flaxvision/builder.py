@@ -77,6 +77,8 @@ def convolutions(params: dict) -> str:
     name = require(params, "convolutions")
     if name not in CONVOLUTIONS:
         raise UserError(f"params.yaml: 'convolutions' must be one of {', '.join(CONVOLUTIONS)}, got {name!r}")
+    if name == "onednn" and not onednn.SUPPORTED:
+        return "xla"  # and no portable bits to keep there: XLA's own are that CPU's
     if name == "onednn":
         try:
             onednn.load()

@@ -1,10 +1,11 @@
 """XLA:CPU's numerics: the same bits on every x86-64 CPU (``portable``), or the kernels XLA picks
-for the CPU it runs on (``native``).
+for the CPU it runs on (``native``); for oneDNN's convolutions too.
 
 The stages take the mode from params.yaml's ``numerics``; predict, export, the Python API and the
 tests from the environment variable FLAXVISION_NUMERICS; both default to portable. XLA reads its
-flags (XLA_FLAGS) once, when JAX starts its CPU backend, so importing flaxvision sets them
-(`use_default`) and a stage sets its params' mode before it computes anything (`use`).
+flags (XLA_FLAGS) once, when JAX starts its CPU backend, and oneDNN its DNNL_MAX_CPU_ISA when it
+first runs, so importing flaxvision sets them (`use_default`) and a stage sets its params' mode
+before it computes anything (`use`).
 GPU and TPU backends are not affected: their bits are their own.
 """
 
@@ -22,11 +23,16 @@ PORTABLE_FLAGS = {
     "xla_cpu_max_isa": "AVX2",
     "xla_cpu_prefer_vector_width": "256",
     # Convolutions in YNNPACK, whose sums do not depend on the core count (Eigen's split them
-    # by it); dots in Eigen, whose kernels do not depend on the CPU model (YNNPACK's do).
+    # by it); dots in Eigen, whose kernels do not depend on the CPU model (YNNPACK's do). Eigen
+    # splits a long sum by the core count too: flaxvision.models.kernels.matmul cuts it short.
     "xla_cpu_experimental_ynn_fusion_type": "individual_convolution",
     "xla_cpu_use_xnnpack": "false",
     "xla_cpu_strict_dot_conv_math": "true",
 }
+# oneDNN's (`convolutions: onednn`) code for AVX2 also on CPUs with AVX-512; it reads this when it
+# first runs. Its sums never depend on the thread count (models/onednn_conv.cc).
+ONEDNN_ISA = ("DNNL_MAX_CPU_ISA", "AVX2")
+_USERS_ISA = os.environ.get(ONEDNN_ISA[0])  # before this module sets it; native gives it back
 
 
 def xla_flags(mode: str, current: str) -> str:
@@ -42,15 +48,15 @@ def use(mode: str) -> None:
     with other flags (XLA would silently keep them)."""
     if mode not in MODES:
         raise UserError(f"params.yaml: 'numerics' must be one of {', '.join(MODES)}, got {mode!r}")
-    wanted = xla_flags(mode, os.environ.get("XLA_FLAGS", ""))
-    if wanted == os.environ.get("XLA_FLAGS", ""):
+    wanted = _variables(mode)
+    if all(os.environ.get(name) == value for name, value in wanted.items()):
         return
     if _backend_started():
         raise UserError(
             f"numerics {mode} must be set before JAX starts computing: set {ENVIRONMENT_VARIABLE}={mode} "
             "in the environment instead"
         )
-    os.environ["XLA_FLAGS"] = wanted
+    _set(wanted)
 
 
 def use_default() -> None:
@@ -63,7 +69,24 @@ def use_default() -> None:
         )
         mode = "portable"
     if not _backend_started():
-        os.environ["XLA_FLAGS"] = xla_flags(mode, os.environ.get("XLA_FLAGS", ""))
+        _set(_variables(mode))
+
+
+def _variables(mode: str) -> dict[str, str | None]:
+    """The environment ``mode`` needs, from the current one: a value per variable, None to unset it."""
+    name, isa = ONEDNN_ISA
+    return {
+        "XLA_FLAGS": xla_flags(mode, os.environ.get("XLA_FLAGS", "")) or None,
+        name: isa if mode == "portable" else _USERS_ISA,
+    }
+
+
+def _set(variables: dict[str, str | None]) -> None:
+    for name, value in variables.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
 
 
 def _backend_started() -> bool:

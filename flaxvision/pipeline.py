@@ -70,7 +70,8 @@ def stage_main(main):
             describe_stage(sys.modules["__main__"]).parse_args()
         try:
             module = sys.modules["__main__"].__spec__.name if main.__module__ == "__main__" else main.__module__
-            if "numerics" in stage_of(module).get("params", []):  # the stages whose outputs XLA computes
+            _, stage = stage_of(module) or (None, {})
+            if "numerics" in stage.get("params", []):  # the stages whose outputs XLA or oneDNN compute
                 numerics.use(require(load_params(), "numerics"))
             if "jax" in sys.modules:
                 # Here, not at the top: runtime imports JAX, which the source and download stages never load.
@@ -88,24 +89,27 @@ def stage_main(main):
     return wrapper
 
 
-def stage_of(module: str) -> dict:
-    """dvc.yaml's stage that runs module ``module`` (``python -m <module>``), or {} if none does."""
+def stage_of(module: str) -> tuple[str, dict] | None:
+    """dvc.yaml's stage that runs module ``module`` (``python -m <module>``): its name and
+    definition, or None if none does."""
     command = f"python -m {module}"
-    return next((stage for stage in stages().values() if stage["cmd"] == command), {})
+    return next(((name, stage) for name, stage in stages().items() if stage["cmd"] == command), None)
 
 
 def describe_stage(module) -> argparse.ArgumentParser:
     """The command line of stage module ``module``: no arguments; ``--help`` shows its docstring,
     and the params it reads and the outputs it writes, as dvc.yaml declares them."""
-    command = f"python -m {module.__spec__.name}"
-    name = next((name for name, s in stages().items() if s["cmd"] == command), None)
-    stage = stages()[name] if name else {}
+    found = stage_of(module.__spec__.name)
     epilog = "Settings come from params.yaml; the stage takes no arguments."
-    if name:
+    if found:
+        name, stage = found
         params = ", ".join(str(p) for p in stage.get("params", [])) or "none"
         outputs = stage.get("outs", []) + stage.get("metrics", []) + stage.get("plots", [])
         outs = ", ".join(next(iter(o)) if isinstance(o, dict) else str(o) for o in outputs)  # {path: options}
         epilog = f"DVC stage {name} (dvc repro {name}). Reads params.yaml: {params}. Writes: {outs}."
     return ArgumentParser(
-        prog=command, description=module.__doc__, epilog=epilog, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog=f"python -m {module.__spec__.name}",
+        description=module.__doc__,
+        epilog=epilog,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )

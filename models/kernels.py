@@ -8,6 +8,10 @@ views of the input, elementwise maxima), with the same results; BENCHMARKS.md ("
 gives the measured cost of each form. Other backends, and the cases not listed, get the native
 operation. The rewrites are differentiated by JAX, except max pooling, whose gradient is written
 out (tests/test_models.py checks values and gradients against lax).
+
+Matrix products (dense layers, and the convolutions written as one) sum long contractions in
+fixed chunks (`matmul`): Eigen, which runs XLA:CPU's, splits a long sum over its threads when
+the other two sides are small, so its bits would depend on the core count.
 """
 
 from collections.abc import Sequence
@@ -57,7 +61,58 @@ def _conv_as_matmul(lhs, rhs, window_strides, padding, precision):
     lhs = jnp.pad(lhs, ((0, 0), *padding, (0, 0)))
     # Patch features in HWIO kernel order: (kernel row, kernel column, input channel).
     patches = jnp.concatenate(_taps(lhs, rhs.shape[:2], window_strides), axis=-1)
-    return jnp.matmul(patches, rhs.reshape(-1, rhs.shape[-1]), precision=precision)
+    return matmul(patches, rhs.reshape(-1, rhs.shape[-1]), precision)
+
+
+def dot_general(lhs, rhs, dimension_numbers, precision=None, preferred_element_type=None, out_sharding=None):
+    """lax.dot_general, where it is a matrix product x [..., K] @ w [K, N] on a CPU (a dense
+    layer's), through `matmul`."""
+    if (
+        jax.default_backend() != "cpu"
+        or dimension_numbers != (((lhs.ndim - 1,), (0,)), ((), ()))
+        or rhs.ndim != 2
+        or preferred_element_type is not None
+        or out_sharding is not None
+    ):
+        return lax.dot_general(
+            lhs, rhs, dimension_numbers, precision, preferred_element_type, out_sharding=out_sharding
+        )
+    return matmul(lhs, rhs, precision)
+
+
+SUM_CHUNK = 256  # within Eigen's one unsplit block of a sum on CPUs with a 32 KiB L1 cache or more
+
+
+def matmul(x: jax.Array, w: jax.Array, precision=None) -> jax.Array:
+    """x [..., K] @ w [K, N]. Each of the three products (this one, and the gradient's two)
+    sums over chunks of SUM_CHUNK, whose partial products are added in order."""
+    product = _matmul_in_chunks(x.reshape(-1, x.shape[-1]), w, precision)
+    return product.reshape(*x.shape[:-1], w.shape[1])
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(2,))
+def _matmul_in_chunks(a: jax.Array, b: jax.Array, precision) -> jax.Array:
+    """a [M, K] @ b [K, N]."""
+    length = a.shape[1]
+    if length <= SUM_CHUNK:
+        return jnp.matmul(a, b, precision=precision)
+    chunks = -(-length // SUM_CHUNK)
+    padding = chunks * SUM_CHUNK - length  # zeros, which add nothing
+    a = jnp.pad(a, ((0, 0), (0, padding))).reshape(a.shape[0], chunks, SUM_CHUNK)
+    b = jnp.pad(b, ((0, padding), (0, 0))).reshape(chunks, SUM_CHUNK, b.shape[1])
+    return jnp.einsum("mck,ckn->cmn", a, b, precision=precision).sum(axis=0)
+
+
+def _matmul_forward(a, b, precision):
+    return _matmul_in_chunks(a, b, precision), (a, b)
+
+
+def _matmul_backward(precision, residuals, grad):
+    a, b = residuals
+    return _matmul_in_chunks(grad, b.T, precision), _matmul_in_chunks(a.T, grad, precision)
+
+
+_matmul_in_chunks.defvjp(_matmul_forward, _matmul_backward)
 
 
 def _depthwise_as_taps(lhs, rhs, window_strides, padding):

@@ -133,7 +133,14 @@ def dense(
     rngs: nnx.Rngs,
 ) -> nnx.Linear:
     """Keras Dense (Flax's Linear defaults to a lecun-normal kernel)."""
-    return nnx.Linear(in_features, out_features, kernel_init=kernel_init, dtype=dtype, rngs=rngs)
+    return nnx.Linear(
+        in_features,
+        out_features,
+        kernel_init=kernel_init,
+        dot_general=kernels.dot_general,
+        dtype=dtype,
+        rngs=rngs,
+    )
 
 
 def conv_norm(

@@ -1,4 +1,4 @@
-"""oneDNN's convolutions on XLA:CPU (`convolutions: onednn` in params.yaml).
+"""oneDNN's convolutions on XLA:CPU (`convolutions: onednn` in params.yaml, the default).
 
 XLA:CPU runs each convolution on one core; oneDNN's (TF and PyTorch run them on CPUs) use every
 core and are faster per core too. Its three passes (forward, input gradient, kernel gradient) are
@@ -6,10 +6,9 @@ XLA FFI handlers compiled from onednn_conv.cc when flaxvision is installed (setu
 ``jax.custom_vjp`` differentiates through them, each gradient its own call, so XLA drops the
 ones a step does not use (the input gradient of the first layer).
 
-They give other bits than XLA's: oneDNN picks its code by the CPU's instruction set and splits
-the kernel gradient over the cores there are, so the same run on another CPU, or with another
-OMP_NUM_THREADS, can differ in the last bits; on one machine it repeats exactly. That is why
-params.yaml's default stays `convolutions: xla`, the same bits on every machine measured.
+Their bits are the same on every x86-64 CPU with AVX2, whatever its thread count: numerics
+portable caps oneDNN's code at AVX2 (DNNL_MAX_CPU_ISA, flaxvision.numerics), and the kernel
+gradient, the one pass that sums over the batch, is summed in fixed chunks (onednn_conv.cc).
 """
 
 import ctypes
@@ -19,6 +18,7 @@ import importlib.machinery
 import importlib.metadata
 import importlib.util
 import json
+import platform
 import sys
 import urllib.parse
 import urllib.request
@@ -32,6 +32,7 @@ from jax import lax
 from flaxvision.models import kernels
 
 PASSES = ("Forward", "InputGrad", "KernelGrad")  # the handlers' names, after OnednnConv
+SUPPORTED = sys.platform == "linux" and platform.machine() == "x86_64"  # oneDNN's wheels' one platform
 
 
 def conv_general_dilated(lhs, rhs, window_strides, padding, **kwargs):
@@ -47,7 +48,7 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, **kwargs):
         and kwargs.get("preferred_element_type") is None
         and kwargs.get("out_sharding") is None
         # 1×1 kernels, and maps no larger than the kernel, are matrix products there, which
-        # already use every core
+        # run faster than oneDNN's convolutions
         and rhs.shape[:2] != (1, 1)
         and min(lhs.shape[1:3]) > max(rhs.shape[:2])
     ):
@@ -110,9 +111,9 @@ def load() -> None:
             f"C++ compiler): install g++ and run `{REBUILD}`"
         )
     try:
-        ctypes.CDLL(str(Path(sys.prefix) / "lib" / "libdnnl.so.3"), mode=ctypes.RTLD_GLOBAL)
+        ctypes.CDLL(str(_onednn_library()), mode=ctypes.RTLD_GLOBAL)
         library = ctypes.CDLL(str(path))
-    except OSError as error:  # oneDNN's library missing from the environment, or a broken build
+    except (OSError, importlib.metadata.PackageNotFoundError) as error:  # oneDNN missing, or a broken build
         raise ImportError(f"{path.name} does not load ({error}): reinstall it with `{REBUILD}`") from None
     library.OnednnConvSourceHash.restype = ctypes.c_char_p
     source = Path(__file__).with_name("onednn_conv.cc")
@@ -121,6 +122,15 @@ def load() -> None:
     for name in PASSES:
         handler = jax.ffi.pycapsule(getattr(library, f"OnednnConv{name}"))
         jax.ffi.register_ffi_target(f"flaxvision_onednn_conv_{name}", handler, platform="cpu")
+
+
+def _onednn_library() -> Path:
+    """oneDNN's own library, which its wheel puts in the environment's lib/ (found through the
+    wheel's file list, not sys.prefix: an interpreter run by path, as under qemu, has another)."""
+    for file in importlib.metadata.distribution("onednn-cpu-gomp").files or ():
+        if file.name == "libdnnl.so.3":
+            return Path(str(file.locate()))
+    raise OSError("the onednn-cpu-gomp package has no libdnnl.so.3")
 
 
 def _library() -> Path | None:

@@ -2,11 +2,16 @@
 // gradient of a 2-D convolution with NHWC activations and an HWIO kernel, float32.
 // flaxvision.models.onednn registers them and differentiates through them.
 
+#include <omp.h>
+
+#include <algorithm>
 #include <cstdint>
 #include <map>
 #include <memory>
 #include <mutex>
+#include <string>
 #include <tuple>
+#include <vector>
 
 #include "oneapi/dnnl/dnnl.hpp"
 #include "xla/ffi/api/ffi.h"
@@ -96,12 +101,19 @@ std::unique_ptr<Plan> MakePlan(Pass pass, const Geometry& g) {
   return plan;
 }
 
-const Plan& GetPlan(Pass pass, const Geometry& g) {
+// `one_thread`: a plan that runs on its calling thread alone (oneDNN splits a primitive's work
+// for the threads OpenMP offers when the primitive is built).
+const Plan& GetPlan(Pass pass, const Geometry& g, bool one_thread) {
   static std::mutex mutex;
-  static std::map<std::tuple<Pass, decltype(g.Key())>, std::unique_ptr<Plan>> plans;
+  static std::map<std::tuple<Pass, bool, decltype(g.Key())>, std::unique_ptr<Plan>> plans;
   std::lock_guard<std::mutex> lock(mutex);
-  auto& plan = plans[{pass, g.Key()}];
-  if (!plan) plan = MakePlan(pass, g);
+  auto& plan = plans[{pass, one_thread, g.Key()}];
+  if (!plan) {
+    const int threads = omp_get_max_threads();
+    if (one_thread) omp_set_num_threads(1);
+    plan = MakePlan(pass, g);
+    omp_set_num_threads(threads);
+  }
   return *plan;
 }
 
@@ -123,9 +135,10 @@ class Buffer {
 
 // Runs one pass. For the forward pass `output` is written; for the input gradient, `input`;
 // for the kernel gradient, `kernel`.
-ffi::Error Run(Pass pass, const Geometry& g, float* input, float* kernel, float* output) {
+ffi::Error Run(Pass pass, const Geometry& g, float* input, float* kernel, float* output,
+               bool one_thread = false) {
   try {
-    const Plan& plan = GetPlan(pass, g);
+    const Plan& plan = GetPlan(pass, g, one_thread);
     const auto& engine = Engine();
     // Each calling thread keeps its buffers: fresh ones would be fresh pages, faulted in at
     // every call.
@@ -167,6 +180,37 @@ ffi::Error Run(Pass pass, const Geometry& g, float* input, float* kernel, float*
   return ffi::Error::Success();
 }
 
+// The kernel gradient is a sum over the batch, which oneDNN splits over its threads: its bits
+// would depend on the thread count. So it runs on fixed chunks of the batch, each on one thread
+// (as many at once as there are threads), and the chunks' sums are added in their order.
+constexpr int64_t kKernelGradChunk = 4;  // images
+
+ffi::Error KernelGradInChunks(const Geometry& g, float* input, float* kernel, float* output) {
+  const int64_t chunks = (g.batch + kKernelGradChunk - 1) / kKernelGradChunk;
+  const int64_t kernel_size = g.kernel_h * g.kernel_w * g.in_c * g.out_c;
+  thread_local Buffer sums;
+  float* chunk_sums = static_cast<float*>(sums.Get(chunks * kernel_size * sizeof(float)));
+  std::vector<ffi::Error> errors(chunks, ffi::Error::Success());
+#pragma omp parallel for schedule(static)
+  for (int64_t chunk = 0; chunk < chunks; ++chunk) {
+    const int64_t first = chunk * kKernelGradChunk;
+    Geometry part = g;
+    part.batch = std::min(kKernelGradChunk, g.batch - first);
+    errors[chunk] = Run(Pass::kKernelGrad, part, input + first * g.in_h * g.in_w * g.in_c,
+                        chunk_sums + chunk * kernel_size,
+                        output + first * g.out_h * g.out_w * g.out_c, /*one_thread=*/true);
+  }
+  for (auto& error : errors) {
+    if (error.failure()) return std::move(error);
+  }
+  std::copy(chunk_sums, chunk_sums + kernel_size, kernel);
+  for (int64_t chunk = 1; chunk < chunks; ++chunk) {
+    const float* sum = chunk_sums + chunk * kernel_size;
+    for (int64_t i = 0; i < kernel_size; ++i) kernel[i] += sum[i];
+  }
+  return ffi::Error::Success();
+}
+
 // `padding` is (top, bottom, left, right).
 Geometry MakeGeometry(ffi::Span<const int64_t> input, ffi::Span<const int64_t> kernel,
                       ffi::Span<const int64_t> output, ffi::Span<const int64_t> strides,
@@ -191,7 +235,7 @@ ffi::Error InputGrad(F32 dy, F32 w, ffi::ResultBuffer<ffi::F32> dx, Dims strides
 
 ffi::Error KernelGrad(F32 x, F32 dy, ffi::ResultBuffer<ffi::F32> dw, Dims strides, Dims padding) {
   const auto g = MakeGeometry(x.dimensions(), dw->dimensions(), dy.dimensions(), strides, padding);
-  return Run(Pass::kKernelGrad, g, x.typed_data(), dw->typed_data(), dy.typed_data());
+  return KernelGradInChunks(g, x.typed_data(), dw->typed_data(), dy.typed_data());
 }
 
 auto Binding() {

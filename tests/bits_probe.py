@@ -1,8 +1,8 @@
 """The bits of the first steps of the default experiment's training, as a sha256 of the weights.
 
-The model, train and augment sections come from the project's params.yaml, on small generated
-images, through the train stage's own code (Trainer, OnDevices); XLA's flags are what importing
-flaxvision sets (FLAXVISION_NUMERICS). tests/test_portable_bits.py runs it natively and as
+The model, its convolutions, and the train and augment sections come from the project's
+params.yaml, on generated images, through the train stage's own code (Trainer, OnDevices); the
+numerics are what importing flaxvision sets (FLAXVISION_NUMERICS). tests/test_portable_bits.py runs it natively and as
 another CPU (qemu-user) and compares the hashes with each other and with BITS_SHA256 there.
 
 Usage: python -m tests.bits_probe [steps]
@@ -16,11 +16,12 @@ import numpy as np
 
 from flaxvision import builder
 from flaxvision.config import load_params, require, section
+from flaxvision.models.layers import use_convolutions
 from flaxvision.training import OnDevices, TrainConfig, Trainer
 from flaxvision.transforms import AugmentConfig
 from tests.helpers import PROJECT_ROOT, pattern_images
 
-IMAGE_SIZE = 32
+IMAGE_SIZE = 80  # the default model's own: smaller maps and dots leave some kernels' splits untried
 CLASSES = 2
 
 
@@ -37,6 +38,7 @@ def weights_sha256(steps: int) -> str:
         batchnorm_momentum=config.batchnorm_momentum,
         seed=config.seed,
     )
+    use_convolutions(model, builder.convolutions(params))
     trainer = Trainer(model, config, augment_config, builder.preprocessing(model_name))
     images, labels = pattern_images(steps * config.batch_size, size=IMAGE_SIZE, classes=CLASSES)
     trainer.train_epoch(OnDevices(trainer, images, labels), epoch=0, learning_rate=config.learning_rate)

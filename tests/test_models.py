@@ -1,6 +1,9 @@
 """The model presets: shapes, the parameter counts Keras reports for the seeds, train/eval modes."""
 
 import functools
+import os
+import subprocess
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -10,7 +13,8 @@ from flax import nnx
 
 from flaxvision import builder, models
 from flaxvision.errors import UserError
-from flaxvision.models.layers import Dropout, conv, depthwise_conv, max_pool
+from flaxvision.models import kernels
+from flaxvision.models.layers import Dropout, conv, dense, depthwise_conv, max_pool
 from flaxvision.models.resnet import BottleneckBlock, resnet
 from tests.helpers import assert_conv_matches_lax
 
@@ -353,3 +357,44 @@ def test_global_pooling_keeps_the_model_size_whatever_the_image(name, size):
         return sum(p.size for p in jax.tree.leaves(nnx.state(model, nnx.Param)))
 
     assert parameters(64) == parameters(128) == size
+
+
+@pytest.mark.parametrize("length", [100, 256, 1000])
+def test_chunked_matmul_matches_matmul_in_values_and_gradients(length):
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.standard_normal((2, 3, length)), jnp.float32)
+    w = jnp.asarray(rng.standard_normal((length, 5)), jnp.float32)
+    weights = jnp.asarray(rng.standard_normal((2, 3, 5)), jnp.float32)
+    np.testing.assert_allclose(kernels.matmul(x, w), x @ w, rtol=1e-5, atol=1e-4)
+    ours = jax.grad(lambda x, w: jnp.sum(kernels.matmul(x, w) * weights), argnums=(0, 1))(x, w)
+    reference = jax.grad(lambda x, w: jnp.sum((x @ w) * weights), argnums=(0, 1))(x, w)
+    for got, want in zip(ours, reference, strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-4)
+
+
+MATMUL_BITS = """
+import hashlib, jax, jax.numpy as jnp, numpy as np
+from flaxvision.models import kernels
+rng = np.random.default_rng(0)
+x, w = (jnp.asarray(rng.standard_normal(shape), jnp.float32) for shape in ((32, 4096), (4096, 64)))
+dense = jax.jit(jax.value_and_grad(lambda x, w: jnp.sum(jnp.sin(kernels.matmul(x, w))), argnums=(0, 1)))
+print(hashlib.sha256(b"".join(np.asarray(leaf).tobytes() for leaf in jax.tree.leaves(dense(x, w)))).hexdigest())
+"""
+
+
+def test_a_dense_layers_product_and_gradients_do_not_depend_on_the_core_count():
+    # A long sum beside two small sides: the shape Eigen splits over its threads (a dense layer
+    # after a flattened feature map).
+    def run(cores):
+        return subprocess.run(
+            [sys.executable, "-c", MATMUL_BITS],
+            capture_output=True,
+            text=True,
+            check=True,
+            preexec_fn=lambda: os.sched_setaffinity(0, cores),
+        ).stdout
+
+    all_cores = os.sched_getaffinity(0)
+    assert run(all_cores) == run({min(all_cores)})
+    layer = dense(4096, 64, rngs=nnx.Rngs(0))
+    assert layer.dot_general is kernels.dot_general

@@ -1,7 +1,8 @@
 """Portable numerics (flaxvision.numerics): the default experiment's first training steps give
 the same weights on every x86-64 CPU, whatever its core count.
 
-This machine's CPU runs them natively, on all its cores and on one, and qemu-user runs them as
+This machine's CPU runs them natively, on all its cores, on one, and with another number of
+oneDNN threads than cores, and qemu-user runs them as
 another CPU model (AVX2 and FMA, no AVX-512); each must give BITS_SHA256, the hash committed
 here, so a CI run on any CPU checks it against every CPU that ran before.
 """
@@ -26,13 +27,15 @@ pytestmark = [
 
 # sha256 of the train state after `python -m tests.bits_probe 3` with numerics portable
 # (params.yaml's train and augment sections and its model: change those, and this changes).
-BITS_SHA256 = "ee61ef78920be077def1f5ef25e5d4de577e56a068e84f4e976ec0a08de98696"
+BITS_SHA256 = "40ac9e22ce1fdd4dbf894334ef78f5ed26b92f5947c6a9e5f44c42911e28298a"
 EMULATED_CPU = "Haswell-v4"  # Intel, AVX2 and FMA: another vendor and vector width than most CI hosts
 STEPS = "3"
 
 
-def probe(*prefix: str, single_core: bool = False, timeout: int = 120) -> str:
+def probe(*prefix: str, single_core: bool = False, threads: int | None = None, timeout: int = 120) -> str:
     env = {**os.environ, numerics.ENVIRONMENT_VARIABLE: "portable"}
+    if threads:
+        env["OMP_NUM_THREADS"] = str(threads)
     env["XLA_FLAGS"] = numerics.xla_flags("native", env.get("XLA_FLAGS", ""))  # the probe's import sets them
     python = sys.executable
     if prefix:  # qemu runs the interpreter itself (not the venv's link), given the venv's packages by path
@@ -52,9 +55,10 @@ def probe(*prefix: str, single_core: bool = False, timeout: int = 120) -> str:
     return result.stdout.strip().splitlines()[-1]
 
 
-def test_first_steps_give_the_committed_bits_on_all_cores_and_on_one():
+def test_first_steps_give_the_committed_bits_on_all_cores_on_one_and_on_three_threads():
     assert probe() == BITS_SHA256
     assert probe(single_core=True) == BITS_SHA256
+    assert probe(threads=3) == BITS_SHA256
 
 
 def test_first_steps_give_the_committed_bits_as_another_cpu():

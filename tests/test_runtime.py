@@ -43,6 +43,20 @@ def test_portable_flags_come_after_the_users_own_and_native_removes_only_them():
     assert numerics.xla_flags("portable", portable) == portable  # applying it twice changes nothing
 
 
+def test_native_gives_back_the_users_own_onednn_isa():
+    script = (
+        "import os, flaxvision, flaxvision.numerics as n; print(os.environ['DNNL_MAX_CPU_ISA']); "
+        "n.use('native'); print(os.environ.get('DNNL_MAX_CPU_ISA'))"
+    )
+    for users, after_native in (("AVX512_CORE", "AVX512_CORE"), (None, "None")):
+        env = {**os.environ, numerics.ENVIRONMENT_VARIABLE: "portable"}
+        env.pop("DNNL_MAX_CPU_ISA", None)
+        if users:
+            env["DNNL_MAX_CPU_ISA"] = users
+        result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True)
+        assert result.stdout.splitlines() == ["AVX2", after_native]
+
+
 def test_a_mode_that_differs_from_the_started_backends_is_a_one_line_error():
     jax.numpy.zeros(1).block_until_ready()  # the backend has started, with this process's flags
     numerics.use(os.environ.get(numerics.ENVIRONMENT_VARIABLE, "portable"))  # the same: nothing to do
@@ -55,10 +69,10 @@ def test_a_mode_that_differs_from_the_started_backends_is_a_one_line_error():
 
 
 def test_importing_flaxvision_sets_the_portable_flags_and_a_misspelt_mode_says_so():
-    script = "import os, flaxvision; print(os.environ['XLA_FLAGS'])"
-    env = {**os.environ, "XLA_FLAGS": "", numerics.ENVIRONMENT_VARIABLE: "portabel"}
+    script = "import os, flaxvision; print(os.environ['XLA_FLAGS']); print(os.environ['DNNL_MAX_CPU_ISA'])"
+    env = {**os.environ, "XLA_FLAGS": "", "DNNL_MAX_CPU_ISA": "AVX512_CORE", numerics.ENVIRONMENT_VARIABLE: "portabel"}
     result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True)
-    assert result.stdout.strip() == numerics.xla_flags("portable", "")
+    assert result.stdout.splitlines() == [numerics.xla_flags("portable", ""), "AVX2"]
     assert result.stderr.strip() == (
         "warning: FLAXVISION_NUMERICS=portabel is not one of portable, native: using portable"
     )
