@@ -20,6 +20,7 @@ import jax
 import numpy as np
 from flax import nnx
 
+from benchmarks import peers
 from benchmarks.workloads import (
     BATCH_SIZE,
     LEARNING_RATE,
@@ -32,7 +33,8 @@ from benchmarks.workloads import (
     synthetic_batch_set,
     timed,
 )
-from flaxvision import models
+from flaxvision import builder, models
+from flaxvision.config import load_params
 from flaxvision.conversion import build_backbone
 from flaxvision.data import PreprocessConfig, load_prepared, prepare, read_dataset
 from flaxvision.evaluation import make_predict_step, predict
@@ -54,9 +56,11 @@ AUGMENT_FIELDS = {
     "fill_mode": "fill_mode",
 }
 TRAIN_CONFIG = TrainConfig(batch_size=BATCH_SIZE, learning_rate=LEARNING_RATE)
-# What our convolutions run with, as params.yaml's `convolutions`; benchmarks.run puts it in the
-# report's command.
-CONVOLUTIONS = os.environ.get("FLAXVISION_CONVOLUTIONS", "xla")
+# What our convolutions run with: params.yaml's `convolutions`, unless this variable names
+# another; benchmarks.run puts it in the report's command.
+CONVOLUTIONS = os.environ.get("FLAXVISION_CONVOLUTIONS") or builder.convolutions(
+    load_params(peers.ROOT / "params.yaml")
+)
 unroll_threefry_on_cpu()  # as every stage runs (flaxvision.runtime.setup_jax)
 
 
