@@ -24,6 +24,7 @@ from benchmarks.workloads import BATCH_SIZE, WORKLOADS
 
 STEP_MODULES = ("jit__train_step", "jit_predict_step")  # the compiled steps' XLA module names
 SHAPE = r"[a-z]+\d*\[[\d,]*\]"
+ONEDNN = "flaxvision_onednn_conv_"  # the custom calls of oneDNN's convolutions, then the pass
 
 
 def main():
@@ -107,7 +108,7 @@ def read_hlo(dump: Path) -> tuple[str, dict[str, Op]]:
             fused = bodies.get(calls.get(name), [])
             inner = (
                 [(name, shape, opcode, rest)]
-                if opcode in ("convolution", "dot")
+                if opcode in ("convolution", "dot") or ONEDNN in rest
                 else [(n, s, o, r) for n, s, o, r in fused if o in ("convolution", "dot")]
             )
             what, flops = _describe(inner, shapes) if inner else (_fuses(opcode, fused), 0.0)
@@ -135,7 +136,13 @@ def _describe(products, shapes) -> tuple[str, float]:
     for _, shape, opcode, rest in products:
         operands = re.findall(r"%([\w.\-]+)", rest.split(")")[0])[:2]
         lhs, rhs = (shapes.get(o, "?") for o in operands)
-        if opcode == "convolution":
+        if pass_name := re.search(rf'{ONEDNN}(\w+)"', rest):  # oneDNN's (models.onednn): Forward, InputGrad, KernelGrad
+            kernel, gradient = {"Forward": (rhs, shape), "InputGrad": (rhs, lhs), "KernelGrad": (shape, rhs)}[
+                pass_name[1]
+            ]
+            flops += 2 * math.prod(_dims(gradient)) * math.prod(_dims(kernel)[:3])
+            parts.append(f"oneDNN conv {pass_name[1]} {lhs} * {rhs} -> {shape}")
+        elif opcode == "convolution":
             window = re.search(r"size=([\dx]+)", rest)
             labels = re.search(r"dim_labels=\w+_(\w+)->", rest)
             rhs_dims = _dims(rhs)
@@ -189,7 +196,7 @@ def _kind(op: Op | None) -> str:
     if op is None:
         return "other"
     if op.flops:
-        product = "convolution" if op.what.startswith("conv") else "matmul"
+        product = "convolution" if op.what.startswith(("conv", "oneDNN")) else "matmul"
         return f"{product} ({op.part})"
     if "copy" in op.name or "transpose" in op.name:
         return "copies and transposes"

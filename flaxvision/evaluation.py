@@ -9,7 +9,7 @@ import numpy as np
 import optax
 from flax import nnx
 from jax.experimental import multihost_utils
-from jax.sharding import Sharding
+from jax.sharding import AbstractMesh, Sharding
 from tqdm import tqdm
 
 from flaxvision.data import loader
@@ -51,13 +51,15 @@ def gather(images, indices):
     return images if indices is None else images[indices]
 
 
-def make_predict_step(eval_graph: nnx.GraphDef, preprocessing: str):
-    """A compiled ``(model_state, images, indices) -> logits`` (see `gather`)."""
+def make_predict_step(eval_graph: nnx.GraphDef, preprocessing: str, mesh: AbstractMesh | None = None):
+    """A compiled ``(model_state, images, indices) -> logits`` (see `gather`); with the ``mesh``
+    of training's devices, the calls XLA cannot split over them are split by rows (models.onednn)."""
 
     @jax.jit
     def predict_step(model_state, images, indices):
-        model = nnx.merge(eval_graph, model_state)
-        return model(preprocess_input(gather(images, indices).astype(jnp.float32), preprocessing))
+        with jax.sharding.use_abstract_mesh(mesh or jax.sharding.get_abstract_mesh()):
+            model = nnx.merge(eval_graph, model_state)
+            return model(preprocess_input(gather(images, indices).astype(jnp.float32), preprocessing))
 
     return predict_step
 

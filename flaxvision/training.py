@@ -8,8 +8,9 @@ Grain streams each batch from data/prepared, read on host threads ahead of the s
 Either way the step augments and preprocesses the uint8 batch inside the compiled function.
 With several devices (all of them, over every host after ``jax.distributed.initialize()``), the
 state is replicated and each batch is split over a one-axis ("data") mesh: XLA partitions the
-step and averages the gradients, and BatchNorm still sees the whole batch. Streaming, each
-process reads only its own devices' rows of every batch.
+step and averages the gradients, and BatchNorm still sees the whole batch; the step is the
+one-device step within float rounding (tests/test_sharding.py says why not bit for bit).
+Streaming, each process reads only its own devices' rows of every batch.
 Everything random is derived from the seed and the step number (shuffles, augmentation) or
 kept in the checkpointed model state (dropout), which makes runs repeatable and lets a killed
 run resume from its latest checkpoint with the same result as an uninterrupted one.
@@ -192,40 +193,42 @@ class Trainer:
         self._devices = devices
         self._batch_sizes: dict[int, int] = {}  # training-set size -> its batch size (each clamp is reported once)
         mesh = jax.make_mesh((devices,), ("data",), axis_types=(AxisType.Auto,))  # XLA partitions the step
+        self.mesh = mesh.abstract_mesh  # the train step's, for the calls XLA cannot split over devices
         self.replicated = NamedSharding(mesh, PartitionSpec())
         self.batch_sharding = NamedSharding(mesh, PartitionSpec("data"))
         self.train_graph, state = nnx.split((model, optimizer, *averaged))
         self.state = self.replicate(state)
         self.augment_key = jax.random.key(config.seed)
         self.train_step = jax.jit(self._train_step, donate_argnums=0, out_shardings=(self.replicated, self.replicated))
-        self._predict_step = make_predict_step(self.eval_graph, preprocessing)
+        self._predict_step = make_predict_step(self.eval_graph, preprocessing, self.mesh)
 
     # --- compiled steps -------------------------------------------------------------------
 
     def _train_step(self, state, images, labels, indices, learning_rate):
-        model, optimizer, *averaged = nnx.merge(self.train_graph, state)
-        optimizer.opt_state[-1].hyperparams["learning_rate"][...] = learning_rate  # see make_optimizer
-        key = jax.random.fold_in(self.augment_key, optimizer.step[...])
-        batch = jax.lax.with_sharding_constraint(gather(images, indices), self.batch_sharding)
-        batch = augment(batch.astype(jnp.float32), key, self.augment_config)
-        batch_labels = gather(labels, indices)
-        if self.augment_config.mixing:
-            batch, own_share = mix(batch, jax.random.fold_in(key, 4), self.augment_config)
-        batch = preprocess_input(batch, self.preprocessing).astype(self.config.compute_dtype)
-
-        def loss_fn(model):
-            logits = model(batch).astype(jnp.float32)
-            loss = self._cross_entropy(logits, batch_labels)
+        with jax.sharding.use_abstract_mesh(self.mesh):  # see models.onednn
+            model, optimizer, *averaged = nnx.merge(self.train_graph, state)
+            optimizer.opt_state[-1].hyperparams["learning_rate"][...] = learning_rate  # see make_optimizer
+            key = jax.random.fold_in(self.augment_key, optimizer.step[...])
+            batch = jax.lax.with_sharding_constraint(gather(images, indices), self.batch_sharding)
+            batch = augment(batch.astype(jnp.float32), key, self.augment_config)
+            batch_labels = gather(labels, indices)
             if self.augment_config.mixing:
-                loss = own_share * loss + (1 - own_share) * self._cross_entropy(logits, batch_labels[::-1])
-            return loss.mean(), logits
+                batch, own_share = mix(batch, jax.random.fold_in(key, 4), self.augment_config)
+            batch = preprocess_input(batch, self.preprocessing).astype(self.config.compute_dtype)
 
-        (loss, logits), grads = nnx.value_and_grad(loss_fn, has_aux=True)(model)
-        optimizer.update(model, grads)
-        for average in averaged:
-            self._update_average(average, model, optimizer.step[...])
-        correct = jnp.sum(jnp.argmax(logits, -1) == batch_labels)
-        return nnx.state((model, optimizer, *averaged)), {"loss": loss * len(batch_labels), "correct": correct}
+            def loss_fn(model):
+                logits = model(batch).astype(jnp.float32)
+                loss = self._cross_entropy(logits, batch_labels)
+                if self.augment_config.mixing:
+                    loss = own_share * loss + (1 - own_share) * self._cross_entropy(logits, batch_labels[::-1])
+                return loss.mean(), logits
+
+            (loss, logits), grads = nnx.value_and_grad(loss_fn, has_aux=True)(model)
+            optimizer.update(model, grads)
+            for average in averaged:
+                self._update_average(average, model, optimizer.step[...])
+            correct = jnp.sum(jnp.argmax(logits, -1) == batch_labels)
+            return nnx.state((model, optimizer, *averaged)), {"loss": loss * len(batch_labels), "correct": correct}
 
     def _cross_entropy(self, logits, labels):
         if not self.config.label_smoothing:

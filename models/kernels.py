@@ -1,19 +1,23 @@
-"""Convolution and max pooling for XLA:CPU, in forms that avoid its slow kernels.
+"""Convolution, max pooling and BatchNorm's training pass for XLA:CPU, in forms that avoid its
+slow kernels.
 
 XLA:CPU runs some convolutions and pooling windows far below the machine's speed: grouped
 (depthwise) convolutions, 1×1 convolutions whose gradient transposes fused activations, kernels
 as large as their input, unpadded stride-1 convolutions, and reduce_window / select_and_scatter
-max pooling. Each is rewritten here as operations XLA:CPU runs fast (matrix products, shifted
-views of the input, elementwise maxima), with the same results; BENCHMARKS.md ("CPU kernels")
+max pooling; its reductions over a batch (BatchNorm's statistics and gradient) run on one core.
+Each is rewritten here as operations XLA:CPU runs fast (matrix products, shifted views of the
+input, elementwise maxima), with the same results up to rounding; BENCHMARKS.md ("CPU kernels")
 gives the measured cost of each form. Other backends, and the cases not listed, get the native
-operation. The rewrites are differentiated by JAX, except max pooling, whose gradient is written
-out (tests/test_models.py checks values and gradients against lax).
+operation. The rewrites are differentiated by JAX, except max pooling and BatchNorm, whose
+gradients are written out (tests/test_models.py checks values and gradients against lax and
+nnx.BatchNorm).
 
 Matrix products (dense layers, and the convolutions written as one) sum long contractions in
 fixed chunks (`matmul`): Eigen, which runs XLA:CPU's, splits a long sum over its threads when
 the other two sides are small, so its bits would depend on the core count.
 """
 
+import math
 from collections.abc import Sequence
 from functools import partial, reduce
 
@@ -163,7 +167,9 @@ def _window_max_backward(size, strides, residuals, grad):
         routed.append(jnp.where(is_first_max, grad, 0.0))
     if strides == size:  # disjoint windows: laid out as tiles, faster than summing the scattered taps
         return (_untile(routed, size, x.shape),)
-    return scatter(routed)
+    # Computed once: XLA:CPU would fuse the sum of the scattered taps into every op that reads
+    # the gradient (BatchNorm's backward has several reductions) and compute it in each.
+    return lax.optimization_barrier(scatter(routed))
 
 
 window_max.defvjp(_window_max_forward, _window_max_backward)
@@ -176,3 +182,45 @@ def _untile(pieces: list[jax.Array], size: int, shape: tuple[int, ...]) -> jax.A
     rows = [jnp.stack(pieces[i * size : (i + 1) * size], axis=3) for i in range(size)]
     tiles = jnp.stack(rows, axis=2).reshape(batch, out_height * size, out_width * size, channels)
     return jnp.pad(tiles, ((0, 0), (0, shape[1] - out_height * size), (0, shape[2] - out_width * size), (0, 0)))
+
+
+@jax.custom_vjp
+def batch_normalize(x: jax.Array, scale: jax.Array, bias: jax.Array, epsilon: float):
+    """BatchNorm in training mode over every axis but the last: ``(y, mean, var)``, the batch's
+    mean and variance (E[x²] - E[x]², as flax's) the running statistics are updated with.
+
+    Its sums over the batch are products with a row of ones (`matmul`, in fixed chunks), which
+    XLA:CPU runs on every core and several times faster than its reductions. The gradient is
+    written out: JAX's goes through the statistics with more reductions, and XLA:CPU fuses the
+    incoming gradient's elementwise chain into each of them and computes it once per reduction.
+    """
+    return _batch_normalize_forward(x, scale, bias, epsilon)[0]
+
+
+def _column_sums(x: jax.Array) -> jax.Array:
+    """The sums over every axis but the last."""
+    rows = x.reshape(-1, x.shape[-1])
+    return matmul(jnp.ones((1, len(rows)), x.dtype), rows)[0]
+
+
+def _batch_normalize_forward(x, scale, bias, epsilon):
+    count = math.prod(x.shape[:-1])
+    mean = _column_sums(x) / count
+    var = jnp.maximum(_column_sums(lax.square(x)) / count - lax.square(mean), 0.0)
+    inverse = lax.rsqrt(var + epsilon)
+    y = (x - mean) * (inverse * scale) + bias
+    return (y, mean, var), (x, scale, mean, inverse)
+
+
+def _batch_normalize_backward(residuals, cotangents):
+    x, scale, mean, inverse = residuals
+    grad, grad_mean, grad_var = cotangents
+    count = math.prod(x.shape[:-1])
+    normalized = (x - mean) * inverse
+    grad_bias, grad_scale = _column_sums(grad), _column_sums(grad * normalized)
+    grad_x = (scale * inverse) * (grad - (grad_bias + normalized * grad_scale) / count)
+    grad_x += (grad_mean + 2 * grad_var * normalized / inverse) / count  # through the statistics returned
+    return grad_x, grad_scale, grad_bias, None
+
+
+batch_normalize.defvjp(_batch_normalize_forward, _batch_normalize_backward)

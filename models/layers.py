@@ -5,8 +5,8 @@ where Flax's differ: glorot-uniform kernels with zero bias, 'VALID' padding, Bat
 epsilon 1e-3 (momentum 0.99 is the same in both). Layers with parameters are NNX modules
 (Conv2D and DepthwiseConv2D are `nnx.Conv`, Dense `nnx.Linear`, BatchNormalization
 `nnx.BatchNorm`, so Keras weights map onto them one to one); the others are plain
-functions of an NHWC batch. Convolutions and max pooling go through `models.kernels`, which
-avoids XLA:CPU's slow kernels.
+functions of an NHWC batch. Convolutions, max pooling and BatchNorm's training pass go through
+`models.kernels`, which avoids XLA:CPU's slow kernels.
 
 `Sequential` lets a preset list its layers as the Keras original does, without input
 sizes: a `Lazy` layer is built once the shape of its input is known.
@@ -172,12 +172,12 @@ def batch_norm(
     use_scale: bool = True,
     rngs: nnx.Rngs,
 ) -> nnx.BatchNorm:
-    """Keras BatchNormalization over the channel axis; use_bias/use_scale are Keras' center/scale.
+    """Keras BatchNormalization over the channel axis (`BatchNorm`); use_bias/use_scale are Keras' center/scale.
 
     Its gamma and beta are trainable `nnx.Param`s, its moving mean and variance
     `nnx.BatchStat`s, updated only in training mode. ``momentum`` None is Keras' default.
     """
-    return nnx.BatchNorm(
+    return BatchNorm(
         num_features,
         epsilon=epsilon,
         momentum=KERAS_MOMENTUM if momentum is None else momentum,
@@ -185,6 +185,24 @@ def batch_norm(
         use_scale=use_scale,
         rngs=rngs,
     )
+
+
+class BatchNorm(nnx.BatchNorm):
+    """`nnx.BatchNorm`, whose training pass on CPU is `kernels.batch_normalize` (sums XLA:CPU runs
+    on every core, a gradient it computes once). Its variables and other uses are nnx.BatchNorm's."""
+
+    def __call__(self, x, use_running_average: bool | None = None, *, mask=None):
+        training = not (self.use_running_average if use_running_average is None else use_running_average)
+        # What the layers here use: the channel axis, float32, a scale and a bias, flax's variance
+        own = self.axis in (-1, x.ndim - 1) and x.dtype == jnp.float32 and self.dtype is None
+        own = own and self.use_fast_variance and mask is None and self.axis_name is None
+        scale, bias = self.scale, self.bias
+        if not (training and own and jax.default_backend() == "cpu") or scale is None or bias is None:
+            return super().__call__(x, use_running_average, mask=mask)
+        y, mean, var = kernels.batch_normalize(x, scale[...], bias[...], self.epsilon)
+        self.mean[...] = lax.stop_gradient(self.momentum * self.mean[...] + (1 - self.momentum) * mean)
+        self.var[...] = lax.stop_gradient(self.momentum * self.var[...] + (1 - self.momentum) * var)
+        return y
 
 
 class Dropout(nnx.Dropout):

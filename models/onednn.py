@@ -28,6 +28,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
+from jax.sharding import PartitionSpec
 
 from flaxvision.models import kernels
 
@@ -55,7 +56,16 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, **kwargs):
         return kernels.conv_general_dilated(lhs, rhs, window_strides, padding, **kwargs)
     if isinstance(padding, str):
         padding = lax.padtype_to_pads(lhs.shape[1:3], rhs.shape[:2], window_strides, padding)
-    return convolve(lhs, rhs, tuple(window_strides), tuple(tuple(pair) for pair in padding))
+    run = functools.partial(convolve, strides=tuple(window_strides), padding=tuple(tuple(pair) for pair in padding))
+    # XLA cannot split a call it does not know over devices: under a mesh (a train step over
+    # several), each device convolves its own rows of the batch and shard_map's transpose sums
+    # the kernel gradient over devices, instead of every device convolving the whole batch.
+    mesh = jax.sharding.get_abstract_mesh()
+    if mesh.size > 1 and lhs.shape[0] % mesh.size == 0:
+        rows = PartitionSpec(mesh.axis_names)
+        # check_vma off: the handlers' results carry no type of how they vary over devices
+        run = jax.shard_map(run, mesh=mesh, in_specs=(rows, PartitionSpec()), out_specs=rows, check_vma=False)
+    return run(lhs, rhs)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))

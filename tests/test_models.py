@@ -14,7 +14,7 @@ from flax import nnx
 from flaxvision import builder, models
 from flaxvision.errors import UserError
 from flaxvision.models import kernels
-from flaxvision.models.layers import Dropout, conv, dense, depthwise_conv, max_pool
+from flaxvision.models.layers import Dropout, batch_norm, conv, dense, depthwise_conv, max_pool
 from flaxvision.models.resnet import BottleneckBlock, resnet
 from tests.helpers import assert_conv_matches_lax
 
@@ -372,17 +372,62 @@ def test_chunked_matmul_matches_matmul_in_values_and_gradients(length):
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-4)
 
 
+def test_batchnorm_in_training_is_nnx_batchnorm_in_values_statistics_and_gradients():
+    ours = batch_norm(6, momentum=0.9, rngs=nnx.Rngs(0))
+    reference = nnx.BatchNorm(6, momentum=0.9, epsilon=1e-3, rngs=nnx.Rngs(0))
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.standard_normal((4, 9, 7, 6)) * 3 + 1, jnp.float32)
+    weights = jnp.asarray(rng.standard_normal(x.shape), jnp.float32)
+    for layer in (ours, reference):
+        layer.scale[...] = jnp.linspace(0.5, 2, 6)
+        layer.bias[...] = jnp.linspace(-1, 1, 6)
+
+    def loss(layer, x):
+        return jnp.sum(layer(x) * weights)
+
+    graph, state = nnx.split(ours)
+    assert "custom_vjp_call" in str(jax.make_jaxpr(lambda state: loss(nnx.merge(graph, state), x))(state))
+    (value, grads), (want, want_grads) = (
+        nnx.value_and_grad(loss, argnums=(0, 1))(layer, x) for layer in (ours, reference)
+    )
+    np.testing.assert_allclose(value, want, rtol=1e-5)
+    for got, expected in zip(jax.tree.leaves(grads), jax.tree.leaves(want_grads), strict=True):
+        np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4 * np.abs(expected).max())
+    for got, expected in zip(
+        jax.tree.leaves(nnx.state(ours, nnx.BatchStat)),
+        jax.tree.leaves(nnx.state(reference, nnx.BatchStat)),
+        strict=True,
+    ):
+        np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+
+    # the statistics it returns differentiate too (the layer stops their gradient; a caller may not)
+    def statistics(x):
+        _, mean, var = kernels.batch_normalize(x, jnp.ones(6), jnp.zeros(6), 1e-3)
+        return jnp.sum(mean * weights[0, 0, 0]) + jnp.sum(var)
+
+    def plain_statistics(x):
+        mean = jnp.mean(x, (0, 1, 2))
+        return jnp.sum(mean * weights[0, 0, 0]) + jnp.sum(jnp.mean(x**2, (0, 1, 2)) - mean**2)
+
+    np.testing.assert_allclose(jax.grad(statistics)(x), jax.grad(plain_statistics)(x), rtol=1e-4, atol=1e-6)
+
+
 MATMUL_BITS = """
 import hashlib, jax, jax.numpy as jnp, numpy as np
 from flaxvision.models import kernels
 rng = np.random.default_rng(0)
 x, w = (jnp.asarray(rng.standard_normal(shape), jnp.float32) for shape in ((32, 4096), (4096, 64)))
 dense = jax.jit(jax.value_and_grad(lambda x, w: jnp.sum(jnp.sin(kernels.matmul(x, w))), argnums=(0, 1)))
-print(hashlib.sha256(b"".join(np.asarray(leaf).tobytes() for leaf in jax.tree.leaves(dense(x, w)))).hexdigest())
+# BatchNorm's sums over a batch of feature maps: the same shape (a long sum, two small sides)
+maps, scale = jnp.asarray(rng.standard_normal((32, 16, 16, 64)), jnp.float32), jnp.linspace(0.5, 2, 64)
+normalized = lambda x, s: jnp.sum(jnp.sin(kernels.batch_normalize(x, s, s, 1e-3)[0]))
+norm = jax.jit(jax.value_and_grad(normalized, argnums=(0, 1)))
+leaves = jax.tree.leaves((dense(x, w), norm(maps, scale)))
+print(hashlib.sha256(b"".join(np.asarray(leaf).tobytes() for leaf in leaves)).hexdigest())
 """
 
 
-def test_a_dense_layers_product_and_gradients_do_not_depend_on_the_core_count():
+def test_dense_layers_and_batchnorm_do_not_depend_on_the_core_count():
     # A long sum beside two small sides: the shape Eigen splits over its threads (a dense layer
     # after a flattened feature map).
     def run(cores):
