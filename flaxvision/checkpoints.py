@@ -2,17 +2,34 @@
 
 A checkpoint holds the train state (model and optimizer), the best weights so far and the
 `Progress` (epoch, history, callbacks' counters); it is resumed only by the run with the same
-fingerprint (the same params, data and code), so a changed run starts over.
+fingerprint (the same params, data, code and devices), so a changed run starts over.
+
+Each checkpoint folder gets a SHA256SUMS (flaxvision.files) once Orbax has finished it. A
+checkpoint is resumed only if its files match it, its arrays are finite and the caller's check
+passes (fit re-validates the best weights); else it is deleted, said in one line, and the one
+before it is tried (the last two are kept).
 """
 
 import dataclasses
+import errno
 import hashlib
 import json
+import shutil
+import sys
+from collections.abc import Callable
 from pathlib import Path
 
+import jax
 import numpy as np
 import orbax.checkpoint as ocp
 from flax import nnx
+
+from flaxvision import interrupts
+from flaxvision.errors import UserError
+from flaxvision.files import CHECKSUMS, find_damage, write_checksums
+from flaxvision.trained import nonfinite
+
+SAVE_OVERHEAD_BYTES = 1 << 20  # a checkpoint's metadata and its files' last blocks, beyond the arrays
 
 
 @dataclasses.dataclass
@@ -44,39 +61,95 @@ class Checkpoints:
         # synchronous because the next train step donates (frees) the buffers being saved. A save
         # killed part-way leaves a `<step>.orbax-checkpoint-tmp` folder, ignored when resuming;
         # Orbax removes it when saving that step again, or (as asked here) when the next run starts.
+        # Two are kept: the one before the latest is the fallback when the latest is damaged.
+        self.directory = Path(directory)
         self.manager = ocp.CheckpointManager(
-            Path(directory).absolute(),
+            self.directory.absolute(),
             options=ocp.CheckpointManagerOptions(
-                max_to_keep=1, enable_async_checkpointing=False, cleanup_tmp_directories=True
+                max_to_keep=2, enable_async_checkpointing=False, cleanup_tmp_directories=True
             ),
         )
 
     def save(self, step: int, state, best_model_state, progress: Progress):
-        self.manager.save(
-            step,
-            args=ocp.args.Composite(
-                state=ocp.args.StandardSave(state),
-                best=ocp.args.StandardSave(best_model_state),
-                progress=ocp.args.JsonSave(dataclasses.asdict(progress)),
-            ),
-        )
+        self._check_room(state, best_model_state)
+        with interrupts.deferred():  # till the checkpoint is whole
+            self._save(step, state, best_model_state, progress)
 
-    def restore(self, fingerprint: str, state_like, best_like):
-        """(state, best, progress) of the latest checkpoint of this very run, else None."""
-        step = self.manager.latest_step()
-        if step is None:
-            return None
-        progress = self.manager.restore(step, args=ocp.args.Composite(progress=ocp.args.JsonRestore()))
-        if progress["progress"]["fingerprint"] != fingerprint:
-            return None  # left by a run with other params or data: start over
-        restored = self.manager.restore(
-            step,
-            args=ocp.args.Composite(
-                state=ocp.args.StandardRestore(nnx.eval_shape(lambda: state_like)),
-                best=ocp.args.StandardRestore(nnx.eval_shape(lambda: best_like)),
-            ),
-        )
-        return restored["state"], restored["best"], Progress(**progress["progress"])
+    def _save(self, step: int, state, best_model_state, progress: Progress):
+        try:
+            self.manager.save(
+                step,
+                args=ocp.args.Composite(
+                    state=ocp.args.StandardSave(state),
+                    best=ocp.args.StandardSave(best_model_state),
+                    progress=ocp.args.JsonSave(dataclasses.asdict(progress)),
+                ),
+            )
+        except Exception as error:  # Orbax words a full disk as a tensorstore RESOURCE_EXHAUSTED error
+            for unfinished in self.directory.glob(f"{step}.orbax-checkpoint-tmp*"):
+                shutil.rmtree(unfinished, ignore_errors=True)
+            if "RESOURCE_EXHAUSTED" in str(error) or "No space left" in str(error):
+                raise OSError(errno.ENOSPC, "No space left on device", str(self.directory)) from None
+            raise
+        if jax.process_index() == 0:  # the one that wrote it (Orbax's primary host)
+            write_checksums(self.directory / str(step))
+
+    def _check_room(self, *arrays):
+        """Refuse a save that cannot fit: on a full disk each of Orbax's threads prints its traceback."""
+        needed = sum(leaf.nbytes for leaf in jax.tree.leaves(arrays)) + SAVE_OVERHEAD_BYTES
+        free = shutil.disk_usage(self.directory).free
+        if free < needed:
+            detail = f"a checkpoint needs {needed / 2**20:.1f} MB, {free / 2**20:.1f} MB are free"
+            raise OSError(errno.ENOSPC, detail, str(self.directory))
+
+    def restore(self, fingerprint: str, state_like, best_like, check: Callable[..., str] = lambda *restored: ""):
+        """(state, best, progress) of the latest intact checkpoint of this very run, else None.
+
+        ``check(state, best, progress)`` says what is wrong with a restored checkpoint ('' if
+        nothing). Damaged checkpoints are deleted, each said in one line, and the one before is
+        tried. When one was damaged and none is left, a UserError says so rather than starting
+        over unasked (a damaged file may be a failing disk); the next run starts over.
+        """
+        damaged = ""
+        for step in sorted(self.manager.all_steps(), reverse=True):
+            folder = self.directory / str(step)
+            if not (folder / CHECKSUMS).is_file():  # killed right after Orbax finished it
+                self.manager.delete(step)
+                continue
+            if not (damage := find_damage(folder)):
+                try:
+                    progress = self._read(step, progress=ocp.args.JsonRestore())
+                    if progress["progress"]["fingerprint"] != fingerprint:
+                        print(
+                            f"{self.directory} holds another run's checkpoints "
+                            "(other params, data, code or devices): starting over"
+                        )
+                        return None
+                    restored = self._read(
+                        step,
+                        state=ocp.args.StandardRestore(nnx.eval_shape(lambda: state_like)),
+                        best=ocp.args.StandardRestore(nnx.eval_shape(lambda: best_like)),
+                    )
+                    state, best, progress = restored["state"], restored["best"], Progress(**progress["progress"])
+                    if name := nonfinite((state, best)):
+                        damage = f"{folder} holds NaN or infinite values in {name}"
+                    elif problem := check(state, best, progress):
+                        damage = f"{folder} is damaged ({problem})"
+                except Exception as error:  # anything failing to read back (matching its digests) is damage too
+                    reason = " ".join(f"{type(error).__name__}: {error}".split())[:200]
+                    damage = f"{folder} is unreadable ({reason})"
+            if not damage:
+                return state, best, progress
+            damaged = damaged or damage
+            print(f"warning: {damage}; deleted {folder}", file=sys.stderr)
+            self.manager.delete(step)
+        if damaged:
+            raise UserError(f"{damaged}; no intact checkpoint is left (deleted): rerun to train from the start")
+        return None
+
+    def _read(self, step: int, **items):
+        with interrupts.deferred():  # as saves: Orbax's threads must not be left reading
+            return self.manager.restore(step, args=ocp.args.Composite(**items))
 
     def clear(self):
         for step in self.manager.all_steps():

@@ -55,10 +55,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         read_info(args.model)  # a missing or unreadable model, before any work
-        check_output(args.output)
         try:
+            check_output(args.output)
             written = export(args.model, args.output)
-        except OSError as error:  # load_trained words its own: this is the output's
+        except OSError as error:  # load_trained words its own: the output's, checked (a name too long) or written
             raise UserError(f"--output {args.output}: cannot write it ({error.strerror})") from None
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)

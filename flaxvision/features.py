@@ -2,7 +2,8 @@
 (and every head-only experiment after it) reads features instead of running the backbones.
 
 Layout of data/features (replaced as a whole, atomically): ``<split>.npy`` float32 [N, ...] for
-train, validation and test, and ``features.json`` (which model and weights made them). For a
+train, validation and test, ``features.json`` (which model and weights made them) and
+``SHA256SUMS`` (checked when loaded). For a
 model without cached features only features.json is written, with ``"features": null``.
 """
 
@@ -17,7 +18,7 @@ from flax import nnx
 
 from flaxvision.errors import UserError
 from flaxvision.evaluation import gather, predict
-from flaxvision.files import atomic_directory, write_json
+from flaxvision.files import atomic_directory, verify_checksums, write_checksums, write_json
 
 FEATURES_DIR = Path("data/features")
 MANIFEST = "features.json"
@@ -51,6 +52,7 @@ def write_features(directory: Path, features: dict[str, np.ndarray] | None, mani
         for split, array in (features or {}).items():
             np.save(tmp / f"{split}.npy", array)
         write_json(tmp / MANIFEST, {**manifest, "features": sorted(features) if features else None})
+        write_checksums(tmp)
 
 
 def load_features(directory: Path = FEATURES_DIR) -> dict[str, np.ndarray] | None:
@@ -58,6 +60,7 @@ def load_features(directory: Path = FEATURES_DIR) -> dict[str, np.ndarray] | Non
     directory = Path(directory)
     if not (directory / MANIFEST).is_file():
         raise UserError(f"no {directory / MANIFEST}: run `dvc repro extract-features` first")
+    verify_checksums(directory, "run `dvc repro --force extract-features`")
     try:
         splits = json.loads((directory / MANIFEST).read_text())["features"]
         return None if splits is None else {split: np.load(directory / f"{split}.npy") for split in splits}

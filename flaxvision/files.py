@@ -1,5 +1,6 @@
 """Writing result files and folders so that a killed process never leaves a half-written one under
-the real name, nor a temporary one where git, DVC or a user would take it for a result.
+the real name, nor a temporary one where git, DVC or a user would take it for a result; and
+checking, when reading a folder back, that its files are still the ones written (`SHA256SUMS`).
 
 Temporaries go into the DVC project's ``.dvc/tmp/flaxvision/`` (git-ignored by DVC, and on the
 target's filesystem, so the final rename stays atomic), or beside the target outside a DVC project.
@@ -9,6 +10,7 @@ its outputs from the run cache without running it.
 """
 
 import contextlib
+import hashlib
 import json
 import os
 import re
@@ -18,7 +20,10 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+from flaxvision.errors import UserError
+
 TEMP_AREA = Path(".dvc/tmp/flaxvision")  # relative to the DVC project's root
+CHECKSUMS = "SHA256SUMS"  # in the format of sha256sum, so `sha256sum -c SHA256SUMS` checks a folder too
 
 
 def write_bytes(path: Path, data: bytes):
@@ -29,6 +34,9 @@ def write_bytes(path: Path, data: bytes):
         with open(tmp, "xb") as file:
             file.write(data)
         os.replace(tmp, path)
+    except OSError as error:  # a full disk, say: name the file being written, not its temporary
+        _name_target(error, tmp, path)
+        raise
     finally:
         tmp.unlink(missing_ok=True)
 
@@ -59,8 +67,57 @@ def atomic_directory(final: Path) -> Iterator[Path]:
             if final.exists() or final.is_symlink():
                 final.unlink()
             os.replace(tmp, final)
+    except OSError as error:  # a full disk, say: name the folder being written, not its temporary
+        _name_target(error, tmp, final)
+        raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def write_checksums(folder: Path):
+    """Record the SHA-256 of every file under ``folder`` in ``folder/SHA256SUMS``, written last."""
+    folder = Path(folder)
+    files = sorted(path for path in folder.rglob("*") if path.is_file() and path.name != CHECKSUMS)
+    lines = (f"{_sha256(path)}  {path.relative_to(folder).as_posix()}\n" for path in files)
+    write_bytes(folder / CHECKSUMS, "".join(lines).encode())
+
+
+def verify_checksums(folder: Path, fix: str) -> str:
+    """The text of ``folder/SHA256SUMS`` once every file it lists has its recorded content; else a
+    UserError naming the first damaged file and ``fix`` (what to run)."""
+    if damage := find_damage(folder):
+        raise UserError(f"{damage}: {fix}")
+    return (Path(folder) / CHECKSUMS).read_text()
+
+
+def find_damage(folder: Path) -> str:
+    """What is wrong with ``folder`` by its SHA256SUMS, naming the file ('' if nothing)."""
+    folder = Path(folder)
+    try:
+        recorded = [line.split("  ", 1) for line in (folder / CHECKSUMS).read_text().splitlines()]
+        if not recorded or any(len(entry) != 2 or len(entry[0]) != 64 for entry in recorded):
+            raise ValueError
+    except (OSError, ValueError):
+        return f"{folder / CHECKSUMS} is missing or unreadable, so {folder} cannot be trusted"
+    for digest, name in recorded:
+        path = folder / name
+        try:
+            if _sha256(path) != digest:
+                return f"{path} is damaged (its content differs from {CHECKSUMS})"
+        except OSError as error:
+            return f"{path} is damaged ({error.strerror or type(error).__name__})"
+    return ""
+
+
+def _sha256(path: Path) -> str:
+    with open(path, "rb") as file:
+        return hashlib.file_digest(file, "sha256").hexdigest()
+
+
+def _name_target(error: OSError, temporary: Path, target: Path):
+    """Make ``error`` name ``target`` where it names ``temporary`` (or anything in it) or no file."""
+    if error.filename is None or str(error.filename).startswith(str(temporary)):
+        error.filename = str(target)
 
 
 def _temp_path(folder: Path, target: Path) -> Path:

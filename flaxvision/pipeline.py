@@ -8,13 +8,16 @@ stages that compute also depend on the pinned toolchain, ``TOOLCHAIN_LOCK``.
 """
 
 import argparse
+import errno
 import functools
+import os
+import signal
 import sys
 from pathlib import Path
 
 import yaml
 
-from flaxvision import numerics
+from flaxvision import interrupts, numerics
 from flaxvision.config import load_params, require
 from flaxvision.errors import ArgumentParser, UserError
 
@@ -54,7 +57,8 @@ def code_files(stage: str, dvc_file: Path = DVC_FILE) -> list[Path]:
 
 
 def stage_main(main):
-    """Decorate a stage's ``main()``: its command line, and a UserError as a one-line message.
+    """Decorate a stage's ``main()``: its command line, and how it ends: a UserError, a full
+    disk or memory, SIGINT or SIGTERM as one line (`stage_ending`, flaxvision.interrupts).
 
     Run as ``python -m stages.<name>``, the stage takes no arguments (params.yaml holds its
     settings) and answers ``--help`` from its docstring and dvc.yaml without running.
@@ -66,9 +70,12 @@ def stage_main(main):
 
     @functools.wraps(main)
     def wrapper(*args, **kwargs):
-        if main.__module__ == "__main__":  # the command line, not a call from Python (tests)
+        as_program = main.__module__ == "__main__"  # the command line, not a call from Python (tests)
+        if as_program:
             describe_stage(sys.modules["__main__"]).parse_args()
         try:
+            if as_program:
+                interrupts.during_work()
             module = sys.modules["__main__"].__spec__.name if main.__module__ == "__main__" else main.__module__
             _, stage = stage_of(module) or (None, {})
             if "numerics" in stage.get("params", []):  # the stages whose outputs XLA or oneDNN compute
@@ -79,14 +86,38 @@ def stage_main(main):
 
                 setup_jax()
             return main(*args, **kwargs)
-        except UserError as error:
-            print(f"error: {error}", file=sys.stderr)
-            sys.exit(1)
-        except KeyboardInterrupt:
-            print("interrupted: rerun the same command to resume", file=sys.stderr)
-            sys.exit(130)
+        except BaseException as error:
+            if as_program:
+                interrupts.ignore_from_now()  # a signal now must not interrupt the line
+            if (ending := stage_ending(error)) is None:
+                raise  # a bug: its traceback is what to report
+            status, line = ending
+            print(line, file=sys.stderr)
+            sys.exit(status)
+        finally:
+            if as_program:
+                interrupts.ignore_from_now()  # the work and its line are done: exit with their status
 
     return wrapper
+
+
+def stage_ending(error: BaseException) -> tuple[int, str] | None:
+    """The exit status and the one line that end a stage on ``error``; None for an unexpected error."""
+    if isinstance(error, UserError):
+        return 1, f"error: {error}"
+    if isinstance(error, KeyboardInterrupt):
+        signum = signal.SIGTERM if isinstance(error, interrupts.Terminated) else signal.SIGINT
+        return interrupts.EXIT_STATUS[signum], interrupts.ending_line(signum)
+    if isinstance(error, MemoryError):
+        return 1, "error: out of memory: lower train.batch_size or extract_features.batch_size, or free memory"
+    if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+        where = error.filename or Path.cwd()
+        detail = "" if error.strerror == os.strerror(error.errno) else f" ({error.strerror})"
+        return 1, f"error: no space left on the disk of {where}{detail}: free space there (`df -h {where}`) and rerun"
+    if isinstance(error, Exception) and "RESOURCE_EXHAUSTED" in str(error):  # XLA out of device memory
+        reason = str(error).strip().splitlines()[0]
+        return 1, f"error: out of device memory ({reason}): lower train.batch_size or extract_features.batch_size"
+    return None
 
 
 def stage_of(module: str) -> tuple[str, dict] | None:

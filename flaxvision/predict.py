@@ -14,13 +14,14 @@ import argparse
 import csv
 import io
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from flaxvision.classifier import load
+from flaxvision.classifier import InvalidInput, load
 from flaxvision.data.sources import IMAGE_SUFFIXES
 from flaxvision.errors import ArgumentParser, UserError
 from flaxvision.files import write_bytes
@@ -33,7 +34,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         output_format = args.format or output_format_of(args.output)  # both checked before the work
-        if args.output and (args.output.is_dir() or not args.output.absolute().parent.is_dir()):
+        # os.path's tests: Path's raise for a name the system refuses (too long), which writing reports.
+        if args.output and (os.path.isdir(args.output) or not os.path.isdir(args.output.absolute().parent)):
             raise UserError(
                 f"--output {args.output}: not a file in an existing folder: create the folder or name another file"
             )
@@ -93,8 +95,8 @@ def predict_files(inputs: list[Path], model_dir: Path, top_k: int, batch_size: i
         results.append({"file": str(path)})
         try:
             decoded[len(results) - 1] = classifier.decode(path)
-        except Exception as error:  # any failure of an untrusted file: report it, go on with the others
-            results[-1]["error"] = unreadable(path, error)
+        except InvalidInput as error:  # a file that cannot be decoded: report it, go on with the others
+            results[-1]["error"] = "a folder without image files" if os.path.isdir(path) else error.problem
     if decoded:
         probabilities = classifier.probabilities(np.stack(list(decoded.values())), batch_size)
         for index, row in zip(decoded, probabilities, strict=True):
@@ -106,14 +108,6 @@ def predict_files(inputs: list[Path], model_dir: Path, top_k: int, batch_size: i
     return results
 
 
-def unreadable(path: Path, error: Exception) -> str:
-    if path.is_dir():
-        return "a folder without image files"
-    if not path.exists():
-        return "no such file"
-    return "not a readable image (" + " ".join(f"{type(error).__name__}: {error}".split()) + ")"
-
-
 def find_images(inputs: list[Path]) -> list[Path]:
     """The files named, and the image files (by suffix) under the folders named, in order.
 
@@ -122,7 +116,7 @@ def find_images(inputs: list[Path]) -> list[Path]:
     """
     files = []
     for path in inputs:
-        found = path.is_dir() and sorted(
+        found = os.path.isdir(path) and sorted(  # os.path's test: Path's raises for a name the system refuses
             p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
         )
         files += found or [path]

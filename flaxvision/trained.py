@@ -3,6 +3,9 @@
 With the decoding of `flaxvision.data.images`, `ModelInfo` is the whole input pipeline, so
 predict needs only this folder.
 
+The folder's SHA256SUMS (flaxvision.files) is checked, and the weights must be finite, before a
+model is used: a damaged model never predicts, exports or is evaluated.
+
 The weights are Flax msgpack rather than an Orbax checkpoint: Orbax's files carry timestamps
 and random names, while msgpack is byte-for-byte the same for the same weights, so two
 identical runs give DVC the same hash for the model (Orbax keeps the training checkpoints).
@@ -10,18 +13,20 @@ identical runs give DVC the same hash for the model (Orbax keeps the training ch
 
 import dataclasses
 import json
+import os
 from pathlib import Path
 from typing import Literal, cast
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx, serialization, traverse_util
 
 from flaxvision import models
 from flaxvision.builder import build_model
 from flaxvision.config import from_dict
 from flaxvision.errors import UserError
-from flaxvision.files import atomic_directory, write_bytes, write_json
+from flaxvision.files import atomic_directory, verify_checksums, write_bytes, write_checksums, write_json
 from flaxvision.models.scaling import PREPROCESSING_MODES
 from flaxvision.models.transfer import TransferConfig
 
@@ -72,12 +77,13 @@ def save_trained(directory: Path, model: nnx.Module, info: ModelInfo):
     with atomic_directory(Path(directory)) as tmp:
         write_bytes(tmp / WEIGHTS, serialization.msgpack_serialize(weights))
         write_json(tmp / METADATA, dataclasses.asdict(info))
+        write_checksums(tmp)
 
 
 def read_info(directory: Path) -> ModelInfo:
     """The `ModelInfo` of a model folder, or a UserError naming what is wrong with it."""
     path = Path(directory) / METADATA
-    if not path.is_file():
+    if not os.path.isfile(path):  # os.path's: Path's raises for a name the system refuses (too long)
         raise UserError(f"no trained model in {directory}: run `dvc repro train` first")
     try:
         values = json.loads(path.read_text())
@@ -100,6 +106,7 @@ def load_trained(directory: Path) -> tuple[nnx.Module, ModelInfo]:
     """The model (in eval mode) and its `ModelInfo`, as written by save_trained."""
     directory = Path(directory)
     info = read_info(directory)
+    verify_checksums(directory, "retrain it with `dvc repro -f train`")
     try:
         restored = serialization.msgpack_restore((directory / WEIGHTS).read_bytes())
     except (OSError, ValueError) as error:
@@ -117,11 +124,23 @@ def load_trained(directory: Path) -> tuple[nnx.Module, ModelInfo]:
             f"{directory / WEIGHTS} does not fit {info.model} for {shape} inputs and "
             f"{len(info.classes)} classes (as {METADATA} says): {mismatch}"
         )
+    if name := nonfinite(restored):
+        raise UserError(
+            f"{directory / WEIGHTS} holds NaN or infinite values in {name}: retrain it with `dvc repro -f train`"
+        )
     nnx.replace_by_pure_dict(weights, jax.tree.map(jnp.asarray, restored))
     other_state = jax.jit(lambda: cast(_Split, nnx.split(info.build(), WEIGHT_KINDS, ...))[2])()
     model = nnx.merge(graph, weights, other_state)
     model.eval()
     return model, info
+
+
+def nonfinite(tree) -> str:
+    """The name of the first array of ``tree`` that holds a NaN or an infinity, or '' if none does."""
+    for path, value in jax.tree_util.tree_leaves_with_path(tree):
+        if jnp.issubdtype(value.dtype, jnp.inexact) and not np.isfinite(np.asarray(value)).all():
+            return jax.tree_util.keystr(path, simple=True, separator=".")
+    return ""
 
 
 def _mismatch(expected: dict, restored: dict) -> str:

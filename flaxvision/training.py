@@ -318,10 +318,12 @@ class Trainer:
         count = steps * batch_size
         return {"loss": float(totals["loss"]) / count, "accuracy": float(totals["correct"]) / count}
 
-    def predict(self, images) -> np.ndarray:
-        """Logits of a split on the devices (a jax.Array), or streamed in batches laid out as training's."""
+    def predict(self, images, model_state=None) -> np.ndarray:
+        """Logits of a split on the devices (a jax.Array), or streamed in batches laid out as
+        training's, by ``model_state`` (default: `model_state`)."""
         sharding = None if isinstance(images, jax.Array) else self.batch_sharding
-        return predict(self._predict_step, self.model_state, images, self.config.batch_size, sharding=sharding)
+        state = self.model_state if model_state is None else model_state
+        return predict(self._predict_step, state, images, self.config.batch_size, sharding=sharding)
 
     def replicate(self, tree):
         """Put arrays (a dataset, a restored state) on every device of the mesh. With several
@@ -455,9 +457,17 @@ def fit(
     if not stream:
         val_images = trainer.replicate(np.asarray(val_images))
 
+    def revalidate(state, best_model_state, progress: Progress) -> str:
+        """What a checkpoint's best weights give on validation, unless it is what was recorded."""
+        if progress.best_epoch < 0:  # within the first epoch: nothing validated yet
+            return ""
+        metrics = loss_and_accuracy(trainer.predict(val_images, trainer.replicate(best_model_state)), val_labels)
+        recorded = progress.history[progress.best_epoch]["val"]
+        return "" if metrics == recorded else f"its best weights give val {metrics}, not the recorded {recorded}"
+
     checkpoints = Checkpoints(checkpoint_dir)
     best_model_state = jax.tree.map(jnp.copy, trainer.model_state)
-    restored = checkpoints.restore(run_id, trainer.state, best_model_state)
+    restored = checkpoints.restore(run_id, trainer.state, best_model_state, check=revalidate)
     if restored is None:
         checkpoints.clear()
         progress = Progress(fingerprint=run_id, learning_rate=config.learning_rate)

@@ -2,7 +2,7 @@
 backbones, its head on data/features); write artifacts/model and the training curves.
 
 A run killed part-way resumes from checkpoints/ (not a DVC output) when started again with the
-same params and data (its images hashed by content, shard files or features). Its curves so far
+same params, data (by content: data/prepared's SHA256SUMS and the features), code and devices. Its curves so far
 are in checkpoints/live; results/train gets them only once training has finished.
 """
 
@@ -87,8 +87,10 @@ def main():
         require(params, "numerics"),  # XLA's flags: other bits, so no resuming across them
         dataclasses.asdict(config),
         dataclasses.asdict(augment_config),
-        data.classes,
-        *(part for images, labels in (train, validation) for part in (*getattr(images, "files", [images]), labels)),
+        data.checksums,  # every prepared file's content, verified by load_prepared
+        *(features[split] for split in ("train", "validation") if features is not None),
+        jax.device_count(),  # the layout of the saved arrays, and the order of their sums
+        jax.process_count(),
         *(path.read_text() for path in code_files("train")),
         TOOLCHAIN_LOCK,
     )

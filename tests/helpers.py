@@ -27,6 +27,7 @@ from jax import lax
 from PIL import Image
 
 from flaxvision import models
+from flaxvision.files import write_checksums
 from flaxvision.models.layers import conv, depthwise_conv, use_convolutions
 from flaxvision.trained import ModelInfo, save_trained
 from stages import download as download_stage
@@ -151,6 +152,7 @@ def write_prepared(counts=(6, 3, 3), size: int = 32, image_size=None, missing=()
             }
         )
     )
+    write_checksums(folder)
 
 
 # --- the data stages, in-process in the cwd ----------------------------------------------------

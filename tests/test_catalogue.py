@@ -11,6 +11,7 @@ import copy
 import json
 import os
 import re
+import shutil
 import struct
 import subprocess
 import sys
@@ -19,12 +20,19 @@ import zlib
 from pathlib import Path
 
 import h5py
+import jax
+import jax.numpy as jnp
 import numpy as np
+import orbax.checkpoint as ocp
 import pytest
 import yaml
+from flax import serialization, traverse_util
 from PIL import Image, ImageFile
 
 from flaxvision.data import sources
+from flaxvision.export import main as export_main
+from flaxvision.files import write_checksums
+from flaxvision.pipeline import stage_main
 from flaxvision.predict import main as predict_main
 from stages import download, evaluate, extract_features, preprocess, source, train
 from tests.helpers import (
@@ -820,6 +828,7 @@ def features_json(text: str):
         write_prepared()
         Path("data/features").mkdir()
         Path("data/features/features.json").write_text(text)
+        write_checksums(Path("data/features"))  # as written: the case is its content, not damage
 
     return setup
 
@@ -960,6 +969,7 @@ def edited_model(model_dir: Path, **changes) -> Path:
     (folder / "weights.msgpack").write_bytes((model_dir / "weights.msgpack").read_bytes())
     metadata = json.loads((model_dir / "model.json").read_text()) | changes
     (folder / "model.json").write_text(json.dumps({k: v for k, v in metadata.items() if v is not None}))
+    write_checksums(folder)  # as if written so: the case is its content, not damage
     return folder
 
 
@@ -1075,3 +1085,261 @@ def test_the_command_line_prints_one_line_and_no_traceback(project, command, sta
     assert result.returncode == status, result.stderr
     assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1, result.stderr
     assert fragment in result.stderr and result.stdout == ""
+
+
+# --- files the pipeline wrote, damaged afterwards (issue 27) -------------------------------------
+
+
+def flip_bits(path: Path, at: float = 0.5):
+    """Invert one byte of ``path``, ``at`` of the way through it: a disk's or a copy's damage."""
+    data = bytearray(path.read_bytes())
+    data[int(len(data) * at)] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def truncate(path: Path):
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+def with_nan_weight(folder: Path):
+    """The model folder's first weight set to NaN, its digests rewritten: a finite-looking file
+    that a diverged (or foreign) run could have written."""
+    weights = traverse_util.flatten_dict(serialization.msgpack_restore((folder / "weights.msgpack").read_bytes()))
+    first = sorted(weights)[0]
+    weights[first] = np.full_like(weights[first], np.nan)
+    (folder / "weights.msgpack").write_bytes(serialization.msgpack_serialize(traverse_util.unflatten_dict(weights)))
+    write_checksums(folder)
+
+
+def prepared_and_model():
+    """A case's setup: params, data/prepared, data/features and a saved model to evaluate."""
+    write_base_params()
+    write_prepared()
+    extract_features.main()
+    save_model(Path("artifacts/model"))
+
+
+SHARD = Path("data/prepared/train_images-00000.npy")
+WEIGHTS = Path("artifacts/model/weights.msgpack")
+DAMAGE_CASES = [
+    # (id, setup, damage, stage, fragments)
+    (
+        "prepared-shard-bits",
+        prepared_and_model,
+        lambda: flip_bits(SHARD),
+        train,
+        [f"{SHARD} is damaged (its content differs from SHA256SUMS)", "run `dvc repro --force preprocess`"],
+    ),
+    ("prepared-shard-truncated", prepared_and_model, lambda: truncate(SHARD), evaluate, [f"{SHARD} is damaged"]),
+    (
+        "prepared-labels-deleted",
+        prepared_and_model,
+        lambda: os.remove("data/prepared/test_labels.npy"),
+        evaluate,
+        ["data/prepared/test_labels.npy is damaged (No such file or directory)"],
+    ),
+    (
+        "prepared-digests-deleted",
+        prepared_and_model,
+        lambda: os.remove("data/prepared/SHA256SUMS"),
+        train,
+        ["data/prepared/SHA256SUMS is missing or unreadable, so data/prepared cannot be trusted"],
+    ),
+    (
+        "features-bits",
+        prepared_and_model,
+        lambda: flip_bits(Path("data/features/features.json"), at=0.1),
+        train,
+        ["data/features/features.json is damaged", "run `dvc repro --force extract-features`"],
+    ),
+    (
+        "model-weights-bits",
+        prepared_and_model,
+        lambda: flip_bits(WEIGHTS),
+        evaluate,
+        [f"{WEIGHTS} is damaged (its content differs from SHA256SUMS)", "retrain it with `dvc repro -f train`"],
+    ),
+    (
+        "model-weights-nan",
+        prepared_and_model,
+        lambda: with_nan_weight(WEIGHTS.parent),
+        evaluate,
+        [f"{WEIGHTS} holds NaN or infinite values in layers.0.bias", "retrain it"],
+    ),
+]
+
+
+@pytest.mark.parametrize("setup, damage, stage, fragments", [as_param(case) for case in DAMAGE_CASES])
+def test_a_damaged_output_is_one_line_naming_it(project, capsys, setup, damage, stage, fragments):
+    setup()
+    damage()
+    capsys.readouterr()
+    expect_error(capsys, stage.main, *fragments)
+
+
+@pytest.mark.parametrize("damage", [flip_bits, with_nan_weight], ids=["bits", "nan"])
+@pytest.mark.parametrize("command", ["predict", "export"])
+def test_a_damaged_model_is_neither_served_nor_exported(project, capsys, damage, command):
+    model = save_model(Path("model"))
+    damage(model / "weights.msgpack" if damage is flip_bits else model)
+    Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save("x.png")
+    arguments = ["x.png", "--model", "model"] if command == "predict" else ["model", "--output", "exported"]
+    main = predict_main if command == "predict" else export_main
+    expect_error(capsys, lambda: sys.exit(main(arguments)), "model/weights.msgpack", "retrain it", code=2)
+
+
+# --- checkpoints damaged between runs: fall back to the one before, or say so ----------------------
+
+
+def train_with_checkpoints() -> list[Path]:
+    """Train 2 epochs of 3 steps; the checkpoint folders left, newest first (after epochs 2 and 1)."""
+    write_base_params({"train": {"epochs": 2, "batch_size": 2}})
+    write_prepared()
+    extract_features.main()
+    train.main()
+    return sorted((p for p in Path("checkpoints").iterdir() if p.name.isdigit()), key=lambda p: -int(p.name))
+
+
+def largest_file(folder: Path) -> Path:
+    return max((p for p in folder.rglob("*") if p.is_file() and p.name != "SHA256SUMS"), key=lambda p: p.stat().st_size)
+
+
+def resealed(change):
+    """Damage that ``change(folder)`` makes, with the folder's digests rewritten to match it."""
+    return lambda folder: change(folder) or write_checksums(folder)
+
+
+def best_weights_shifted(folder: Path):
+    """The checkpoint's best weights finite but changed, saved again by Orbax: a checkpoint whose
+    files are sound but whose weights no longer give the metrics it records."""
+    manager = ocp.CheckpointManager(folder.parent.absolute())
+    step = int(folder.name)
+    best = manager.restore(step, args=ocp.args.Composite(best=ocp.args.StandardRestore()))["best"]
+    shifted = jax.tree.map(lambda x: x + 0.5 if jnp.issubdtype(x.dtype, jnp.floating) else x, best)
+    progress = manager.restore(step, args=ocp.args.Composite(progress=ocp.args.JsonRestore()))["progress"]
+    state = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))["state"]
+    manager.delete(step)
+    manager.save(
+        step,
+        args=ocp.args.Composite(
+            state=ocp.args.StandardSave(state),
+            best=ocp.args.StandardSave(shifted),
+            progress=ocp.args.JsonSave(progress),
+        ),
+    )
+    manager.close()
+
+
+NEWEST_CHECKPOINT_DAMAGE = {
+    "bits": lambda folder: flip_bits(largest_file(folder)),
+    "truncated": lambda folder: truncate(largest_file(folder)),
+    "metadata-garbage": resealed(lambda folder: (folder / "state" / "_METADATA").write_text("garbage")),
+    "metadata-deleted": resealed(lambda folder: os.remove(folder / "state" / "_METADATA")),
+    "best-weights-changed": resealed(best_weights_shifted),
+}
+
+
+@pytest.mark.parametrize("damage", NEWEST_CHECKPOINT_DAMAGE.values(), ids=NEWEST_CHECKPOINT_DAMAGE.keys())
+def test_a_damaged_checkpoint_falls_back_to_the_one_before_and_gives_the_same_result(project, capsys, damage):
+    newest, _ = train_with_checkpoints()
+    outputs = ("results/train/metrics.json", "artifacts/model/SHA256SUMS")
+    uninterrupted = [Path(path).read_bytes() for path in outputs]
+    damage(newest)
+    capsys.readouterr()
+    train.main()
+    err = capsys.readouterr().err
+    warnings = [line for line in lines(err) if line.startswith("warning: ")]
+    assert len(warnings) == 1 and warnings[0].startswith(f"warning: {newest}"), err
+    assert warnings[0].endswith(f"; deleted {newest}"), err
+    assert "Traceback" not in err and "error" not in err.replace(warnings[0], ""), err
+    assert [Path(path).read_bytes() for path in outputs] == uninterrupted, "the resumed run's model or metrics differ"
+
+
+def test_with_no_intact_checkpoint_left_the_run_stops_and_the_next_starts_over(project, capsys):
+    newest, before = train_with_checkpoints()
+    uninterrupted = Path("results/train/metrics.json").read_bytes()
+    for folder in (newest, before):
+        flip_bits(largest_file(folder))
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        train.main()
+    err = capsys.readouterr().err
+    errors = [line for line in lines(err) if line.startswith("error: ")]
+    assert exit_info.value.code == 1 and len(errors) == 1 and "Traceback" not in err, err
+    assert (
+        errors[0].startswith(f"error: {newest}/") and " is damaged (its content differs from SHA256SUMS)" in errors[0]
+    )
+    assert errors[0].endswith("no intact checkpoint is left (deleted): rerun to train from the start")
+    assert not newest.exists() and not before.exists()
+    train.main()
+    assert Path("results/train/metrics.json").read_bytes() == uninterrupted
+
+
+# --- a full disk (issue 27) ----------------------------------------------------------------------
+
+
+@pytest.fixture
+def small_disk(project, tmp_path):
+    """The project moved onto a tmpfs of 8 MiB (mounted as root), as cwd; skipped where mounting is not allowed."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mount = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(disk)], capture_output=True, text=True
+    )
+    if mount.returncode:
+        pytest.skip(f"cannot mount a tmpfs to fill ({mount.stderr.strip() or 'not root'})")
+    for code in ("flaxvision", "models", "stages"):
+        os.symlink(PROJECT_ROOT / code, disk / code)
+    os.chdir(disk)
+    yield disk
+    os.chdir(project)
+    subprocess.run(["umount", "-l", str(disk)], check=True)
+
+
+def leave_free(kib: int):
+    """Fill the disk of the cwd up to ``kib`` KiB (a file outside the project's outputs)."""
+    free = shutil.disk_usage(".").free - kib * 1024
+    with open(".filler", "wb") as filler:
+        os.posix_fallocate(filler.fileno(), 0, free)
+
+
+def test_a_full_disk_in_preprocess_is_one_line_and_leaves_nothing(small_disk, capsys):
+    write_tree(Path("pets"), {"cat": 20, "dog": 20})
+    write_base_params({"preprocess": {"image_size": [300, 300]}})  # 10.8 MB of pixels: more than the disk
+    download.main()
+    capsys.readouterr()
+    expect_error(capsys, preprocess.main, "no space left on the disk of data/prepared", "free space there")
+
+
+@pytest.mark.parametrize(
+    "stage, free_kib, fragment",
+    [
+        (train, 120, "no space left on the disk of checkpoints (a checkpoint needs"),
+        (evaluate, 0, "no space left on the disk of results/evaluate/per_class.json"),
+    ],
+    ids=["train", "evaluate"],
+)
+def test_a_full_disk_in_a_stage_is_one_line_and_leaves_nothing(small_disk, capsys, stage, free_kib, fragment):
+    prepared_and_model()
+    leave_free(free_kib)
+    capsys.readouterr()
+    expect_error(capsys, stage.main, fragment, "free space there")
+
+
+# --- memory, as far as a process can see it run out (issue 27) ------------------------------------
+
+
+@pytest.mark.parametrize(
+    "allocate, fragment",
+    [
+        (lambda: bytearray(1 << 50), "error: out of memory: lower train.batch_size"),
+        (
+            lambda: jnp.ones((1 << 42,), jnp.float32).block_until_ready(),
+            "error: out of device memory (RESOURCE_EXHAUSTED: Out of memory allocating 17592186044416 bytes.)",
+        ),
+    ],
+    ids=["host", "device"],
+)
+def test_running_out_of_memory_in_a_stage_is_one_line(project, capsys, allocate, fragment):
+    """A petabyte on the host (Python's MemoryError) and 16 TiB on the device (XLA's RESOURCE_EXHAUSTED)."""
+    expect_error(capsys, stage_main(allocate), fragment)

@@ -17,9 +17,16 @@ def stage_module(stage: dict) -> Path:
     return module_file(module)
 
 
+def stage_code(name: str) -> set[Path]:
+    """The files `python -m stages.<name>` runs: the stages package's __init__ (run first), the
+    stage's module, and all they import."""
+    module = stage_module(STAGES[name])
+    return import_closure(module) | import_closure(module.parent / "__init__.py")
+
+
 @pytest.mark.parametrize("name", list(STAGES))
 def test_deps_cover_every_imported_module(name):
-    imported = import_closure(stage_module(STAGES[name]))
+    imported = stage_code(name)
     declared = set(code_files(name, PROJECT_ROOT / "dvc.yaml"))
     missing = sorted(str(p.relative_to(PROJECT_ROOT)) for p in imported - declared)
     assert not missing, f"dvc.yaml stage {name} imports these but does not depend on them: {missing}"
@@ -28,7 +35,7 @@ def test_deps_cover_every_imported_module(name):
 @pytest.mark.parametrize("name", list(STAGES))
 def test_every_code_dep_is_imported(name):
     """No code dep is superfluous: each covers at least one module the stage imports."""
-    imported = import_closure(stage_module(STAGES[name]))
+    imported = stage_code(name)
     for dep in STAGES[name]["deps"]:
         path = PROJECT_ROOT / dep
         if Path(dep).parts[0] not in CODE_ROOTS:

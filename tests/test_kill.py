@@ -1,4 +1,6 @@
-"""Kill anywhere, lose nothing, leave nothing: every stage of dvc.yaml, SIGKILLed at several moments.
+"""Kill anywhere, lose nothing, leave nothing: every stage of dvc.yaml, SIGKILLed at several
+moments; and SIGINT or SIGTERM at some, to the stage or to DVC, ending it with one line and the
+exit status 130 or 143, its worker processes and nothing written after it.
 
 One uninterrupted `dvc repro` of a tiny project is the reference. Each case then runs one stage
 with `dvc repro --force --single-item <stage>`, SIGKILLs the stage's own process (the python child
@@ -14,6 +16,7 @@ Both runs are forced: otherwise DVC would restore the reference's outputs from i
 of running the stage, and the rerun would test nothing.
 """
 
+import contextlib
 import hashlib
 import json
 import os
@@ -119,6 +122,32 @@ def moments(name: str) -> dict:
 CASES = [(stage, moment) for stage in STAGES for moment in moments(stage)]
 
 
+def seconds_after_start(seconds: float):
+    """``seconds`` after the stage's process appeared (first looked at): a second in, it is
+    importing its modules (JAX's take seconds)."""
+    first_look: list[float] = []
+
+    def elapsed(root: Path) -> bool:
+        first_look[:] = first_look or [time.monotonic()]
+        return time.monotonic() - first_look[0] >= seconds
+
+    return elapsed
+
+
+# SIGINT (as from Ctrl-C, to the stage and its workers) and SIGTERM (to the stage, or to DVC)
+# at a few moments: each must end the stage with one line and 130 or 143, and lose nothing either.
+SIGNAL_CASES = [
+    ("preprocess", "importing", signal.SIGINT, False),
+    ("preprocess", "decoding the images", signal.SIGINT, False),
+    ("preprocess", "decoding the images", signal.SIGTERM, True),
+    ("train", "importing", signal.SIGTERM, False),
+    ("train", "in epoch 2", signal.SIGINT, False),
+    ("train", "saving checkpoint 2", signal.SIGTERM, False),
+    ("train", "in epoch 2", signal.SIGTERM, True),
+    ("evaluate", "drawing the pictures", signal.SIGTERM, False),
+]
+
+
 def snapshot(root: Path) -> dict[str, str]:
     """The SHA-256 of every file of the workspace, by path (PRIVATE folders left out)."""
     files = {}
@@ -154,8 +183,10 @@ def reference(tmp_path_factory):
     return root, snapshot(root)
 
 
-def run_killed(root: Path, stage: str, moment) -> float:
-    """Run ``stage`` under DVC and SIGKILL its process when ``moment(root)`` holds; the seconds it ran."""
+def run_killed(root: Path, stage: str, moment, signum: int = signal.SIGKILL, to_dvc: bool = False) -> float:
+    """Run ``stage`` under DVC and send ``signum`` to its process (and its children, as a terminal
+    sends SIGINT to the whole process group), or to DVC, when ``moment(root)`` holds; check how it
+    ended; the seconds it ran."""
     command = shlex.split(STAGES[stage]["cmd"])
     log = root / ".git" / "killed-run.log"  # out of the workspace, kept for a failure's message
     with open(log, "wb") as output:
@@ -174,14 +205,28 @@ def run_killed(root: Path, stage: str, moment) -> float:
         assert time.monotonic() < deadline, f"{stage} never reached the moment:\n{log.read_text()}"
         time.sleep(0.001)
     ran = time.monotonic() - start
-    process.send_signal(signal.SIGKILL)
+    children = process.children(recursive=True)
+    if to_dvc:
+        repro.send_signal(signum)
+    else:
+        for target in (process, *(children if signum == signal.SIGINT else ())):
+            with contextlib.suppress(psutil.NoSuchProcess):
+                target.send_signal(signum)
     repro.wait(timeout=60)
-    # DVC's report: the signal ended the stage (not the stage's own exit before the signal came).
-    # DVC runs the command through $SHELL: bash execs it (DVC sees -9), dash waits on it and
-    # reports the kill as status 137 (128 + SIGKILL).
-    assert re.search(r"exited with (-9|137)$", log.read_text(), re.MULTILINE), (
-        f"{stage} was not killed:\n{log.read_text()}"
-    )
+    psutil.wait_procs([process, *children], timeout=10)
+    assert not any(running(p) for p in (process, *children)), f"{stage} or its workers outlived the signal"
+    text = log.read_text()
+    if signum == signal.SIGKILL:
+        # DVC's report: the signal ended the stage (not the stage's own exit before the signal came).
+        # DVC runs the command through $SHELL: bash execs it (DVC sees -9), dash waits on it and
+        # reports the kill as status 137 (128 + SIGKILL).
+        assert re.search(r"exited with (-9|137)$", text, re.MULTILINE), f"{stage} was not killed:\n{text}"
+    else:
+        assert "Traceback" not in text, text
+        line = f"{'interrupted' if signum == signal.SIGINT else 'terminated'}: rerun the same command to resume"
+        assert text.count(line) == 1, f"{stage} did not end with its one line:\n{text}"
+        if not to_dvc:
+            assert re.search(rf"exited with {128 + signum}$", text, re.MULTILINE), text
     return ran
 
 
@@ -209,25 +254,41 @@ def running(process: psutil.Process) -> bool:
 
 @pytest.mark.parametrize("stage, moment", CASES)
 def test_a_killed_stage_loses_nothing_and_leaves_nothing(reference, stage, moment):
+    check_interrupted(reference, stage, moment, signal.SIGKILL, to_dvc=False)
+
+
+@pytest.mark.parametrize(
+    "stage, moment, signum, to_dvc",
+    [
+        pytest.param(*case, id=f"{case[0]}-{case[1]}-{signal.Signals(case[2]).name}{'-to-dvc' if case[3] else ''}")
+        for case in SIGNAL_CASES
+    ],
+)
+def test_a_signalled_stage_ends_in_one_line_and_loses_nothing(reference, stage, moment, signum, to_dvc):
+    check_interrupted(reference, stage, moment, signum, to_dvc)
+
+
+def check_interrupted(reference, stage: str, moment: str, signum: int, to_dvc: bool):
     root, expected = reference
     assert snapshot(root) == expected, "an earlier case left the workspace changed"
     # Else train would resume from the reference's last epoch and have nothing left to do.
     shutil.rmtree(root / "checkpoints", ignore_errors=True)
 
-    seconds = run_killed(root, stage, moments(stage)[moment])
+    when = seconds_after_start(1.0) if moment == "importing" else moments(stage)[moment]
+    seconds = run_killed(root, stage, when, signum, to_dvc)
 
     outs = outputs(STAGES[stage])
     left = snapshot(root)
     for out in outs:
-        assert under(left, out) in ({}, under(expected, out)), f"{out} is half-written after the kill"
-    assert outside(left, outs) == outside(expected, outs), "the kill changed or left files beside its outputs"
+        assert under(left, out) in ({}, under(expected, out)), f"{out} is half-written after the signal"
+    assert outside(left, outs) == outside(expected, outs), "the signal changed or left files beside its outputs"
 
     dvc(root, "repro", "--force", "--single-item", stage)
     assert snapshot(root) == expected, "the rerun's workspace differs from the uninterrupted run's"
     assert git(root, "status", "--porcelain", "--untracked-files=all") == ""
-    assert list((root / TEMP_AREA).iterdir()) == [], "temporaries of the killed run are left in .dvc/tmp"
+    assert list((root / TEMP_AREA).iterdir()) == [], "temporaries of the interrupted run are left in .dvc/tmp"
     assert not list((root / "checkpoints").glob(f"*{ORBAX_TMP}*")), "an unfinished checkpoint is left"
     print(
-        f"{stage} killed at '{moment}' after {seconds:.1f} s: outputs absent or identical; "
-        f"rerun identical, nothing left"
+        f"{stage} sent {signal.Signals(signum).name}{' via DVC' if to_dvc else ''} at '{moment}' after "
+        f"{seconds:.1f} s: outputs absent or identical; rerun identical, nothing left"
     )

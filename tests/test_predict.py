@@ -11,11 +11,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 from flax import nnx
-from PIL import Image
+from PIL import ExifTags, Image
 
 from flaxvision import models
 from flaxvision.classifier import load
 from flaxvision.evaluation import predict_model, softmax
+from flaxvision.files import write_checksums
 from flaxvision.predict import main, predict_files
 from flaxvision.trained import load_trained
 from flaxvision.training import TrainConfig, Trainer, fit
@@ -46,6 +47,18 @@ def known_images(tmp_path_factory) -> dict[str, Path]:
         Image.fromarray(image).resize((64, 64), Image.Resampling.NEAREST).save(path, quality=95)
         paths[CLASSES[label]] = path
     return paths
+
+
+@pytest.fixture(scope="module")
+def photo(tmp_path_factory) -> Path:
+    """A red square as a camera writes it: a JPEG 10×7.5 times the model's input, which decoding
+    reads at a reduced scale, stored sideways with the EXIF orientation that decoding turns it by."""
+    path = tmp_path_factory.mktemp("photo") / "photo.jpg"
+    exif = Image.Exif()
+    exif[ExifTags.Base.Orientation] = 6  # turn 90° clockwise to view
+    image = pattern_images(1, size=32, seed=7)[0][0]  # label 0: red
+    Image.fromarray(image).resize((320, 240), Image.Resampling.NEAREST).save(path, quality=95, exif=exif)
+    return path
 
 
 def predicted_class(line: str) -> str:
@@ -79,26 +92,28 @@ def test_an_image_file_gets_what_evaluation_gets_for_the_prepared_array(model_di
         np.testing.assert_allclose([got[name] for name in CLASSES], row, rtol=1e-5, atol=1e-6)
 
 
-def test_the_readme_python_api_example(model_dir, known_images, tmp_path, monkeypatch, capsys):
+def test_the_readme_python_api_example(model_dir, photo, tmp_path, monkeypatch, capsys):
     """README's example, run as written in a folder with the model and a photo where it expects them."""
     readme = (PROJECT_ROOT / "README.md").read_text()
     example = re.search(r"## Python API\n.*?```python\n(.*?)```", readme, re.S).group(1)
     shutil.copytree(model_dir, tmp_path / "artifacts" / "model")
-    shutil.copy(known_images["red"], tmp_path / "photo.jpg")  # a PNG under that name: Pillow reads the bytes
+    shutil.copy(photo, tmp_path / "photo.jpg")
     monkeypatch.chdir(tmp_path)
     exec(compile(example, "README.md", "exec"), {})
     lines = capsys.readouterr().out.splitlines()
-    assert len(lines) == 2 and all(line.startswith("red ('red', ") for line in lines), lines
+    # The file and the array the example builds from it: the very same prediction, to the last bit.
+    assert len(lines) == 2 and lines[0] == lines[1] and lines[0].startswith("red ('red', "), lines
 
-    # The same numbers as the predict command's, for the file and for its pixels.
+    # The file's decoded pixels, not Pillow's plain ones: decoding turns the photo and reads it reduced.
     model = load(tmp_path / "artifacts" / "model")
-    pixels = np.asarray(Image.open(known_images["red"]))
-    from_file, from_array = model.predict([known_images["red"], pixels])
-    (result,) = predict_files([known_images["red"]], model_dir, top_k=3, batch_size=32)
-    assert [p["class"] for p in result["predictions"]] == list(from_file.classes) == list(from_array.classes)
-    # Batches of two and of one: the same up to float rounding.
+    from_file, from_pixels, from_plain_pillow = model.predict(
+        [photo, model.decode(photo), np.asarray(Image.open(photo))]
+    )
+    assert from_pixels == from_file and from_plain_pillow != from_file
+    # The same numbers as the predict command's (a batch of one: the same up to float rounding).
+    (result,) = predict_files([photo], model_dir, top_k=3, batch_size=32)
+    assert [p["class"] for p in result["predictions"]] == list(from_file.classes)
     np.testing.assert_allclose(from_file.probabilities, [p["probability"] for p in result["predictions"]], rtol=1e-5)
-    np.testing.assert_allclose(from_array.probabilities, from_file.probabilities, rtol=1e-5)
     assert model.classes == tuple(CLASSES) and model.predict([]) == []
 
 
@@ -160,6 +175,7 @@ def test_a_model_for_another_input_shape_is_a_one_line_error(model_dir, known_im
     shutil.copytree(model_dir, other)
     metadata = json.loads((other / "model.json").read_text())
     (other / "model.json").write_text(json.dumps(metadata | {"input_shape": [48, 48, 3]}))
+    write_checksums(other)  # a folder written so, not one damaged since
 
     assert main([str(known_images["red"]), "--model", str(other)]) == 2
 

@@ -25,6 +25,8 @@ from flax import nnx
 
 from flaxvision.data import loader, prepared
 from flaxvision.data.prepared import load_prepared
+from flaxvision.features import write_features
+from flaxvision.files import write_checksums
 from flaxvision.training import TrainConfig, fit, streams
 from tests.helpers import CLASSES, PROJECT_ROOT, pattern_images, prepare, write_tree
 from tests.test_training import AUGMENT, make_trainer
@@ -103,8 +105,8 @@ def stage_folder(root: Path, train: int, size: int = 32, **params) -> Path:
         np.save(folder / f"{split}_labels.npy", labels)
     info = {"data": "folder:x", "classes": CLASSES, "image_size": [size, size], "color_mode": "rgb"}
     (folder / "dataset.json").write_text(json.dumps({**info, "splits": counts, "split_sources": {}}))
-    (root / "data" / "features").mkdir()
-    (root / "data" / "features" / "features.json").write_text('{"features": null}')
+    write_checksums(folder)
+    write_features(root / "data" / "features", None, {"model": "belgiumtsc_cnn"})
     config = yaml.safe_load((PROJECT_ROOT / "params.yaml").read_text())
     config["model"] = "belgiumtsc_cnn"
     config["train"].update({"epochs": 2, "batch_size": 16, **params})
@@ -232,3 +234,15 @@ def test_two_and_four_processes_train_as_one(tmp_path):
                     process.wait()
         assert all("input: streamed by Grain" in log for log in logs)
         np.testing.assert_allclose(epoch_losses(root), epoch_losses(one), rtol=1e-4)
+
+
+@pytest.mark.slow
+def test_a_checkpoint_of_another_device_count_is_not_resumed_and_said_so(tmp_path):
+    """Orbax cannot restore arrays laid out on 2 devices onto 1 (a 70-line traceback): the run's
+    fingerprint holds the device count, so the 1-device run starts over, in one line."""
+    root = stage_folder(tmp_path / "project", 64, epochs=1)
+    two_devices = {"XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
+    finish(start_train(root, "two.log", **two_devices), root, "two.log")
+    output, _ = run_train(root)
+    assert "checkpoints holds another run's checkpoints (other params, data, code or devices): starting over" in output
+    assert "Traceback" not in output and "resuming" not in output

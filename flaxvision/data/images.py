@@ -28,6 +28,8 @@ import numpy as np
 from PIL import ExifTags, Image, ImageOps
 from tqdm import tqdm
 
+from flaxvision import interrupts
+
 PIL_MODES = {"rgb": "RGB", "grayscale": "L"}
 TRANSPOSING_ORIENTATIONS = {5, 6, 7, 8}  # EXIF orientations that swap width and height
 # 50 megapixels decode to 150 MB as RGB, per decoding worker: a 7000×7000 PNG is still read, a
@@ -116,7 +118,13 @@ class ImageDecoder:
 
     def __enter__(self) -> "ImageDecoder":
         # spawn, not fork: forking a process that may hold threads (tfds, JAX) can deadlock.
-        self._pool = multiprocessing.get_context("spawn").Pool(self.workers)
+        try:
+            with interrupts.children_without_stderr():
+                self._pool = multiprocessing.get_context("spawn").Pool(self.workers)
+        except BaseException:  # a signal while they start: stop those started (no __exit__ will)
+            for worker in multiprocessing.active_children():
+                worker.terminate()
+            raise
         return self
 
     def __exit__(self, *exc) -> None:

@@ -10,7 +10,8 @@ Layout (all written at once: the folder is replaced atomically):
   where each split came from;
 * ``report.json``: counts per split and class, skipped (undecodable or too large) files with
   the reason, ignored (non-image) files, empty classes, and warnings about classes with too
-  few images in a split (flaxvision.data.splits.thin_class_warnings).
+  few images in a split (flaxvision.data.splits.thin_class_warnings);
+* ``SHA256SUMS``: the digest of every file above, checked whenever the folder is loaded.
 """
 
 import bisect
@@ -26,7 +27,7 @@ from flaxvision.data.images import ImageDecoder
 from flaxvision.data.sources import RawDataset
 from flaxvision.data.splits import SPLITS, plan_splits, thin_class_warnings
 from flaxvision.errors import UserError
-from flaxvision.files import atomic_directory, write_json
+from flaxvision.files import atomic_directory, verify_checksums, write_checksums, write_json
 
 PREPARED_DIR = Path("data/prepared")
 COPY_ROWS = 1024  # rows copied at a time from the decoded arrays to the split files
@@ -69,6 +70,7 @@ class Prepared:
     image_shape: tuple[int, int, int]  # height, width, channels
     color_mode: str
     splits: dict[str, tuple["ShardedImages", np.ndarray]]  # split -> (uint8 images, int32 labels)
+    checksums: str  # SHA256SUMS, verified: the content of every file, for the train stage's fingerprint
 
 
 class ShardedImages:
@@ -180,6 +182,7 @@ def prepare(data: str, dataset: RawDataset, config: PreprocessConfig, out: Path 
         }
         for filename, value in (("dataset.json", info), ("report.json", report)):
             write_json(tmp / filename, value)
+        write_checksums(tmp)
     return info, report
 
 
@@ -187,7 +190,7 @@ def _decode(decoder: ImageDecoder, name: str, split, tmp: Path, config: Preproce
     """Decode one predefined split into a temporary memory-mapped array; skip what fails."""
     total = len(split)
     shape = (total, *cast(tuple[int, int], config.image_size), config.channels)  # resolved by the stage
-    images = np.lib.format.open_memmap(tmp / f".{name}.decoded.npy", mode="w+", dtype=np.uint8, shape=shape)
+    images = _new_array(tmp / f".{name}.decoded.npy", shape)
     labels: list[int] = []
     skipped: list[dict] = []
     for result in decoder.map(split, total, desc=f"{name} ({split.origin})"):
@@ -211,9 +214,7 @@ def _write_split(tmp: Path, name: str, decoded: _Decoded, indices: np.ndarray) -
     per_shard = max(1, SHARD_BYTES // int(np.prod(image_shape)))
     for shard, first in enumerate(range(0, len(indices), per_shard)):
         rows = indices[first : first + per_shard]
-        images = np.lib.format.open_memmap(
-            tmp / f"{name}_images-{shard:05d}.npy", mode="w+", dtype=np.uint8, shape=(len(rows), *image_shape)
-        )
+        images = _new_array(tmp / f"{name}_images-{shard:05d}.npy", (len(rows), *image_shape))
         for start in range(0, len(rows), COPY_ROWS):
             images[start : start + COPY_ROWS] = decoded.images[rows[start : start + COPY_ROWS]]
         images.flush()
@@ -223,9 +224,21 @@ def _write_split(tmp: Path, name: str, decoded: _Decoded, indices: np.ndarray) -
     return labels
 
 
+def _new_array(path: Path, shape: tuple) -> np.memmap:
+    """A uint8 .npy file of ``shape``, memory-mapped for writing, its disk space reserved first:
+    a full disk is then an OSError here, not a SIGBUS at the first write to a page it lacks."""
+    array = np.lib.format.open_memmap(path, mode="w+", dtype=np.uint8, shape=shape)
+    with open(path, "r+b") as file:
+        os.posix_fallocate(file.fileno(), 0, os.fstat(file.fileno()).st_size)
+    return array
+
+
 def load_prepared(path: str | Path = PREPARED_DIR) -> Prepared:
     """Read data/prepared (written by ``dvc repro preprocess``); images are read on demand."""
     path = Path(path)
+    if not (path / "dataset.json").is_file():
+        raise UserError(f"{path} is missing or incomplete (no dataset.json): run `dvc repro preprocess`")
+    checksums = verify_checksums(path, "run `dvc repro --force preprocess`")
     try:
         info = json.loads((path / "dataset.json").read_text())
         splits = {
@@ -243,4 +256,4 @@ def load_prepared(path: str | Path = PREPARED_DIR) -> Prepared:
     for name, (images, labels) in splits.items():
         if labels.shape != images.shape[:1] or (len(labels) and images.shape[1:] != shape):
             raise UserError(f"{path}/{name}_*.npy do not match dataset.json: run `dvc repro preprocess`")
-    return Prepared(info["data"], info["classes"], shape, info["color_mode"], splits)
+    return Prepared(info["data"], info["classes"], shape, info["color_mode"], splits, checksums)
