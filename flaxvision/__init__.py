@@ -1,8 +1,14 @@
 """flaxvision: the library code behind the DVC stages (data, transforms, training, evaluation)."""
 
+import sys
 from pathlib import Path
 
-from flaxvision import numerics
+from flaxvision import interrupts, numerics
+
+# The project's commands (pyproject.toml's scripts): a signal during their imports, which take
+# seconds, ends them with one line too (flaxvision.interrupts).
+if Path(sys.argv[0]).name in interrupts.COMMANDS:
+    interrupts.exit_at_once(interrupts.NOTHING_WRITTEN)
 
 # Before JAX starts: XLA reads its flags once (see flaxvision.numerics).
 numerics.use_default()

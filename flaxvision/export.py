@@ -30,6 +30,7 @@ from jax._src import core as jax_core
 from jax.extend import core as jax_extend_core
 from jax2onnx import to_onnx
 
+from flaxvision import interrupts
 from flaxvision.errors import ArgumentParser, UserError
 from flaxvision.files import atomic_directory, write_bytes, write_json
 from flaxvision.models.scaling import preprocess_input
@@ -51,6 +52,7 @@ INPUT, OUTPUT = "images", "logits"  # the ONNX model's input and output names
 DEFAULT_OUTPUT = Path("exported")
 
 
+@interrupts.command
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:

@@ -11,29 +11,58 @@ shuts down (`ignore_from_now`), so the exit status is that of what the stage did
 """
 
 import contextlib
+import functools
 import os
 import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
+from pathlib import Path
 
+COMMANDS = ("predict", "export")  # pyproject.toml's scripts, whose main is a `command`
+NOTHING_WRITTEN = "nothing was written"  # what an interrupted command's line says
 EXIT_STATUS: dict[int, int] = {signal.SIGINT: 130, signal.SIGTERM: 143}
 MESSAGE: dict[int, str] = {signal.SIGINT: "interrupted", signal.SIGTERM: "terminated"}
 PARENT_POLL_SECONDS = 0.2
+SHELLS = {"sh", "dash", "bash", "zsh", "ksh"}
 
 
 class Terminated(KeyboardInterrupt):
     """SIGTERM, raised as SIGINT raises KeyboardInterrupt (so code that cleans up on one does on both)."""
 
 
-def ending_line(signum: int) -> str:
-    return f"{MESSAGE[signum]}: rerun the same command to resume"
+def ending_line(signum: int, advice: str = "rerun the same command to resume") -> str:
+    return f"{MESSAGE[signum]}: {advice}"
 
 
-def exit_at_once():
+def command(main: Callable[[list[str] | None], int]) -> Callable[..., int]:
+    """Decorate a command's ``main(argv)`` (predict, export): from the command line (``argv``
+    None), SIGINT or SIGTERM while it works ends it with one line and 130 or 143. Its outputs are
+    written atomically, so an interrupted command leaves none."""
+
+    @functools.wraps(main)
+    def wrapper(argv: list[str] | None = None) -> int:
+        if argv is not None:  # called from Python: the caller's signals
+            return main(argv)
+        during_work()
+        try:
+            return main(argv)
+        except KeyboardInterrupt as interrupt:
+            ignore_from_now()
+            signum = signal.SIGTERM if isinstance(interrupt, Terminated) else signal.SIGINT
+            print(ending_line(signum, NOTHING_WRITTEN), file=sys.stderr)
+            return EXIT_STATUS[signum]
+        finally:
+            ignore_from_now()
+
+    return wrapper
+
+
+def exit_at_once(advice: str = "rerun the same command to resume"):
     """From now on, SIGINT and SIGTERM end the process with their line and status, running no more Python."""
     for signum in EXIT_STATUS:
-        signal.signal(signum, _exit)
+        signal.signal(signum, functools.partial(_exit, advice=advice))
 
 
 def ignore_from_now():
@@ -50,11 +79,14 @@ def during_work():
 
 
 def end_with_parent():
-    """Send this process SIGTERM once its parent process has exited (a thread polls for it)."""
+    """Send this process SIGTERM once its parent process has exited (a thread polls for it); when
+    the parent is a shell, once the shell's parent has: DVC runs a stage through $SHELL, and a
+    shell that waits on its command (dash) rather than exec it outlives a killed DVC."""
     parent = os.getppid()
+    launcher = _parent_of(parent) if _name_of(parent) in SHELLS else None
 
     def watch():
-        while os.getppid() == parent:
+        while os.getppid() == parent and (launcher is None or _parent_of(parent) == launcher):
             time.sleep(PARENT_POLL_SECONDS)
         os.kill(os.getpid(), signal.SIGTERM)
 
@@ -99,9 +131,26 @@ def children_without_stderr():
         os.close(saved)
 
 
-def _exit(signum, frame):
+def _name_of(pid: int) -> str:
+    """The command name of process ``pid`` ('' where /proc does not tell: not Linux, or gone)."""
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return ""
+
+
+def _parent_of(pid: int) -> int | None:
+    """The parent of process ``pid`` (None where /proc does not tell)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return int(stat[stat.rindex(")") + 2 :].split()[1])  # after "pid (comm) state"
+
+
+def _exit(signum, frame, advice: str):
     with contextlib.suppress(OSError, ValueError):  # stderr closed: its reader (DVC) is gone
-        os.write(sys.stderr.fileno(), f"{ending_line(signum)}\n".encode())
+        os.write(sys.stderr.fileno(), f"{ending_line(signum, advice)}\n".encode())
     os._exit(EXIT_STATUS[signum])
 
 

@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from flaxvision import interrupts
 from flaxvision.classifier import InvalidInput, load
 from flaxvision.data.sources import IMAGE_SUFFIXES
 from flaxvision.errors import ArgumentParser, UserError
@@ -30,6 +31,7 @@ DEFAULT_MODEL = Path("artifacts/model")  # the workspace's latest trained model
 FORMATS = ("text", "csv", "json")
 
 
+@interrupts.command
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:

@@ -12,9 +12,11 @@ import json
 import os
 import re
 import shutil
+import signal
 import struct
 import subprocess
 import sys
+import time
 import urllib.request
 import zlib
 from pathlib import Path
@@ -1343,3 +1345,20 @@ def test_a_full_disk_in_a_stage_is_one_line_and_leaves_nothing(small_disk, capsy
 def test_running_out_of_memory_in_a_stage_is_one_line(project, capsys, allocate, fragment):
     """A petabyte on the host (Python's MemoryError) and 16 TiB on the device (XLA's RESOURCE_EXHAUSTED)."""
     expect_error(capsys, stage_main(allocate), fragment)
+
+
+@pytest.mark.slow  # a process of its own
+@pytest.mark.parametrize(
+    "signum, status, word", [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "terminated")]
+)
+def test_a_command_signalled_as_it_starts_ends_in_one_line(project, signum, status, word):
+    """`predict` while it imports (JAX's imports take seconds): one line, the signal's status."""
+    save_model(Path("model"))
+    Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save("x.png")
+    env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}
+    command = [str(Path(sys.executable).parent / "predict"), "x.png", "--model", "model"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    time.sleep(0.3)
+    process.send_signal(signum)
+    out, err = process.communicate(timeout=60)
+    assert process.returncode == status and err == f"{word}: nothing was written\n" and out == "", err

@@ -197,7 +197,8 @@ def test_a_streaming_run_killed_mid_epoch_resumes_to_the_same_result(tmp_path):
     process = start_train(killed, "first.log")
     checkpoints = killed / "checkpoints"
     deadline = time.monotonic() + 600
-    while not any(p.name in {"13", "16"} for p in checkpoints.glob("*")):  # epoch 2, steps 3 or 6
+    # Epoch 2, steps 3 or 6, whole: its SHA256SUMS is written last.
+    while not any((checkpoints / step / "SHA256SUMS").exists() for step in ("13", "16")):
         assert process.poll() is None and time.monotonic() < deadline, (killed / "first.log").read_text()
         time.sleep(0.05)
     process.send_signal(signal.SIGKILL)
