@@ -56,7 +56,7 @@ def main():
         "--update",
         type=Path,
         metavar="MARKDOWN",
-        help=f"also put the report between the lines {BEGIN!r} and {END!r} of this file (BENCHMARKS.md)",
+        help=f"also put the report between the lines {BEGIN!r} and {END!r} of this file (docs/benchmarks.md)",
     )
     args = parser.parse_args()
     if args.update:

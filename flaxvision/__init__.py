@@ -5,8 +5,8 @@ from pathlib import Path
 
 from flaxvision import interrupts, numerics
 
-# The project's commands (pyproject.toml's scripts): a signal during their imports, which take
-# seconds, ends them with one line too (flaxvision.interrupts).
+# The project's command (pyproject.toml's script): a signal during its imports, which take
+# seconds, ends it with one line too (flaxvision.interrupts).
 if Path(sys.argv[0]).name in interrupts.COMMANDS:
     interrupts.exit_at_once(interrupts.NOTHING_WRITTEN)
 

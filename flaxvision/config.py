@@ -5,6 +5,7 @@ Unknown keys and values of the wrong type are UserErrors that name the key, so a
 """
 
 import dataclasses
+import re
 import types
 import typing
 from pathlib import Path
@@ -16,10 +17,25 @@ from flaxvision.errors import UserError
 PARAMS_FILE = Path("params.yaml")
 
 
+class _Loader(yaml.SafeLoader):
+    """YAML 1.1's safe loader, reading floats as YAML 1.2 does: `dvc exp run -S lr=0.00001` writes
+    ``1e-05``, which YAML 1.1 reads as a string (it wants a dot)."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(
+        r"^[-+]?(?:[0-9][0-9_]*\.[0-9_]*(?:[eE][-+]?[0-9]+)?|[0-9][0-9_]*[eE][-+]?[0-9]+|\.[0-9_]+(?:[eE][-+]?[0-9]+)?)$"
+        r"|^[-+]?\.(?:inf|Inf|INF)$|^\.(?:nan|NaN|NAN)$"
+    ),
+    list("-+0123456789."),
+)
+
+
 def load_params(path: Path = PARAMS_FILE) -> dict:
     try:
         with open(path) as f:
-            params = yaml.safe_load(f)
+            params = yaml.load(f, Loader=_Loader)
     except FileNotFoundError:
         raise UserError(f"{path} not found: run the stage from the project root") from None
     except yaml.YAMLError as error:

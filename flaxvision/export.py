@@ -1,6 +1,6 @@
 """export: a trained model folder as files that run without flaxvision (nor Flax, for ONNX).
 
-    uv run export artifacts/model --output exported/
+    uv run flaxvision export artifacts/model --output exported/
 
 writes, replacing the folder as a whole (the three files always come from one model):
 
@@ -30,7 +30,6 @@ from jax._src import core as jax_core
 from jax.extend import core as jax_extend_core
 from jax2onnx import to_onnx
 
-from flaxvision import interrupts
 from flaxvision.errors import ArgumentParser, UserError
 from flaxvision.files import atomic_directory, write_bytes, write_json
 from flaxvision.models.scaling import preprocess_input
@@ -52,8 +51,7 @@ INPUT, OUTPUT = "images", "logits"  # the ONNX model's input and output names
 DEFAULT_OUTPUT = Path("exported")
 
 
-@interrupts.command
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str]) -> int:
     args = parse_args(argv)
     try:
         read_info(args.model)  # a missing or unreadable model, before any work
@@ -69,9 +67,9 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
+def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = ArgumentParser(
-        prog="export",
+        prog="flaxvision export",
         description="Write a trained model as ONNX and serialized StableHLO (jax.export), preprocessing included.",
     )
     parser.add_argument(
@@ -181,6 +179,3 @@ def metadata(info: ModelInfo, platforms: tuple[str, ...]) -> dict:
         "stablehlo_platforms": list(platforms),
     }
 
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-COMMANDS = ("predict", "export")  # pyproject.toml's scripts, whose main is a `command`
+COMMANDS = ("flaxvision",)  # pyproject.toml's scripts, whose main is a `command`
 NOTHING_WRITTEN = "nothing was written"  # what an interrupted command's line says
 EXIT_STATUS: dict[int, int] = {signal.SIGINT: 130, signal.SIGTERM: 143}
 MESSAGE: dict[int, str] = {signal.SIGINT: "interrupted", signal.SIGTERM: "terminated"}

@@ -1,6 +1,6 @@
 """predict: the most probable classes of image files, from a trained model folder alone.
 
-    uv run predict photo.jpg more_photos/ [--model artifacts/model] [--top-k 3] [--output out.csv]
+    uv run flaxvision predict photo.jpg more_photos/ [--model artifacts/model] [--top-k 3] [--output out.csv]
 
 Each image is decoded, converted and resized exactly as preprocess did for training
 (`flaxvision.data.images.load_image`, with the model's input size and colour mode) and scaled
@@ -21,7 +21,6 @@ from typing import Any
 
 import numpy as np
 
-from flaxvision import interrupts
 from flaxvision.classifier import InvalidInput, load
 from flaxvision.data.sources import IMAGE_SUFFIXES
 from flaxvision.errors import ArgumentParser, UserError
@@ -31,8 +30,7 @@ DEFAULT_MODEL = Path("artifacts/model")  # the workspace's latest trained model
 FORMATS = ("text", "csv", "json")
 
 
-@interrupts.command
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str]) -> int:
     args = parse_args(argv)
     try:
         output_format = args.format or output_format_of(args.output)  # both checked before the work
@@ -59,9 +57,9 @@ def main(argv: list[str] | None = None) -> int:
     return 1 if failed else 0
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
+def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = ArgumentParser(
-        prog="predict", description="Print the most probable classes of images, by a trained model."
+        prog="flaxvision predict", description="Print the most probable classes of images, by a trained model."
     )
     parser.add_argument(
         "inputs",
@@ -163,6 +161,3 @@ def as_json(results: list[dict]) -> str:
 
 FORMATTERS = {"text": as_text, "csv": as_csv, "json": as_json}
 
-
-if __name__ == "__main__":
-    sys.exit(main())

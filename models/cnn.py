@@ -115,7 +115,7 @@ def small_vgg(
     rngs: nnx.Rngs,
 ) -> Sequential:
     """Not a seed's: a VGG-style CNN with BatchNorm, for training from scratch on small sets
-    such as cats vs dogs' 2,000 images on a CPU (README: Results).
+    such as cats vs dogs' 2,000 images on a CPU (docs/results.md).
 
     Five 3×3 'same' convolutions of 32, 64, 128, 256 and 256 filters, each followed by
     BatchNorm and ReLU and all but the last by 2×2 max pooling; then global average pooling

@@ -6,7 +6,7 @@ XLA:CPU runs some convolutions and pooling windows far below the machine's speed
 as large as their input, unpadded stride-1 convolutions, and reduce_window / select_and_scatter
 max pooling; its reductions over a batch (BatchNorm's statistics and gradient) run on one core.
 Each is rewritten here as operations XLA:CPU runs fast (matrix products, shifted views of the
-input, elementwise maxima), with the same results up to rounding; BENCHMARKS.md ("CPU kernels")
+input, elementwise maxima), with the same results up to rounding; docs/benchmarks.md ("CPU kernels")
 gives the measured cost of each form. Other backends, and the cases not listed, get the native
 operation. The rewrites are differentiated by JAX, except max pooling and BatchNorm, whose
 gradients are written out (tests/test_models.py checks values and gradients against lax and

@@ -179,7 +179,7 @@ def resnet(
 
 resnet50 = partial(resnet, (3, 4, 6, 3))  # seed 004: SIGNS hand digits, 64×64 RGB scaled to [0, 1], 6 classes
 # Not a seed's: a quarter of ResNet50's width and two blocks a stage, for training from scratch
-# on a CPU, on small sets such as cats vs dogs' 2,000 images (README: Results).
+# on a CPU, on small sets such as cats vs dogs' 2,000 images (docs/results.md).
 small_resnet = partial(resnet, (2, 2, 2, 2), width=16, global_pooling=True)
 
 

@@ -94,7 +94,7 @@ def main():
         *(path.read_text() for path in code_files("train")),
         TOOLCHAIN_LOCK,
     )
-    if jax.process_index():  # one of several hosts (see README): they train; the first writes
+    if jax.process_index():  # one of several hosts (docs/devices.md): they train; the first writes
         fit(trainer, train, validation, CHECKPOINT_DIR, run_id)
         return
 

@@ -36,7 +36,7 @@ from stages import preprocess as preprocess_stage
 # --- the project and the dataset mirror --------------------------------------------------------
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
-# The offline mirror of the seeds' datasets, beside the project (see README: offline mirror).
+# The offline mirror of the seeds' datasets, beside the project (docs/data.md, offline mirror).
 SHARED_DATASETS = Path(os.environ.get("DATA_MIRROR", PROJECT_ROOT.parent / "shared" / "datasets"))
 STAGES = yaml.safe_load((PROJECT_ROOT / "dvc.yaml").read_text())["stages"]  # name -> stage, in dvc.yaml's order
 

@@ -1073,7 +1073,7 @@ def test_bad_predict_inputs(project, capsys, model_dir, arguments, changes, stat
     [
         pytest.param([sys.executable, "-m", "stages.train"], 1, "unknown key 'train.lr'", id="stage"),
         pytest.param(
-            [str(Path(sys.executable).parent / "predict"), "x.png", "--model", "nowhere"],
+            [str(Path(sys.executable).parent / "flaxvision"), "predict", "x.png", "--model", "nowhere"],
             2,
             "no trained model in nowhere",
             id="predict",
@@ -1352,11 +1352,11 @@ def test_running_out_of_memory_in_a_stage_is_one_line(project, capsys, allocate,
     "signum, status, word", [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "terminated")]
 )
 def test_a_command_signalled_as_it_starts_ends_in_one_line(project, signum, status, word):
-    """`predict` while it imports (JAX's imports take seconds): one line, the signal's status."""
+    """`flaxvision predict` while it imports (JAX's imports take seconds): one line, the signal's status."""
     save_model(Path("model"))
     Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save("x.png")
     env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}
-    command = [str(Path(sys.executable).parent / "predict"), "x.png", "--model", "model"]
+    command = [str(Path(sys.executable).parent / "flaxvision"), "predict", "x.png", "--model", "model"]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     time.sleep(0.3)
     process.send_signal(signum)

@@ -1,16 +1,26 @@
 """The command lines: every stage answers --help (from its docstring and dvc.yaml) without
-running and takes no arguments; usage errors are one line."""
+running and takes no arguments; `flaxvision` and its subcommands (predict, export, recipe,
+params) answer --help; usage errors are one line. The seeds' recipes and the params reference."""
 
 import runpy
+import shlex
+import shutil
 import sys
 from pathlib import Path
 
 import pytest
+from dvc.utils.hydra import apply_overrides
 from PIL import Image
 
+from flaxvision.cli import SUBCOMMANDS
+from flaxvision.cli import main as flaxvision_main
+from flaxvision.config import PARAMS_FILE, load_params
+from flaxvision.config import section as section_of
 from flaxvision.export import main as export_main
 from flaxvision.predict import main as predict_main
-from tests.helpers import STAGES, save_model
+from flaxvision.recipes import RECIPES_FILE, load_recipes, settings_arguments
+from flaxvision.reference import REFERENCE_FILE, SECTIONS, reference
+from tests.helpers import PROJECT_ROOT, STAGES, save_model
 
 # runpy re-runs a stage module that the test session has already imported: that is the point here.
 pytestmark = pytest.mark.filterwarnings("ignore:.*found in sys.modules after import of package:RuntimeWarning")
@@ -44,12 +54,82 @@ def test_a_stage_takes_no_arguments(tmp_path, monkeypatch, capsys):
     )
 
 
-@pytest.mark.parametrize("command, main", [("predict", predict_main), ("export", export_main)])
-def test_the_commands_answer_help(command, main, capsys):
+@pytest.mark.parametrize("command", [[], *([name] for name in SUBCOMMANDS)])
+def test_the_command_and_its_subcommands_answer_help(command, capsys):
     with pytest.raises(SystemExit) as exited:
-        main(["--help"])
+        flaxvision_main([*command, "--help"])
     assert exited.value.code == 0
-    assert capsys.readouterr().out.startswith(f"usage: {command} [-h]")
+    out = capsys.readouterr().out
+    assert out.startswith(f"usage: {' '.join(['flaxvision', *command])} [-h]")
+    assert command or all(f"  {name} " in out for name in SUBCOMMANDS)
+
+
+def test_an_unknown_subcommand_is_one_error_line(capsys):
+    with pytest.raises(SystemExit) as exited:
+        flaxvision_main(["predit", "photo.jpg"])
+    assert exited.value.code == 2
+    assert capsys.readouterr().err == (
+        "error: argument COMMAND: invalid choice: 'predit' (choose from 'predict', 'export', 'recipe', 'params') "
+        "(see flaxvision --help)\n"
+    )
+
+
+# Params that say how a run is computed, not what it learns (the same weights either way): a recipe
+# leaves them to params.yaml. Every other param is set by every recipe.
+HOW_IT_RUNS = {"train.input", "train.device_data_mb", "train.checkpoint_steps", "extract_features.batch_size"}
+
+
+def leaf_keys(params: dict, prefix: str = "") -> list[str]:
+    return [
+        key
+        for name, value in params.items()
+        for key in (leaf_keys(value, f"{prefix}{name}.") if isinstance(value, dict) else [f"{prefix}{name}"])
+    ]
+
+
+@pytest.mark.parametrize("name", load_recipes(PROJECT_ROOT / RECIPES_FILE))
+def test_a_recipe_sets_every_param_that_decides_the_weights_as_dvc_applies_it(name, tmp_path, monkeypatch):
+    settings = load_recipes(PROJECT_ROOT / RECIPES_FILE)[name]
+    decisive = {key for key in leaf_keys(load_params(PROJECT_ROOT / PARAMS_FILE)) if not key.startswith("evaluate.")}
+    assert sorted(decisive - HOW_IT_RUNS - set(settings)) == []
+
+    # DVC's own parsing of the -S arguments, into a copy of params.yaml: each value as the recipe says.
+    shutil.copy(PROJECT_ROOT / PARAMS_FILE, tmp_path / PARAMS_FILE)
+    arguments = settings_arguments(settings)
+    apply_overrides(tmp_path / PARAMS_FILE, arguments[1::2])
+    applied = load_params(tmp_path / PARAMS_FILE)
+    for key, value in settings.items():
+        section, _, field = key.rpartition(".")
+        assert (applied[section][field] if section else applied[key]) == value, key
+    monkeypatch.chdir(tmp_path)  # and every section passes its schema
+    for section, schema in SECTIONS.items():
+        section_of(applied, section, schema)
+
+
+def test_the_recipe_command_runs_dvc_exp_run_with_the_recipes_settings(monkeypatch, capsys):
+    monkeypatch.chdir(PROJECT_ROOT)
+    assert flaxvision_main(["recipe", "--list"]) == 0
+    listed = capsys.readouterr().out.splitlines()
+    assert [line.split(":")[0] for line in listed] == list(load_recipes())
+    assert "seed004-resnet50: model=resnet50 data=signs" in listed
+
+    assert flaxvision_main(["recipe", "seed004-resnet50", "--dry-run", "--queue"]) == 0
+    command = shlex.split(capsys.readouterr().out)
+    assert command[:5] == ["dvc", "exp", "run", "-n", "seed004-resnet50"] and command[-1] == "--queue"
+    assert command[5:9] == ["-S", "model=resnet50", "-S", "data=signs"]
+    assert "train.min_learning_rate=1e-05" in command  # params.yaml's reader takes it as a float, as DVC does
+
+    assert flaxvision_main(["recipe", "seed9"]) == 2
+    assert capsys.readouterr().err.startswith("error: no recipe 'seed9' in recipes.yaml; recipes: seed000-cnn, ")
+
+
+def test_the_params_reference_is_up_to_date():
+    """docs/params.md is what `flaxvision params --write` writes from today's schema and params.yaml."""
+    expected = reference(PROJECT_ROOT / PARAMS_FILE)
+    assert (PROJECT_ROOT / REFERENCE_FILE).read_text() == expected, "run `uv run flaxvision params --write`"
+    rows = [line.split(" | ") for line in expected.splitlines() if line.startswith("| `")]
+    assert [row[0].strip("|` ") for row in rows] == leaf_keys(load_params(PROJECT_ROOT / PARAMS_FILE))
+    assert all(row[3].strip(" |") for row in rows), "a key without a comment in params.yaml"
 
 
 LONG = "x" * 300  # a file name the system refuses: longer than NAME_MAX

@@ -131,9 +131,9 @@ def test_the_export_command_and_the_readme_example(tmp_path, capsys):
     assert metadata["input"]["shape"] == ["batch", 12, 16, 1] and metadata["input"]["dtype"] == "uint8"
     assert metadata["output"] == {"name": "logits", "shape": ["batch", 2], "dtype": "float32", "kind": "logits"}
 
-    # README's example, as written, where it expects the files and a photo.
-    readme = (PROJECT_ROOT / "README.md").read_text()
-    example = re.search(r"## Export\n.*?```python\n(.*?)```", readme, re.S).group(1)
+    # The docs' example, as written, where it expects the files and a photo.
+    page = (PROJECT_ROOT / "docs" / "predict.md").read_text()
+    example = re.search(r"## Export\n.*?```python\n(.*?)```", page, re.S).group(1)
     Image.fromarray(pattern_images(1, size=40)[0][0]).save(tmp_path / "photo.jpg")
     lines = run_without_the_project(example, cwd=tmp_path).splitlines()
     assert len(lines) == 1 and lines[0].split()[0] in ("cats", "dogs"), lines
@@ -161,8 +161,8 @@ def test_help_does_no_work(tmp_path, capsys):
 
 
 def test_the_trained_model_is_a_dvc_artifact():
-    """`dvc artifacts get` finds the train stage's model by the name README gives."""
+    """`dvc artifacts get` finds the train stage's model by the name the docs give."""
     artifacts = yaml.safe_load((PROJECT_ROOT / "dvc.yaml").read_text())["artifacts"]
     assert list(artifacts) == ["image-classifier"] and artifacts["image-classifier"]["type"] == "model"
     assert artifacts["image-classifier"]["path"] in STAGES["train"]["outs"]
-    assert "dvc artifacts get . image-classifier" in (PROJECT_ROOT / "README.md").read_text()
+    assert "dvc artifacts get . image-classifier" in (PROJECT_ROOT / "docs" / "predict.md").read_text()

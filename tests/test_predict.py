@@ -93,13 +93,13 @@ def test_an_image_file_gets_what_evaluation_gets_for_the_prepared_array(model_di
 
 
 def test_the_readme_python_api_example(model_dir, photo, tmp_path, monkeypatch, capsys):
-    """README's example, run as written in a folder with the model and a photo where it expects them."""
-    readme = (PROJECT_ROOT / "README.md").read_text()
-    example = re.search(r"## Python API\n.*?```python\n(.*?)```", readme, re.S).group(1)
+    """The docs' example, run as written in a folder with the model and a photo where it expects them."""
+    page = (PROJECT_ROOT / "docs" / "predict.md").read_text()
+    example = re.search(r"## Python API\n.*?```python\n(.*?)```", page, re.S).group(1)
     shutil.copytree(model_dir, tmp_path / "artifacts" / "model")
     shutil.copy(photo, tmp_path / "photo.jpg")
     monkeypatch.chdir(tmp_path)
-    exec(compile(example, "README.md", "exec"), {})
+    exec(compile(example, "docs/predict.md", "exec"), {})
     lines = capsys.readouterr().out.splitlines()
     # The file and the array the example builds from it: the very same prediction, to the last bit.
     assert len(lines) == 2 and lines[0] == lines[1] and lines[0].startswith("red ('red', "), lines
@@ -196,9 +196,9 @@ def test_a_grayscale_model_gets_grayscale_images(tmp_path, known_images):
 
 @pytest.mark.slow  # a process of its own
 def test_the_predict_command(model_dir, known_images):
-    command = Path(sys.executable).parent / "predict"  # the [project.scripts] entry point
+    command = Path(sys.executable).parent / "flaxvision"  # the [project.scripts] entry point
     result = subprocess.run(
-        [str(command), str(known_images["blue"]), "--model", str(model_dir), "--top-k", "1"],
+        [str(command), "predict", str(known_images["blue"]), "--model", str(model_dir), "--top-k", "1"],
         capture_output=True,
         text=True,
         timeout=300,
