@@ -43,8 +43,8 @@ from benchmarks.workloads import WORKLOADS, Protocol, measure
 from flaxvision import models
 from flaxvision.data.prepared import ShardedImages
 from flaxvision.files import write_bytes
-from flaxvision.training import OnDevices, Streamed, TrainConfig, Trainer
-from flaxvision.transforms import AugmentConfig
+from flaxvision.recipes import plain_section
+from flaxvision.training import OnDevices, Streamed, Trainer
 
 ROOT = Path(__file__).resolve().parents[1]
 TRACE_STEPS = 3
@@ -54,8 +54,8 @@ def resnet50_training(image_size: int, batch_size: int, steps: int, trace: Path 
     """ResNet50 training img/s on device-resident batches, through train_epoch, and streamed."""
     shape = (image_size, image_size, 3)
     model = models.create_model("resnet50", num_classes=1000, input_shape=shape, dtype=jnp.bfloat16, rngs=nnx.Rngs(0))
-    config = TrainConfig(batch_size=batch_size, learning_rate=1e-3, compute_dtype="bfloat16")
-    trainer = Trainer(model, config, AugmentConfig(), models.preprocessing("resnet50"))
+    config = plain_section("train", batch_size=batch_size, learning_rate=1e-3, compute_dtype="bfloat16")
+    trainer = Trainer(model, config, plain_section("augment"), models.preprocessing("resnet50"))
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (steps * batch_size, *shape), dtype=np.uint8)
     labels = rng.integers(0, 1000, len(images), dtype=np.int32)

@@ -136,7 +136,7 @@ def _describe(products, shapes) -> tuple[str, float]:
     for _, shape, opcode, rest in products:
         operands = re.findall(r"%([\w.\-]+)", rest.split(")")[0])[:2]
         lhs, rhs = (shapes.get(o, "?") for o in operands)
-        if pass_name := re.search(rf'{ONEDNN}(\w+)"', rest):  # oneDNN's (models.onednn): Forward, InputGrad, KernelGrad
+        if pass_name := re.search(rf'{ONEDNN}(\w+)"', rest):  # flaxvision.ops.onednn's Forward, InputGrad, KernelGrad
             kernel, gradient = {"Forward": (rhs, shape), "InputGrad": (rhs, lhs), "KernelGrad": (shape, rhs)}[
                 pass_name[1]
             ]

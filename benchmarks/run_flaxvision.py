@@ -34,18 +34,18 @@ from benchmarks.workloads import (
     timed,
 )
 from flaxvision import builder, models
-from flaxvision.config import load_params
 from flaxvision.conversion import build_backbone
-from flaxvision.data import PreprocessConfig, load_prepared, prepare, read_dataset
+from flaxvision.data import load_prepared, prepare, read_dataset
 from flaxvision.evaluation import make_predict_step, predict
+from flaxvision.jax_internals import unroll_threefry_on_cpu
 from flaxvision.models.backbones import BACKBONES
 from flaxvision.models.layers import use_convolutions
-from flaxvision.runtime import unroll_threefry_on_cpu
-from flaxvision.training import OnDevices, TrainConfig, Trainer
-from flaxvision.transforms import AugmentConfig
+from flaxvision.params import load_params
+from flaxvision.recipes import plain_section
+from flaxvision.training import OnDevices, Trainer
 
 PRESETS = {"seed_cnn": "belgiumtsc_cnn", "resnet50": "resnet50"}  # workload model -> models registry name
-# ImageDataGenerator's arguments as flaxvision.transforms.AugmentConfig fields (same units).
+# ImageDataGenerator's arguments as params augment fields (same units).
 AUGMENT_FIELDS = {
     "rotation_range": "rotation",
     "width_shift_range": "width_shift",
@@ -55,7 +55,7 @@ AUGMENT_FIELDS = {
     "horizontal_flip": "horizontal_flip",
     "fill_mode": "fill_mode",
 }
-TRAIN_CONFIG = TrainConfig(batch_size=BATCH_SIZE, learning_rate=LEARNING_RATE)
+TRAIN_CONFIG = plain_section("train", batch_size=BATCH_SIZE, learning_rate=LEARNING_RATE)
 # What our convolutions run with: params.yaml's `convolutions`, unless this variable names
 # another; benchmarks.run puts it in the report's command.
 CONVOLUTIONS = os.environ.get("FLAXVISION_CONVOLUTIONS") or builder.convolutions(
@@ -100,7 +100,7 @@ def workload_repeat(workload: Workload, batches: int) -> tuple[Callable[[], obje
     use_convolutions(model, CONVOLUTIONS)
     images, labels = synthetic_batch_set(workload, batches)
     if workload.mode == "train":
-        trainer = Trainer(model, TRAIN_CONFIG, AugmentConfig(), preprocessing)
+        trainer = Trainer(model, TRAIN_CONFIG, plain_section("augment"), preprocessing)
         data = OnDevices(trainer, images, labels)  # on every device, as fit puts them
         return lambda: trainer.train_epoch(data, 0, LEARNING_RATE), info
     model.eval()
@@ -120,14 +120,14 @@ def end_to_end(raw: Path, recipe: Recipe, protocol: Protocol) -> dict:
     """The pipeline's way: preprocess (decode, resize, split) once into uint8 arrays, then epochs
     of Trainer.train_epoch with the seed's augmentation inside the compiled step."""
     prepared = raw.parent / f"prepared-{recipe.name}"
-    config = PreprocessConfig(image_size=recipe.image_size, color_mode=recipe.color_mode)
+    config = plain_section("preprocess", image_size=recipe.image_size, color_mode=recipe.color_mode)
     _, preprocess_s = timed(lambda: prepare("cats_vs_dogs", read_dataset("cats_vs_dogs", raw), config, prepared))
     data = load_prepared(prepared)
     model = models.create_model(
         recipe.model, num_classes=len(data.classes), input_shape=data.image_shape, rngs=nnx.Rngs(0)
     )
     use_convolutions(model, CONVOLUTIONS)
-    augment = AugmentConfig(**{AUGMENT_FIELDS[k]: v for k, v in recipe.augmentation.items()})
+    augment = plain_section("augment", **{AUGMENT_FIELDS[k]: v for k, v in recipe.augmentation.items()})
     trainer = Trainer(model, TRAIN_CONFIG, augment, models.preprocessing(recipe.model))
 
     def put_on_devices():

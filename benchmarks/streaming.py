@@ -13,6 +13,7 @@ image of the streamed epoch over the in-memory one. The first step (compilation)
 """
 
 import argparse
+import dataclasses
 import json
 import os
 import subprocess
@@ -21,7 +22,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import yaml
 
 from benchmarks import peers
 from benchmarks.run import WORK_DIR, download_cats_vs_dogs, machine_info
@@ -56,12 +56,12 @@ def main():
 def prepared_copy(size: int, raw: Path | None = None) -> Path:
     """data/prepared of cats_vs_dogs at the default params (preprocessed once, from ``raw``),
     its train split repeated ``size`` times (shard files of the 1x split's bytes, concatenated)."""
-    from flaxvision.data import PreprocessConfig, prepare, read_dataset
+    from flaxvision.data import prepare, read_dataset
+    from flaxvision.params import load_params
 
     one = FOLDER / "prepared-1x"
     if raw is not None and not (one / "dataset.json").is_file():
-        params = yaml.safe_load((peers.ROOT / "params.yaml").read_text())
-        config = PreprocessConfig(**{**params["preprocess"], "image_size": (96, 96)})
+        config = dataclasses.replace(load_params(peers.ROOT / "params.yaml").preprocess, image_size=(96, 96))
         prepare("cats_vs_dogs", read_dataset("cats_vs_dogs", raw), config, one)
     folder = FOLDER / f"prepared-{size}x"
     if size > 1 and not (folder / "dataset.json").is_file():
@@ -91,21 +91,17 @@ def child(size: int, path: str) -> dict:
 
 def measure(folder: Path, path: str) -> dict:
     """One epoch of the default experiment's training on ``folder`` through input ``path``."""
-    import dataclasses
-
     import jax
 
     from flaxvision import builder, training
-    from flaxvision.config import section
     from flaxvision.data import load_prepared, loader
-    from flaxvision.transforms import AugmentConfig
+    from flaxvision.params import load_params
 
-    params = yaml.safe_load((peers.ROOT / "params.yaml").read_text())
-    config = dataclasses.replace(section(params, "train", training.TrainConfig), input=path)
+    params = load_params(peers.ROOT / "params.yaml")
+    config = dataclasses.replace(params.train, input=path)
     data = load_prepared(folder)
-    model = builder.build_model(params["model"], num_classes=len(data.classes), input_shape=data.image_shape, seed=0)
-    augment = section(params, "augment", AugmentConfig)
-    trainer = training.Trainer(model, config, augment, builder.preprocessing(params["model"]))
+    model = builder.build_model(params.model, num_classes=len(data.classes), input_shape=data.image_shape, seed=0)
+    trainer = training.Trainer(model, config, params.augment, builder.preprocessing(params.model))
     images, labels = data.splits["train"]
     source = (training.Streamed if path == "stream" else training.OnDevices)(trainer, images, labels)
     batch = next(source.batches(np.arange(config.batch_size), config.batch_size))

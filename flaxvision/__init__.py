@@ -1,5 +1,7 @@
 """flaxvision: the library code behind the DVC stages (data, transforms, training, evaluation)."""
 
+import importlib.abc
+import importlib.util
 import sys
 from pathlib import Path
 
@@ -13,10 +15,33 @@ if Path(sys.argv[0]).name in interrupts.COMMANDS:
 # Before JAX starts: XLA reads its flags once (see flaxvision.numerics).
 numerics.use_default()
 
-# The architectures are the package flaxvision.models. Installed, they sit inside this package
-# (pyproject.toml's package-dir); in a checkout they are the top-level models/ folder beside it.
-# Searching the checkout that this flaxvision/ is part of (not the one an editable install
-# points at) makes a DVC experiment's temp copy run its own models/.
+
+class _CheckoutModels(importlib.abc.MetaPathFinder):
+    """Finds ``flaxvision.models``, and nothing else, in a checkout's top-level models/ folder.
+
+    The architectures are the package flaxvision.models. Installed from a wheel, they sit inside
+    this package (pyproject.toml's package-dir) and this finder is not installed; in a checkout
+    they are the top-level models/ folder beside flaxvision/. Mapping the checkout that this
+    flaxvision/ is part of (not the one an editable install points at) makes a DVC experiment's
+    temp copy (.dvc/tmp/exps/) run its own models/. Only that one name is mapped: the checkout's
+    other folders (stages/, benchmarks/, setup.py) are no submodules of flaxvision. Its submodules
+    are found in the package's own ``__path__``, the folder.
+    """
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+
+    def find_spec(self, fullname, path=None, target=None):
+        if fullname != "flaxvision.models":
+            return None
+        return importlib.util.spec_from_file_location(
+            fullname, self.folder / "__init__.py", submodule_search_locations=[str(self.folder)]
+        )
+
+
 _checkout = Path(__file__).resolve().parent.parent
 if (_checkout / "models" / "__init__.py").is_file() and not (_checkout / "flaxvision" / "models").is_dir():
-    __path__.append(str(_checkout))
+    # First: ahead of the path finders and of an editable install's finder, which maps the name
+    # to the installed checkout's models/. A re-import of this package replaces its finder.
+    sys.meta_path[:] = [finder for finder in sys.meta_path if type(finder).__name__ != _CheckoutModels.__name__]
+    sys.meta_path.insert(0, _CheckoutModels(_checkout / "models"))

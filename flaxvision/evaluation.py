@@ -17,28 +17,6 @@ from flaxvision.models.scaling import preprocess_input
 
 
 @dataclasses.dataclass(frozen=True)
-class EvaluateConfig:
-    """params.yaml ``evaluate``: the metrics, and what the pictures show (see stages/evaluate.py)."""
-
-    batch_size: int = 128
-    top_k: int = 5
-    samples: int = 16  # training images in the sample and augmentation grids
-    misclassified: int = 16  # misclassified test images shown, the most confidently wrong first
-    activation_image: int = 0  # the test image whose activation maps are drawn
-    activation_layers: tuple[int | str, ...] = ()  # conv layers by index or path; (): spread over the depth
-    max_activation_layers: int = 8
-    max_channels: int = 64  # channels tiled per activation map
-
-    def __post_init__(self):
-        for name in ("batch_size", "top_k", "max_activation_layers", "max_channels"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
-        for name in ("samples", "misclassified", "activation_image"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must not be negative, got {getattr(self, name)}")
-
-
-@dataclasses.dataclass(frozen=True)
 class Evaluation:
     summary: dict  # accuracy, loss, top-k accuracy, macro precision/recall/F1
     per_class: dict  # class name -> precision, recall, f1, support
@@ -53,7 +31,7 @@ def gather(images, indices):
 
 def make_predict_step(eval_graph: nnx.GraphDef, preprocessing: str, mesh: AbstractMesh | None = None):
     """A compiled ``(model_state, images, indices) -> logits`` (see `gather`); with the ``mesh``
-    of training's devices, the calls XLA cannot split over them are split by rows (models.onednn)."""
+    of training's devices, the calls XLA cannot split over them are split by rows (flaxvision.ops.onednn)."""
 
     @jax.jit
     def predict_step(model_state, images, indices):

@@ -26,21 +26,14 @@ import jax.numpy as jnp
 from flax import nnx
 from jax import export as jax_export
 from jax import lax
-from jax._src import core as jax_core
-from jax.extend import core as jax_extend_core
 from jax2onnx import to_onnx
 
 from flaxvision.errors import ArgumentParser, UserError
 from flaxvision.files import atomic_directory, write_bytes, write_json
+from flaxvision.jax_internals import give_jax2onnx_closed_jaxpr
 from flaxvision.models.scaling import preprocess_input
 from flaxvision.predict import DEFAULT_MODEL
 from flaxvision.trained import WEIGHT_KINDS, ModelInfo, load_trained, read_info
-
-# jax2onnx 0.17.1 (the newest) lowers jit calls through jax._src.core.ClosedJaxpr, which jax 0.12
-# dropped when it merged ClosedJaxpr into Jaxpr; jax.extend.core still names it. Until jax2onnx
-# follows, give it the name back.
-if not hasattr(jax_core, "ClosedJaxpr"):
-    jax_core.ClosedJaxpr = jax_extend_core.ClosedJaxpr  # type: ignore[attr-defined]
 
 ONNX = "model.onnx"
 STABLEHLO = "model.stablehlo"
@@ -144,6 +137,7 @@ def onnx_model(logits: Callable[[jax.Array], jax.Array], images: jax.ShapeDtypeS
     shape tensors it left untyped. The annotations are optional (runtimes infer them): none are
     written, and its warnings about them are not shown.
     """
+    give_jax2onnx_closed_jaxpr()  # jax2onnx (0.17.1) reads a name jax 0.12 dropped
     serde = logging.getLogger("onnx_ir.serde")
     level = serde.level
     serde.setLevel(logging.ERROR)
@@ -178,4 +172,3 @@ def metadata(info: ModelInfo, platforms: tuple[str, ...]) -> dict:
         "files": {"onnx": ONNX, "stablehlo": STABLEHLO},
         "stablehlo_platforms": list(platforms),
     }
-

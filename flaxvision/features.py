@@ -7,7 +7,6 @@ train, validation and test, ``features.json`` (which model and weights made them
 model without cached features only features.json is written, with ``"features": null``.
 """
 
-import dataclasses
 import json
 from pathlib import Path
 
@@ -16,6 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from flaxvision.data import Images
 from flaxvision.errors import UserError
 from flaxvision.evaluation import gather, predict
 from flaxvision.files import atomic_directory, verify_checksums, write_checksums, write_json
@@ -24,18 +24,7 @@ FEATURES_DIR = Path("data/features")
 MANIFEST = "features.json"
 
 
-@dataclasses.dataclass(frozen=True)
-class ExtractConfig:
-    """params.yaml ``extract_features``."""
-
-    batch_size: int = 32
-
-    def __post_init__(self):
-        if self.batch_size < 1:
-            raise ValueError(f"batch_size must be at least 1, got {self.batch_size}")
-
-
-def extract_features(model: nnx.Module, images: np.ndarray, batch_size: int, desc: str) -> np.ndarray:
+def extract_features(model: nnx.Module, images: Images, batch_size: int, desc: str) -> np.ndarray:
     """``model.features`` of uint8 ``images`` in inference mode: jitted, batched, with a progress bar."""
     model.eval()
     graph, state = nnx.split(model)

@@ -24,13 +24,13 @@ PORTABLE_FLAGS = {
     "xla_cpu_prefer_vector_width": "256",
     # Convolutions in YNNPACK, whose sums do not depend on the core count (Eigen's split them
     # by it); dots in Eigen, whose kernels do not depend on the CPU model (YNNPACK's do). Eigen
-    # splits a long sum by the core count too: flaxvision.models.kernels.matmul cuts it short.
+    # splits a long sum by the core count too: flaxvision.ops.cpu_kernels.matmul cuts it short.
     "xla_cpu_experimental_ynn_fusion_type": "individual_convolution",
     "xla_cpu_use_xnnpack": "false",
     "xla_cpu_strict_dot_conv_math": "true",
 }
 # oneDNN's (`convolutions: onednn`) code for AVX2 also on CPUs with AVX-512; it reads this when it
-# first runs. Its sums never depend on the thread count (models/onednn_conv.cc).
+# first runs. Its sums never depend on the thread count (flaxvision/ops/onednn_conv.cc).
 ONEDNN_ISA = ("DNNL_MAX_CPU_ISA", "AVX2")
 _USERS_ISA = os.environ.get(ONEDNN_ISA[0])  # before this module sets it; native gives it back
 
@@ -92,6 +92,6 @@ def _set(variables: dict[str, str | None]) -> None:
 def _backend_started() -> bool:
     if "jax" not in sys.modules:
         return False
-    from jax._src import xla_bridge  # no public API says whether the backends exist yet
+    from flaxvision import jax_internals  # no public API says whether the backends exist yet
 
-    return xla_bridge.backends_are_initialized()
+    return jax_internals.backends_started()

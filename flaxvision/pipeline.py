@@ -13,13 +13,14 @@ import functools
 import os
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import yaml
 
 from flaxvision import interrupts, numerics
-from flaxvision.config import load_params, require
 from flaxvision.errors import ArgumentParser, UserError
+from flaxvision.params import Params, load_params
 
 DVC_FILE = Path(__file__).resolve().parents[1] / "dvc.yaml"  # the project this code is part of
 CODE_ROOTS = ("flaxvision", "models", "stages")
@@ -56,12 +57,13 @@ def code_files(stage: str, dvc_file: Path = DVC_FILE) -> list[Path]:
     return sorted(files)
 
 
-def stage_main(main):
-    """Decorate a stage's ``main()``: its command line, and how it ends: a UserError, a full
+def stage_main(main: Callable[[Params], None]) -> Callable[[], None]:
+    """Decorate a stage's ``main(params)`` into ``main()``: its command line, and how it ends: a UserError, a full
     disk or memory, SIGINT or SIGTERM as one line (`stage_ending`, flaxvision.interrupts).
 
     Run as ``python -m stages.<name>``, the stage takes no arguments (params.yaml holds its
-    settings) and answers ``--help`` from its docstring and dvc.yaml without running.
+    settings) and answers ``--help`` from its docstring and dvc.yaml without running. It is
+    called with params.yaml, parsed and checked whole (flaxvision.params).
     Before the stage computes, it sets params.yaml's ``numerics`` (flaxvision.numerics) where
     dvc.yaml lists that param for the stage, and for a stage that imports JAX the persistent
     compilation cache and multi-host runs (flaxvision.runtime). Stages that do not (source,
@@ -69,23 +71,25 @@ def stage_main(main):
     """
 
     @functools.wraps(main)
-    def wrapper(*args, **kwargs):
+    def wrapper() -> None:
         as_program = main.__module__ == "__main__"  # the command line, not a call from Python (tests)
         if as_program:
             describe_stage(sys.modules["__main__"]).parse_args()
         try:
             if as_program:
                 interrupts.during_work()
-            module = sys.modules["__main__"].__spec__.name if main.__module__ == "__main__" else main.__module__
+            spec = sys.modules["__main__"].__spec__
+            module = spec.name if as_program and spec else main.__module__
             _, stage = stage_of(module) or (None, {})
+            params = load_params()
             if "numerics" in stage.get("params", []):  # the stages whose outputs XLA or oneDNN compute
-                numerics.use(require(load_params(), "numerics"))
+                numerics.use(params.numerics)
             if "jax" in sys.modules:
                 # Here, not at the top: runtime imports JAX, which the source and download stages never load.
                 from flaxvision.runtime import setup_jax
 
                 setup_jax()
-            return main(*args, **kwargs)
+            main(params)
         except BaseException as error:
             if as_program:
                 interrupts.ignore_from_now()  # a signal now must not interrupt the line

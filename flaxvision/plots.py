@@ -19,9 +19,11 @@ from flax import nnx
 from matplotlib.figure import Figure
 
 from flaxvision.activations import conv_activations, select_layers
+from flaxvision.data import Images
 from flaxvision.evaluation import most_confident_errors
 from flaxvision.files import write_bytes
-from flaxvision.transforms import AugmentConfig, augment
+from flaxvision.params import AUGMENT_OFF, AugmentConfig
+from flaxvision.transforms import augment
 
 DPI = 100
 CELL_INCHES = 1.7  # one image of a grid, caption included
@@ -160,7 +162,7 @@ def write_png(figure: Figure, path: Path):
 
 
 def training_samples(
-    images: np.ndarray,
+    images: Images,
     labels: np.ndarray,
     classes: list[str],
     count: int,
@@ -181,11 +183,10 @@ def training_samples(
     # The augmentation of the train step, with a fixed key: pixels stay in [0, 255] until preprocessing.
     augmented_floats = augment(jnp.asarray(images, jnp.float32), jax.random.key(0), augment_config)
     augmented = np.asarray(jnp.clip(jnp.round(augmented_floats), 0, 255), np.uint8)
-    defaults = AugmentConfig()
     changed = [
         field.name if value is True else f"{field.name} {value}"
         for field in dataclasses.fields(AugmentConfig)
-        if (value := getattr(augment_config, field.name)) != getattr(defaults, field.name)
+        if (value := getattr(augment_config, field.name)) != getattr(AUGMENT_OFF, field.name)
     ]
     settings = ", ".join(changed) if augment_config.enabled else "none: params.yaml augment is off"
     return {

@@ -160,4 +160,3 @@ def as_json(results: list[dict]) -> str:
 
 
 FORMATTERS = {"text": as_text, "csv": as_csv, "json": as_json}
-

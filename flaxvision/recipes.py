@@ -9,14 +9,17 @@ import json
 import os
 import shlex
 import sys
+import typing
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from flaxvision.errors import ArgumentParser, UserError
+from flaxvision.params import PARAMS_FILE, Params, from_dict, read_mapping
 
 RECIPES_FILE = Path("recipes.yaml")
+CHECKOUT = Path(__file__).resolve().parents[1]  # the project this flaxvision/ is part of
 
 
 def load_recipes(path: Path = RECIPES_FILE) -> dict[str, dict[str, Any]]:
@@ -26,6 +29,32 @@ def load_recipes(path: Path = RECIPES_FILE) -> dict[str, dict[str, Any]]:
     except FileNotFoundError:
         raise UserError(f"{path} not found: run the command from the project root") from None
     return {name: settings for name, settings in recipes.items() if not name.startswith(".")}
+
+
+def plain_params(changes: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A whole params.yaml mapping with the `.keras` settings of recipes.yaml (Adam at 0.001, no
+    augmentation or regularisation), then ``changes`` merged section by section: what tests and
+    benchmarks start from, whatever the default experiment is."""
+    params = read_mapping(CHECKOUT / PARAMS_FILE)
+    shared = yaml.safe_load((CHECKOUT / RECIPES_FILE).read_text())[".keras"]
+    for key, value in [*shared.items(), *_dotted(changes or {})]:
+        section, _, name = key.rpartition(".")
+        (params[section] if section else params)[name] = value
+    return params
+
+
+def plain_section(section: str, **changes: Any) -> Any:
+    """Section ``section`` of `plain_params`, with ``changes``, as its schema (e.g. TrainConfig)."""
+    schema = typing.get_type_hints(Params)[section]
+    return from_dict({**plain_params()[section], **changes}, schema, prefix=section)
+
+
+def _dotted(changes: dict[str, Any]) -> list[tuple[str, Any]]:
+    return [
+        (f"{key}.{name}", item) if isinstance(value, dict) else (key, value)
+        for key, value in changes.items()
+        for name, item in (value.items() if isinstance(value, dict) else [(None, value)])
+    ]
 
 
 def settings_arguments(settings: dict[str, Any]) -> list[str]:

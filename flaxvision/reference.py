@@ -13,31 +13,9 @@ import typing
 from pathlib import Path
 from typing import Any
 
-from flaxvision.config import PARAMS_FILE, load_params
-from flaxvision.data import PreprocessConfig
 from flaxvision.errors import ArgumentParser
-from flaxvision.evaluation import EvaluateConfig
-from flaxvision.features import ExtractConfig
-from flaxvision.models.transfer import TransferConfig
-from flaxvision.training import TrainConfig
-from flaxvision.transforms import AugmentConfig
+from flaxvision.params import PARAMS_FILE, REFERENCE_FILE, Params, read_mapping
 
-REFERENCE_FILE = Path("docs/params.md")
-TOP_LEVEL: dict[str, Any] = {
-    "model": str,
-    "data": str,
-    "convolutions": typing.Literal["onednn", "xla"],
-    "numerics": typing.Literal["portable", "native"],
-    "pretrained": str,
-}
-SECTIONS: dict[str, type] = {
-    "preprocess": PreprocessConfig,
-    "augment": AugmentConfig,
-    "transfer": TransferConfig,
-    "extract_features": ExtractConfig,
-    "train": TrainConfig,
-    "evaluate": EvaluateConfig,
-}
 _KEY_LINE = re.compile(r"^(?P<indent> *)(?P<key>\w+):(?P<value>[^#]*?)\s*(?:#\s?(?P<comment>.*))?$")
 _COMMENT_LINE = re.compile(r"^(?P<indent> *)#\s?(?P<text>.*)$")
 
@@ -95,7 +73,9 @@ def yaml_value(value: Any) -> str:
 
 def reference(path: Path = PARAMS_FILE) -> str:
     """docs/params.md's text for params.yaml at ``path``."""
-    params = load_params(path)
+    params = read_mapping(path)
+    hints = typing.get_type_hints(Params)
+    sections = {name: hint for name, hint in hints.items() if dataclasses.is_dataclass(hint)}
     header, meanings = comments(path.read_text())
 
     def table(rows: list[tuple[str, Any, Any]]) -> list[str]:
@@ -117,14 +97,13 @@ def reference(path: Path = PARAMS_FILE) -> str:
         "",
         "## Top level",
         "",
-        *table([(key, hint, params[key]) for key, hint in TOP_LEVEL.items()]),
+        *table([(key, hint, params[key]) for key, hint in hints.items() if key not in sections]),
     ]
-    for section, schema in SECTIONS.items():
-        hints = typing.get_type_hints(schema)
+    for section, schema in sections.items():
         about = meanings.get(section, "")
         lines += ["", f"## {section}", "", *([about, ""] if about else [])]
-        fields = [field.name for field in dataclasses.fields(schema)]
-        lines += table([(f"{section}.{name}", hints[name], params[section][name]) for name in fields])
+        fields = typing.get_type_hints(schema)
+        lines += table([(f"{section}.{name}", hint, params[section][name]) for name, hint in fields.items()])
     return "\n".join(lines) + "\n"
 
 

@@ -1,5 +1,5 @@
 """Process-wide JAX setup for every stage: the persistent compilation cache, random bits lowered
-for speed on CPU, and multi-host runs.
+for speed on CPU (flaxvision.jax_internals), and multi-host runs.
 
 Each DVC stage is a new process, so without the cache every stage recompiles what the one before
 it compiled: building a backbone alone compiles one initializer per weight shape (DenseNet121:
@@ -9,9 +9,8 @@ it compiled: building a backbone alone compiles one initializer per weight shape
 import os
 
 import jax
-from jax._src.random import threefry2x32  # the lowering below is not public API
-from jax.interpreters import mlir
 
+from flaxvision.jax_internals import unroll_threefry_on_cpu
 from flaxvision.paths import cache_dir
 
 
@@ -31,16 +30,3 @@ def setup_jax():
         jax.distributed.initialize(
             num_processes=None if count is None else int(count), process_id=None if index is None else int(index)
         )
-
-
-def unroll_threefry_on_cpu():
-    """Lower threefry, JAX's random bits, on CPU as on the other backends: its rounds unrolled.
-
-    On CPU JAX rolls them into a while loop, to compile faster; XLA:CPU then makes a pass over
-    the whole array per iteration, on one core, and the dropout masks and augmentation draws of a
-    train step take several times longer than one fused loop over the same integer arithmetic.
-    The bits are the same either way (tests/test_runtime.py checks them against the rolled loop's).
-    """
-    mlir.register_lowering(
-        threefry2x32.threefry2x32_p, threefry2x32._threefry2x32_lowering_rule, platform="cpu", inline=False
-    )

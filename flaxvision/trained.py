@@ -22,13 +22,11 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx, serialization, traverse_util
 
-from flaxvision import models
-from flaxvision.builder import build_model
-from flaxvision.config import from_dict
+from flaxvision.builder import MODEL_NAMES, build_model
 from flaxvision.errors import UserError
 from flaxvision.files import atomic_directory, verify_checksums, write_bytes, write_checksums, write_json
 from flaxvision.models.scaling import PREPROCESSING_MODES
-from flaxvision.models.transfer import TransferConfig
+from flaxvision.params import TransferConfig, from_dict
 
 WEIGHTS = "weights.msgpack"
 METADATA = "model.json"
@@ -41,7 +39,7 @@ FORMAT = 1  # model.json's layout; files from before it was recorded have this l
 class ModelInfo:
     """model.json: what a trained model is and what it takes.
 
-    model: the registry name (models.MODEL_NAMES); transfer: a transfer model's settings.
+    model: params.yaml's name (builder.MODEL_NAMES); transfer: a transfer model's settings.
     classes: class names in label order. input_shape: (height, width, channels) of its images,
     decoded in ``color_mode`` and scaled by ``preprocessing`` (a models.scaling mode).
     """
@@ -55,8 +53,8 @@ class ModelInfo:
     format: int = FORMAT
 
     def __post_init__(self):
-        if self.model not in models.MODEL_NAMES:
-            raise ValueError(f"unknown model '{self.model}'; this code has {', '.join(models.MODEL_NAMES)}")
+        if self.model not in MODEL_NAMES:
+            raise ValueError(f"unknown model '{self.model}'; this code has {', '.join(MODEL_NAMES)}")
         if self.preprocessing not in PREPROCESSING_MODES:
             raise ValueError(f"unknown preprocessing '{self.preprocessing}'; valid: {', '.join(PREPROCESSING_MODES)}")
         if self.format > FORMAT:

@@ -22,7 +22,7 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -37,68 +37,8 @@ from flaxvision.data import loader
 from flaxvision.errors import UserError
 from flaxvision.evaluation import gather, loss_and_accuracy, make_predict_step, predict
 from flaxvision.models.scaling import preprocess_input
-from flaxvision.transforms import AugmentConfig, augment, mix
-
-
-@dataclasses.dataclass(frozen=True)
-class TrainConfig:
-    """params.yaml ``train`` (see its comments). The recipe knobs (weight decay, schedule,
-    clipping, label smoothing, EMA) default to off, so a run that sets none is plain Adam or SGD."""
-
-    seed: int = 0
-    epochs: int = 20
-    batch_size: int = 32
-    optimizer: Literal["adam", "adamw", "sgd"] = "adam"
-    learning_rate: float = 1e-3
-    momentum: float = 0.9
-    nesterov: bool = False
-    weight_decay: float = 0.0  # adamw: decoupled; sgd: added to the gradient; kernels only, not biases or norms
-    schedule: Literal["constant", "cosine", "step"] = "constant"
-    warmup_epochs: float = 0.0  # linear from 0 to learning_rate, then the schedule
-    step_epochs: float = 30.0  # schedule step: learning_rate *= step_factor every step_epochs
-    step_factor: float = 0.1
-    clip_grad_norm: float = 0.0  # 0: off
-    label_smoothing: float = 0.0
-    ema_decay: float = 0.0  # 0: off; else validation, the best epoch and the saved model use the weights' EMA
-    batchnorm_momentum: float | None = None  # None: the model's own (Keras' 0.99)
-    early_stopping_patience: int = 25
-    reduce_lr_patience: int = 0
-    reduce_lr_factor: float = 0.5
-    min_learning_rate: float = 1e-5
-    # bfloat16: convolutions and dense layers compute in bf16 (for GPU/TPU); parameters, BatchNorm
-    # statistics, the loss and the optimizer stay float32.
-    compute_dtype: Literal["float32", "bfloat16"] = "float32"
-    input: Literal["auto", "device", "stream"] = "auto"  # auto: device when the splits fit device_data_mb
-    device_data_mb: float | None = None  # None: half of a device's free memory
-    checkpoint_steps: int = 0  # also checkpoint every this many steps within an epoch; 0: after epochs only
-
-    def __post_init__(self):
-        if self.checkpoint_steps < 0 or (self.device_data_mb is not None and self.device_data_mb < 0):
-            raise ValueError("checkpoint_steps and device_data_mb must not be negative")
-        for name in ("epochs", "batch_size"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
-        if self.learning_rate <= 0:
-            raise ValueError(f"learning_rate must be positive, got {self.learning_rate}")
-        if not 0 < self.reduce_lr_factor < 1:
-            raise ValueError(f"reduce_lr_factor must be in (0, 1), got {self.reduce_lr_factor}")
-        if self.batchnorm_momentum is not None and not 0 <= self.batchnorm_momentum < 1:
-            raise ValueError(f"batchnorm_momentum must be in [0, 1), got {self.batchnorm_momentum}")
-        for name, low, high in [
-            ("weight_decay", 0, math.inf),
-            ("warmup_epochs", 0, self.epochs + 1),
-            ("clip_grad_norm", 0, math.inf),
-            ("label_smoothing", 0, 1),
-            ("ema_decay", 0, 1),
-        ]:
-            if not low <= getattr(self, name) < high:
-                raise ValueError(f"{name} must be in [{low}, {high}), got {getattr(self, name)}")
-        if self.weight_decay and self.optimizer == "adam":
-            raise ValueError("weight_decay needs optimizer adamw (decoupled) or sgd; adam has none")
-        if self.step_epochs <= 0 or not 0 < self.step_factor < 1:
-            raise ValueError(
-                f"step_epochs must be positive and step_factor in (0, 1), got {self.step_epochs}, {self.step_factor}"
-            )
+from flaxvision.params import AugmentConfig, TrainConfig
+from flaxvision.transforms import augment, mix
 
 
 def make_optimizer(config: TrainConfig) -> optax.GradientTransformation:
@@ -205,7 +145,7 @@ class Trainer:
     # --- compiled steps -------------------------------------------------------------------
 
     def _train_step(self, state, images, labels, indices, learning_rate):
-        with jax.sharding.use_abstract_mesh(self.mesh):  # see models.onednn
+        with jax.sharding.use_abstract_mesh(self.mesh):  # see flaxvision.ops.onednn
             model, optimizer, *averaged = nnx.merge(self.train_graph, state)
             optimizer.opt_state[-1].hyperparams["learning_rate"][...] = learning_rate  # see make_optimizer
             key = jax.random.fold_in(self.augment_key, optimizer.step[...])

@@ -8,104 +8,18 @@ Colour jitter (dm-pix's adjustments) follows; `mix` blends images and their targ
 the batch (mixup, CutMix), which the train step applies after both.
 """
 
-import dataclasses
 import math
 from functools import partial
-from typing import Literal, get_args
 
 import dm_pix
 import jax
 import jax.numpy as jnp
 
-FillMode = Literal["nearest", "reflect", "wrap", "constant"]
+from flaxvision.params import AugmentConfig, FillMode
 
 # How `affine_resample` pads the image by one pixel so that the four bilinear neighbours
 # of a folded coordinate all exist ('reflect' repeats the edge pixel: d c b a | a b c d).
 _PAD_MODES = {"nearest": "edge", "reflect": "symmetric", "wrap": "wrap", "constant": "constant"}
-
-
-@dataclasses.dataclass(frozen=True)
-class AugmentConfig:
-    """Random augmentation ranges, the params.yaml ``augment`` section; the defaults are off.
-
-    rotation: degrees, uniform in [-rotation, rotation] (ImageDataGenerator's rotation_range;
-        Keras RandomRotation(factor) is rotation = 360 * factor).
-    width_shift, height_shift: fractions of the width and height, uniform in [-s, s].
-    shear: degrees, uniform in [-shear, shear].
-    zoom: the sampling scale along x and along y, each uniform in [1 - zoom, 1 + zoom]
-        (above 1 zooms out).
-    horizontal_flip, vertical_flip: flip each image with probability 1/2.
-    fill_mode: how points outside the image are filled, as in Keras: 'nearest' (the edge
-        pixel), 'reflect' (d c b a | a b c d), 'wrap' (a b c d | a b c d), 'constant' (zeros).
-    crop_scale, crop_ratio: random-resized crop (torchvision's RandomResizedCrop(scale, ratio)):
-        a crop of a uniform share of the image's area in ``crop_scale`` and a log-uniform
-        width/height ratio in ``crop_ratio``, at a uniform place inside the image, resized to
-        the full image (a side that would exceed the image is cut to it). (1, 1), (1, 1): off.
-    brightness, contrast, saturation, hue: colour jitter, as torchvision's ColorJitter: add a
-        uniform [-brightness, brightness] (of the full range), scale the contrast and the
-        saturation by uniform factors in [1 - c, 1 + c], turn the hue by [-hue, hue] of a circle
-        (saturation and hue: RGB only); the result is clipped to the pixel range.
-    mixup, cutmix: the Beta(alpha, alpha) of mixup and CutMix (`mix`); 0: off. With both,
-        each batch uses one of them, with probability 1/2.
-    """
-
-    rotation: float = 0.0
-    width_shift: float = 0.0
-    height_shift: float = 0.0
-    shear: float = 0.0
-    zoom: float = 0.0
-    horizontal_flip: bool = False
-    vertical_flip: bool = False
-    fill_mode: FillMode = "nearest"
-    crop_scale: tuple[float, float] = (1.0, 1.0)
-    crop_ratio: tuple[float, float] = (1.0, 1.0)
-    brightness: float = 0.0
-    contrast: float = 0.0
-    saturation: float = 0.0
-    hue: float = 0.0
-    mixup: float = 0.0
-    cutmix: float = 0.0
-
-    def __post_init__(self):
-        for name, limit in [
-            ("rotation", math.inf),
-            ("shear", math.inf),
-            ("width_shift", 1),
-            ("height_shift", 1),
-            ("zoom", 1),
-            ("brightness", 1),
-            ("contrast", 1),
-            ("saturation", 1),
-            ("hue", 0.5),
-            ("mixup", math.inf),
-            ("cutmix", math.inf),
-        ]:
-            if not 0 <= getattr(self, name) < limit:  # also rejects nan
-                raise ValueError(f"'{name}' must be in [0, {limit}), got {getattr(self, name)}")
-        if self.fill_mode not in get_args(FillMode):
-            raise ValueError(f"'fill_mode' must be one of {list(get_args(FillMode))}, got {self.fill_mode!r}")
-        for name, most in [("crop_scale", 1), ("crop_ratio", math.inf)]:
-            bounds = getattr(self, name)
-            if len(bounds) != 2 or not 0 < bounds[0] <= bounds[1] <= most:
-                raise ValueError(f"'{name}' must be [low, high] with 0 < low <= high <= {most}, got {list(bounds)}")
-
-    @property
-    def cropped(self) -> bool:
-        return self.crop_scale != (1.0, 1.0) or self.crop_ratio != (1.0, 1.0)
-
-    @property
-    def colour(self) -> bool:
-        return bool(self.brightness or self.contrast or self.saturation or self.hue)
-
-    @property
-    def mixing(self) -> bool:
-        return bool(self.mixup or self.cutmix)
-
-    @property
-    def enabled(self) -> bool:
-        """Whether `augment` changes images (`mix` is separate: the loss takes part in it)."""
-        ranges = (self.rotation, self.width_shift, self.height_shift, self.shear, self.zoom)
-        return any(ranges) or self.horizontal_flip or self.vertical_flip or self.cropped or self.colour
 
 
 def augment(images: jax.Array, key: jax.Array, config: AugmentConfig) -> jax.Array:

@@ -5,8 +5,8 @@ where Flax's differ: glorot-uniform kernels with zero bias, 'VALID' padding, Bat
 epsilon 1e-3 (momentum 0.99 is the same in both). Layers with parameters are NNX modules
 (Conv2D and DepthwiseConv2D are `nnx.Conv`, Dense `nnx.Linear`, BatchNormalization
 `nnx.BatchNorm`, so Keras weights map onto them one to one); the others are plain
-functions of an NHWC batch. Convolutions, max pooling and BatchNorm's training pass go through
-`models.kernels`, which avoids XLA:CPU's slow kernels.
+functions of an NHWC batch. Convolutions, dense products, max pooling and BatchNorm's training pass
+go through `flaxvision.ops.cpu_kernels`, which avoids XLA:CPU's slow kernels.
 
 `Sequential` lets a preset list its layers as the Keras original does, without input
 sizes: a `Lazy` layer is built once the shape of its input is known.
@@ -20,7 +20,8 @@ import jax.numpy as jnp
 from flax import nnx
 from jax import lax
 
-from flaxvision.models import kernels, onednn
+from flaxvision import jax_internals
+from flaxvision.ops import cpu_kernels, onednn
 
 # The dtype convolutions and dense layers compute in (None: their inputs' and parameters'); the
 # parameters themselves stay float32.
@@ -66,14 +67,14 @@ def conv(
         use_bias=use_bias,
         kernel_init=kernel_init,
         feature_group_count=feature_group_count,
-        conv_general_dilated=kernels.conv_general_dilated,
+        conv_general_dilated=cpu_kernels.conv_general_dilated,
         dtype=dtype,
         rngs=rngs,
     )
 
 
 # params.yaml's `convolutions`: the implementations a model's convolutions can run with.
-CONVOLUTIONS = {"xla": kernels.conv_general_dilated, "onednn": onednn.conv_general_dilated}
+CONVOLUTIONS = {"xla": cpu_kernels.conv_general_dilated, "onednn": onednn.conv_general_dilated}
 
 
 def use_convolutions(model: nnx.Module, name: str) -> nnx.Module:
@@ -137,7 +138,7 @@ def dense(
         in_features,
         out_features,
         kernel_init=kernel_init,
-        dot_general=kernels.dot_general,
+        dot_general=cpu_kernels.dot_general,
         dtype=dtype,
         rngs=rngs,
     )
@@ -188,7 +189,7 @@ def batch_norm(
 
 
 class BatchNorm(nnx.BatchNorm):
-    """`nnx.BatchNorm`, whose training pass on CPU is `kernels.batch_normalize` (sums XLA:CPU runs
+    """`nnx.BatchNorm`, whose training pass on CPU is `cpu_kernels.batch_normalize` (sums XLA:CPU runs
     on every core, a gradient it computes once). Its variables and other uses are nnx.BatchNorm's."""
 
     def __call__(self, x, use_running_average: bool | None = None, *, mask=None):
@@ -199,7 +200,7 @@ class BatchNorm(nnx.BatchNorm):
         scale, bias = self.scale, self.bias
         if not (training and own and jax.default_backend() == "cpu") or scale is None or bias is None:
             return super().__call__(x, use_running_average, mask=mask)
-        y, mean, var = kernels.batch_normalize(x, scale[...], bias[...], self.epsilon)
+        y, mean, var = cpu_kernels.batch_normalize(x, scale[...], bias[...], self.epsilon)
         self.mean[...] = lax.stop_gradient(self.momentum * self.mean[...] + (1 - self.momentum) * mean)
         self.var[...] = lax.stop_gradient(self.momentum * self.var[...] + (1 - self.momentum) * var)
         return y
@@ -210,8 +211,14 @@ class Dropout(nnx.Dropout):
 
     XLA:CPU would fuse the random bits into both the forward op that applies the mask and the
     gradient op that applies it again, and so compute them twice; a barrier keeps the mask as
-    one array that both read. The layer's state and its other arguments are nnx.Dropout's.
+    one array that both read. The layer's state and its other arguments are nnx.Dropout's, whose
+    attributes it reads (rate, broadcast_dims, deterministic, rngs): each new layer checks them
+    (flaxvision.jax_internals.check_dropout).
     """
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        jax_internals.check_dropout(self)
 
     def __call__(self, inputs, *, deterministic: bool | None = None, rngs=None) -> jax.Array:
         deterministic = self.deterministic if deterministic is None else deterministic
@@ -232,7 +239,7 @@ def max_pool(x: jax.Array, size: int, strides: int | None = None, padding: str =
     if jax.default_backend() != "cpu":
         return nnx.max_pool(x, window_shape=(size, size), strides=(strides, strides), padding=padding)
     pads = lax.padtype_to_pads(x.shape[1:3], (size, size), (strides, strides), padding)
-    return kernels.window_max(jnp.pad(x, ((0, 0), *pads, (0, 0)), constant_values=-jnp.inf), size, strides)
+    return cpu_kernels.window_max(jnp.pad(x, ((0, 0), *pads, (0, 0)), constant_values=-jnp.inf), size, strides)
 
 
 def average_pool(x: jax.Array, size: int, strides: int | None = None, padding: str = "VALID") -> jax.Array:

@@ -10,11 +10,10 @@ variables, which are not `nnx.Param`s, so neither the gradient nor the optimizer
 a frozen BatchNorm stays in inference mode in training (its statistics are not updated).
 """
 
-import dataclasses
 import itertools
 import math
-from collections.abc import Sequence
-from typing import Literal, cast
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Literal, cast
 
 import jax
 import jax.numpy as jnp
@@ -33,94 +32,52 @@ class Frozen(nnx.Variable):
     """A pretrained weight that training leaves as it is."""
 
 
-@dataclasses.dataclass(frozen=True)
-class TransferConfig:
-    """A transfer model: params.yaml ``transfer`` (for model=transfer) or a preset's settings.
-
-    backbones: keys of models.backbones.BACKBONES, run side by side on the same image.
-    alpha: MobileNetV2's width multiplier.
-    pooling: 'avg' or 'max' over each backbone's last feature map; null keeps the map.
-    trainable_layers: how many of each backbone's last layers with weights train (Keras'
-        ``for layer in base.layers[:-n]: layer.trainable = False``); 0 freezes the backbones,
-        -1 trains them whole.
-    cache_features: with frozen backbones, train the head on features computed once by the
-        extract-features stage (augmentation then cannot apply: the features are of the
-        un-augmented images).
-    head: 'dense' (dropout, then dense layers of hidden_units, then the classifier), or the
-        name of a from-scratch model preset applied to the features.
-    input_size: the image size when params preprocess.image_size is null.
-    """
-
-    backbones: tuple[str, ...] = ("mobilenet_v2",)
-    alpha: float = 1.0
-    pooling: Literal["avg", "max"] | None = "avg"
-    trainable_layers: int = 0
-    cache_features: bool = True
-    head: str = "dense"
-    dropout: float = 0.2
-    hidden_units: tuple[int, ...] = ()
-    input_size: tuple[int, int] = (224, 224)
-
-    def __post_init__(self):
-        if not self.backbones:
-            raise ValueError("backbones must name at least one backbone")
-        if unknown := [name for name in self.backbones if name not in BACKBONES]:
-            raise ValueError(f"unknown backbone {unknown[0]!r}; valid backbones: {', '.join(BACKBONES)}")
-        if self.alpha != 1.0 and "mobilenet_v2" not in self.backbones:
-            raise ValueError("alpha applies to mobilenet_v2 only")
-        if self.trainable_layers < -1:
-            raise ValueError(f"trainable_layers must be -1 (all), 0 (none) or a count, got {self.trainable_layers}")
-        if self.cache_features and self.trainable_layers:
-            raise ValueError("cache_features needs frozen backbones (trainable_layers: 0)")
-        if not 0 <= self.dropout < 1:
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
-
-    @property
-    def frozen(self) -> bool:
-        return self.trainable_layers == 0
-
-    def backbone_options(self, name: str) -> dict:
-        return {"alpha": self.alpha} if name == "mobilenet_v2" else {}
-
-
 class Transfer(nnx.Module):
     def __init__(
         self,
-        config: TransferConfig,
+        backbones: Sequence[str],
         *,
         num_classes: int,
         input_shape: tuple[int, int, int],
-        make_head,
-        backbones: Sequence[nnx.Module] | None = None,
+        pooling: Literal["avg", "max"] | None,
+        trainable_layers: int,
+        dropout: float,
+        hidden_units: Sequence[int],
+        make_head: Callable[..., nnx.Module] | None = None,
+        backbone_options: Mapping[str, Mapping[str, Any]] | None = None,
+        backbone_modules: Sequence[nnx.Module] | None = None,
         dtype: Dtype = None,
         batchnorm_momentum: float | None = None,
         rngs: nnx.Rngs,
     ):
-        """``config.backbones``, frozen as ``config.trainable_layers`` says, under a head:
+        """The ``backbones`` (keys of models.backbones.BACKBONES, built with their
+        ``backbone_options``, e.g. MobileNetV2's alpha, and ``pooling``), their last
+        ``trainable_layers`` layers with weights trainable (0: frozen, -1: all), under a head:
         ``make_head(num_classes=, input_shape=, dtype=, batchnorm_momentum=, rngs=)`` (a
-        from-scratch preset), or `DenseHead` when make_head is False.
+        from-scratch preset), or, without one, `DenseHead` (``dropout``, ``hidden_units``).
 
-        ``backbones`` are the backbone modules, built by the caller (e.g. with pretrained weights);
-        None builds them here with random weights.
+        ``backbone_modules`` are the backbones built by the caller (e.g. with pretrained
+        weights); None builds them here with random weights.
         """
-        self.preprocessing = tuple(BACKBONES[name].preprocessing for name in config.backbones)
-        if backbones is None:
-            backbones = [
+        options = backbone_options or {}
+        self.preprocessing = tuple(BACKBONES[name].preprocessing for name in backbones)
+        if backbone_modules is None:
+            backbone_modules = [
                 BACKBONES[name].build(
                     input_shape=input_shape,
                     include_top=False,
-                    pooling=config.pooling,
+                    pooling=pooling,
                     dtype=dtype,
                     batchnorm_momentum=batchnorm_momentum,
                     rngs=rngs,
-                    **config.backbone_options(name),
+                    **options.get(name, {}),
                 )
-                for name in config.backbones
+                for name in backbones
             ]
-        self.backbones = nnx.List(backbones)
+        self.backbones = nnx.List(backbone_modules)
         for backbone in self.backbones:
             layers = list(cast(KerasNamed, backbone).keras_layers().values())
-            trainable = len(layers) if config.trainable_layers == -1 else config.trainable_layers
+            trainable = len(layers) if trainable_layers == -1 else trainable_layers
             for layer in layers[: len(layers) - trainable]:
                 _freeze(layer)
 
@@ -137,9 +94,7 @@ class Transfer(nnx.Module):
                 rngs=rngs,
             )
         else:
-            self.head = DenseHead(
-                feature_shape, config.hidden_units, config.dropout, num_classes, dtype=dtype, rngs=rngs
-            )
+            self.head = DenseHead(feature_shape, hidden_units, dropout, num_classes, dtype=dtype, rngs=rngs)
 
     def features(self, images: jax.Array) -> jax.Array:
         """The backbones' outputs for [0, 255] images, concatenated along the last axis."""

@@ -5,18 +5,17 @@ see flaxvision.data.download for the verification policy and flaxvision.data.sou
 datasets. data/raw is replaced atomically and records its provenance in SOURCES.json.
 """
 
-from flaxvision.config import load_params, require
 from flaxvision.data import RAW_DIR, download_dataset
+from flaxvision.params import Params
 from flaxvision.pipeline import stage_main
 
 
 @stage_main
-def main():
-    data = require(load_params(), "data")
-    records = download_dataset(data, RAW_DIR)
+def main(params: Params) -> None:
+    records = download_dataset(params.data, RAW_DIR)
     for record in records:
         print(f"{record.name}: {record.size:,} bytes from {record.source} ({record.verification})")
-    print(f"{RAW_DIR}: {data} ready")
+    print(f"{RAW_DIR}: {params.data} ready")
 
 
 if __name__ == "__main__":

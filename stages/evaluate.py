@@ -8,15 +8,14 @@ activation maps of one test image for the model's convolutions (activations/).
 from pathlib import Path
 
 from flaxvision import builder, plots
-from flaxvision.config import load_params, section
 from flaxvision.data import load_prepared
 from flaxvision.errors import UserError
-from flaxvision.evaluation import EvaluateConfig, evaluate_logits, predict_model, softmax
+from flaxvision.evaluation import evaluate_logits, predict_model, softmax
 from flaxvision.files import atomic_directory, write_json
 from flaxvision.models.layers import use_convolutions
+from flaxvision.params import Params
 from flaxvision.pipeline import stage_main
 from flaxvision.trained import load_trained
-from flaxvision.transforms import AugmentConfig
 
 MODEL_DIR = Path("artifacts/model")
 RESULTS_DIR = Path("results/evaluate")
@@ -24,10 +23,8 @@ PLOTS_DIR = RESULTS_DIR / "plots"
 
 
 @stage_main
-def main():
-    params = load_params()
-    config = section(params, "evaluate", EvaluateConfig)
-    augment_config = section(params, "augment", AugmentConfig)
+def main(params: Params) -> None:
+    config = params.evaluate
     convolutions = builder.convolutions(params)
     data = load_prepared()
     images, labels = data.splits["test"]
@@ -62,7 +59,7 @@ def main():
     height, width, _ = data.image_shape
     train_images, train_labels = data.splits["train"]
     figures = plots.training_samples(
-        train_images, train_labels, data.classes, config.samples, f"{height}×{width} {data.color_mode}", augment_config
+        train_images, train_labels, data.classes, config.samples, f"{height}×{width} {data.color_mode}", params.augment
     )
     figures["test_misclassified.png"] = plots.misclassified(
         images, labels, probabilities, data.classes, config.misclassified

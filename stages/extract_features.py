@@ -8,41 +8,42 @@ backbone) get only a manifest saying so: this stage then runs no model and costs
 import time
 
 from flaxvision import builder
-from flaxvision.config import load_params, require, section
 from flaxvision.data import load_prepared
-from flaxvision.features import FEATURES_DIR, ExtractConfig, extract_features, write_features
+from flaxvision.features import FEATURES_DIR, extract_features, write_features
 from flaxvision.models.layers import use_convolutions
-from flaxvision.models.transfer import TransferConfig
+from flaxvision.params import Params
 from flaxvision.pipeline import stage_main
 
 
 @stage_main
-def main():
-    params = load_params()
-    model_name = require(params, "model")
-    config = builder.transfer_config(model_name, section(params, "transfer", TransferConfig))
+def main(params: Params) -> None:
+    config = builder.transfer_config(params.model, params.transfer)
     if config is None or not config.cache_features:
-        write_features(FEATURES_DIR, None, {"model": model_name})
-        print(f"{model_name} trains on images: no features to extract")
+        write_features(FEATURES_DIR, None, {"model": params.model})
+        print(f"{params.model} trains on images: no features to extract")
         return
 
-    pretrained = require(params, "pretrained")
-    batch_size = section(params, "extract_features", ExtractConfig).batch_size
     convolutions = builder.convolutions(params)
     data = load_prepared()
     model = builder.build_model(
-        model_name, num_classes=len(data.classes), input_shape=data.image_shape, transfer=config, pretrained=pretrained
+        params.model,
+        num_classes=len(data.classes),
+        input_shape=data.image_shape,
+        transfer=config,
+        pretrained=params.pretrained,
     )
     use_convolutions(model, convolutions)
 
     start, count = time.perf_counter(), 0
     features = {}
     for split, (images, _) in data.splits.items():
-        features[split] = extract_features(model, images, batch_size, desc=f"{split} features")
+        features[split] = extract_features(model, images, params.extract_features.batch_size, desc=f"{split} features")
         count += len(images)
     seconds = time.perf_counter() - start
     write_features(
-        FEATURES_DIR, features, {"model": model_name, "backbones": list(config.backbones), "pretrained": pretrained}
+        FEATURES_DIR,
+        features,
+        {"model": params.model, "backbones": list(config.backbones), "pretrained": params.pretrained},
     )
     shape = features["train"].shape[1:]
     print(

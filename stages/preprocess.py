@@ -11,29 +11,23 @@ import sys
 import time
 
 from flaxvision import builder
-from flaxvision.config import load_params, require, section
-from flaxvision.data import PREPARED_DIR, RAW_DIR, PreprocessConfig, prepare, read_dataset
-from flaxvision.models.transfer import TransferConfig
+from flaxvision.data import PREPARED_DIR, RAW_DIR, prepare, read_dataset
+from flaxvision.params import Params
 from flaxvision.pipeline import stage_main
 
 
 @stage_main
-def main():
-    params = load_params()
-    data = require(params, "data")
-    config = section(params, "preprocess", PreprocessConfig)
+def main(params: Params) -> None:
+    config = params.preprocess
     start = time.perf_counter()
-    dataset = read_dataset(data, RAW_DIR)
-    if config.image_size is None:
-        model_name = require(params, "model")
-        size = builder.input_size(model_name, section(params, "transfer", TransferConfig))
-        config = dataclasses.replace(config, image_size=size)
-    info, report = prepare(data, dataset, config, PREPARED_DIR)
+    dataset = read_dataset(params.data, RAW_DIR)
+    height, width = config.image_size or builder.input_size(params.model, params.transfer)
+    config = dataclasses.replace(config, image_size=(height, width))
+    info, report = prepare(params.data, dataset, config, PREPARED_DIR)
 
-    height, width = config.image_size
     sizes = ", ".join(f"{name} {count}" for name, count in info["splits"].items())
     classes = len(info["classes"])
-    print(f"{PREPARED_DIR}: {data}, {classes} classes, {height}x{width} {config.color_mode}: {sizes}")
+    print(f"{PREPARED_DIR}: {params.data}, {classes} classes, {height}x{width} {config.color_mode}: {sizes}")
     for name, source in info["split_sources"].items():
         print(f"  {name}: {source}")
     if skipped := report["skipped"]:

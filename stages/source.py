@@ -7,16 +7,15 @@ exactly when the data changed, and DVC's run-cache never restores data/raw made 
 A file that only has a URL is downloaded into the cache here, once.
 """
 
-from flaxvision.config import load_params, require
 from flaxvision.data import SOURCE_IDENTITY, identify_dataset
 from flaxvision.files import write_json
+from flaxvision.params import Params
 from flaxvision.pipeline import stage_main
 
 
 @stage_main
-def main():
-    data = require(load_params(), "data")
-    identity = identify_dataset(data)
+def main(params: Params) -> None:
+    identity = identify_dataset(params.data)
     SOURCE_IDENTITY.parent.mkdir(parents=True, exist_ok=True)
     write_json(SOURCE_IDENTITY, identity)
     for file in identity["files"]:

@@ -9,23 +9,24 @@ are in checkpoints/live; results/train gets them only once training has finished
 import dataclasses
 import shutil
 from pathlib import Path
+from typing import cast
 
 import jax
+import numpy as np
 from dvclive import Live
 
 from flaxvision import builder
 from flaxvision.checkpoints import fingerprint
-from flaxvision.config import load_params, require, section
-from flaxvision.data import load_prepared
+from flaxvision.data import Images, load_prepared
 from flaxvision.errors import UserError
 from flaxvision.features import load_features
 from flaxvision.files import atomic_directory, write_json
 from flaxvision.models.layers import use_convolutions
-from flaxvision.models.transfer import TransferConfig
+from flaxvision.models.transfer import Transfer
+from flaxvision.params import AUGMENT_OFF, Params
 from flaxvision.pipeline import TOOLCHAIN_LOCK, code_files, stage_main
 from flaxvision.trained import ModelInfo, save_trained
-from flaxvision.training import TrainConfig, Trainer, epoch_logger, fit
-from flaxvision.transforms import AugmentConfig
+from flaxvision.training import Trainer, epoch_logger, fit
 
 MODEL_DIR = Path("artifacts/model")
 CHECKPOINT_DIR = Path("checkpoints")
@@ -36,12 +37,10 @@ RESULTS_DIR = Path("results/train")
 
 
 @stage_main
-def main():
-    params = load_params()
-    model_name = require(params, "model")
-    transfer = builder.transfer_config(model_name, section(params, "transfer", TransferConfig))
-    config = section(params, "train", TrainConfig)
-    augment_config = section(params, "augment", AugmentConfig)
+def main(params: Params) -> None:
+    model_name = params.model
+    transfer = builder.transfer_config(model_name, params.transfer)
+    config, augment_config = params.train, params.augment
     convolutions = builder.convolutions(params)
     data = load_prepared()
     features = load_features()
@@ -56,7 +55,7 @@ def main():
         num_classes=len(data.classes),
         input_shape=data.image_shape,
         transfer=transfer,
-        pretrained=require(params, "pretrained") if transfer else None,
+        pretrained=params.pretrained if transfer else None,
         dtype=config.compute_dtype,
         batchnorm_momentum=config.batchnorm_momentum,
         seed=config.seed,
@@ -66,25 +65,27 @@ def main():
         model=model_name,
         transfer=transfer,
         classes=tuple(data.classes),
-        input_shape=tuple(data.image_shape),
+        input_shape=data.image_shape,
         color_mode=data.color_mode,
         preprocessing=builder.preprocessing(model_name),
     )
+    train: tuple[Images, np.ndarray]
+    validation: tuple[Images, np.ndarray]
     if features is None:
         trainer = Trainer(model, config, augment_config, info.preprocessing)
         train, validation = data.splits["train"], data.splits["validation"]
     else:  # frozen backbones: the head trains alone on their cached features
         if augment_config.enabled:
             print("note: params augment do not apply: the head trains on features of un-augmented images")
-        augment_config = AugmentConfig()
-        trainer = Trainer(model.head, config, augment_config, "none")
+        augment_config = AUGMENT_OFF
+        trainer = Trainer(cast(Transfer, model).head, config, augment_config, "none")
         train, validation = ((features[split], data.splits[split][1]) for split in ("train", "validation"))
     run_id = fingerprint(
         model_name,
         transfer and dataclasses.asdict(transfer),
-        params.get("pretrained"),
+        params.pretrained,
         convolutions,
-        require(params, "numerics"),  # XLA's flags: other bits, so no resuming across them
+        params.numerics,  # XLA's flags: other bits, so no resuming across them
         dataclasses.asdict(config),
         dataclasses.asdict(augment_config),
         data.checksums,  # every prepared file's content, verified by load_prepared
@@ -108,7 +109,7 @@ def main():
     if features is None:
         model = trainer.model  # the best weights
     else:
-        model.head = trainer.model  # the best head, over the backbones that made its features
+        cast(Transfer, model).head = trainer.model  # the best head, over the backbones that made its features
     save_trained(MODEL_DIR, model, info)
     with atomic_directory(RESULTS_DIR / "plots") as plots:
         shutil.copytree(LIVE_DIR / "plots", plots, dirs_exist_ok=True)

@@ -15,10 +15,9 @@ import jax
 import numpy as np
 
 from flaxvision import builder
-from flaxvision.config import load_params, require, section
 from flaxvision.models.layers import use_convolutions
-from flaxvision.training import OnDevices, TrainConfig, Trainer
-from flaxvision.transforms import AugmentConfig
+from flaxvision.params import load_params
+from flaxvision.training import OnDevices, Trainer
 from tests.helpers import PROJECT_ROOT, pattern_images
 
 IMAGE_SIZE = 80  # the default model's own: smaller maps and dots leave some kernels' splits untried
@@ -27,9 +26,7 @@ CLASSES = 2
 
 def weights_sha256(steps: int) -> str:
     params = load_params(PROJECT_ROOT / "params.yaml")
-    model_name = require(params, "model")
-    config = section(params, "train", TrainConfig)
-    augment_config = section(params, "augment", AugmentConfig)
+    model_name, config = params.model, params.train
     model = builder.build_model(
         model_name,
         num_classes=CLASSES,
@@ -39,7 +36,7 @@ def weights_sha256(steps: int) -> str:
         seed=config.seed,
     )
     use_convolutions(model, builder.convolutions(params))
-    trainer = Trainer(model, config, augment_config, builder.preprocessing(model_name))
+    trainer = Trainer(model, config, params.augment, builder.preprocessing(model_name))
     images, labels = pattern_images(steps * config.batch_size, size=IMAGE_SIZE, classes=CLASSES)
     trainer.train_epoch(OnDevices(trainer, images, labels), epoch=0, learning_rate=config.learning_rate)
     digest = hashlib.sha256()

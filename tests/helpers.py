@@ -26,9 +26,11 @@ from flax import nnx
 from jax import lax
 from PIL import Image
 
-from flaxvision import models
+from flaxvision import builder
 from flaxvision.files import write_checksums
 from flaxvision.models.layers import conv, depthwise_conv, use_convolutions
+from flaxvision.params import AugmentConfig, Params, PreprocessConfig, TrainConfig, TransferConfig, from_dict
+from flaxvision.recipes import plain_params, plain_section
 from flaxvision.trained import ModelInfo, save_trained
 from stages import download as download_stage
 from stages import preprocess as preprocess_stage
@@ -159,8 +161,32 @@ def write_prepared(counts=(6, 3, 3), size: int = 32, image_size=None, missing=()
 
 
 def write_params(data: str, **sections):
-    """params.yaml in the cwd: ``data`` and the ``sections`` given (preprocess={...}, ...)."""
-    Path("params.yaml").write_text(yaml.safe_dump({"data": data, **sections}))
+    """params.yaml in the cwd: the plain params (flaxvision.recipes.plain_params) with ``data`` and
+    the ``sections`` given (preprocess={...}, ...) merged in."""
+    Path("params.yaml").write_text(yaml.safe_dump(plain_params({"data": data, **sections})))
+
+
+def typed_params(changes: dict | None = None) -> Params:
+    """The plain params (flaxvision.recipes.plain_params) with ``changes``, parsed as a stage parses params.yaml."""
+    return from_dict(plain_params(changes), Params, prefix="")
+
+
+def train_config(**changes) -> TrainConfig:
+    """params train: plain (Adam at 0.001, nothing else), with ``changes``."""
+    return plain_section("train", **changes)
+
+
+def augment_config(**changes) -> AugmentConfig:
+    """params augment: none, with ``changes``."""
+    return plain_section("augment", **changes)
+
+
+def transfer_config(**changes) -> TransferConfig:
+    return plain_section("transfer", **changes)
+
+
+def preprocess_config(**changes) -> PreprocessConfig:
+    return plain_section("preprocess", **changes)
 
 
 def prepare(data: str, image_size=(8, 8), **preprocess) -> dict:
@@ -194,9 +220,8 @@ def save_model(
     folder: Path, name: str = "simple_cnn", input_shape=(32, 32, 3), classes=CLASSES, model: nnx.Module | None = None
 ) -> Path:
     """``model`` (default: preset ``name`` as initialised, Rngs(0)) saved as the train stage saves it."""
-    if model is None:
-        model = models.create_model(name, num_classes=len(classes), input_shape=input_shape, rngs=nnx.Rngs(0))
-    save_trained(folder, model, model_info(name, input_shape, classes))
+    info = model_info(name, input_shape, classes)
+    save_trained(folder, model or info.build(), info)
     return folder
 
 
@@ -204,10 +229,11 @@ def model_info(name: str, input_shape, classes=CLASSES) -> ModelInfo:
     """The `ModelInfo` the train stage records for preset ``name`` trained on ``input_shape`` images."""
     return ModelInfo(
         model=name,
+        transfer=builder.transfer_config(name, transfer_config()),
         classes=tuple(classes),
         input_shape=tuple(input_shape),
         color_mode="rgb" if input_shape[-1] == 3 else "grayscale",
-        preprocessing=models.preprocessing(name),
+        preprocessing=builder.preprocessing(name),
     )
 
 

@@ -7,7 +7,6 @@ offline mirror and no network; only the last two go through the real command lin
 tiny, so the whole file stays well under a minute and a half on two cores.
 """
 
-import copy
 import json
 import os
 import re
@@ -34,8 +33,10 @@ from PIL import Image, ImageFile
 from flaxvision.data import sources
 from flaxvision.export import main as export_main
 from flaxvision.files import write_checksums
+from flaxvision.params import PARAMS_FILE, read_mapping
 from flaxvision.pipeline import stage_main
 from flaxvision.predict import main as predict_main
+from flaxvision.recipes import plain_params
 from stages import download, evaluate, extract_features, preprocess, source, train
 from tests.helpers import (
     PROJECT_ROOT,
@@ -80,9 +81,10 @@ def project(offline_project, tmp_path, monkeypatch):
 
 
 def write_base_params(overrides: dict | None = None, text: str | None = None):
-    """params.yaml: BASE_PARAMS with ``overrides`` merged into its sections, or ``text`` as it is."""
+    """params.yaml: the plain params with BASE_PARAMS and then ``overrides`` merged into its
+    sections (a section given as a non-mapping replaces it), or ``text`` as it is."""
     if text is None:
-        params = copy.deepcopy(BASE_PARAMS)
+        params = plain_params(BASE_PARAMS)
         for key, value in (overrides or {}).items():
             if isinstance(value, dict) and isinstance(params.get(key), dict):
                 params[key].update(value)
@@ -212,9 +214,9 @@ PARAMS_CASES = [
     ("invalid-yaml", preprocess, "model: [simple_cnn\n", ["params.yaml is not valid YAML"]),
     ("not-a-mapping", train, "- model\n- data\n", ["params.yaml must be a mapping of sections"]),
     ("empty", download, "", ["params.yaml must be a mapping"]),
-    ("no-data", download, "model: simple_cnn\n", ["missing top-level key 'data'"]),
+    ("no-data", download, "model: simple_cnn\n", ["missing key 'data'", "add the line 'data: cats_vs_dogs'"]),
     ("data-not-a-string", download, {"data": 3}, ["'data' must be a str, got 3"]),
-    ("no-model", train, "data: folder:pets\nnumerics: portable\n", ["missing top-level key 'model'"]),
+    ("no-model", train, "data: folder:pets\nnumerics: portable\n", ["missing key 'model'"]),
     ("unknown-model", train, {"model": "alexnet"}, ["unknown model 'alexnet'", "valid models: belgiumtsc_cnn"]),
     ("unknown-data", download, {"data": "imagenet"}, ["unknown data 'imagenet'", "valid forms: cats_vs_dogs"]),
     ("folder-without-path", download, {"data": "folder:"}, ["unknown data 'folder:'", "folder:<path>"]),
@@ -362,6 +364,20 @@ def test_bad_params(project, capsys, stage, params, fragments):
     if params is not None:
         write_base_params(text=params) if isinstance(params, str) else write_base_params(params)
     expect_error(capsys, stage.main, *fragments)
+
+
+@pytest.mark.parametrize("section, key", [("train", "epochs"), ("augment", "mixup"), ("", "numerics")])
+def test_a_missing_param_names_the_line_to_add(project, capsys, section, key):
+    """params.yaml holds every default: a key it lacks (an old file, a deleted line) is not
+    silently defaulted, but named, with the line the reference (docs/params.md) gives."""
+    params = plain_params(BASE_PARAMS)
+    del (params[section] if section else params)[key]
+    write_base_params(text=yaml.safe_dump(params))
+    default = read_mapping(PROJECT_ROOT / PARAMS_FILE)
+    value = (default[section] if section else default)[key]
+    where = f" under '{section}:'" if section else ""
+    dotted = f"{section}.{key}" if section else key
+    expect_error(capsys, train.main, f"params.yaml: missing key '{dotted}': add the line '{key}: {value}'{where}")
 
 
 # --- data sources: download --------------------------------------------------------------------

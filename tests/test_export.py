@@ -14,7 +14,7 @@ import yaml
 from flax import nnx
 from PIL import Image
 
-from flaxvision import models
+from flaxvision import builder
 from flaxvision.data.images import load_image
 from flaxvision.evaluation import predict_model
 from flaxvision.export import FILES, METADATA, export_model, main
@@ -30,7 +30,7 @@ SHAPES = {
     "resnet50": (40, 48, 3),
     "small_resnet": (40, 48, 3),
     "small_vgg": (16, 20, 3),
-    **{name: (32, 40, 3) for name in (*models.TRANSFER_PRESETS, "transfer")},
+    **{name: (32, 40, 3) for name in (*builder.TRANSFER_PRESETS, "transfer")},
 }
 # Runs both files on images.npy, at its batch size and at 1, into outputs.npz.
 CONSUMER = """
@@ -95,12 +95,12 @@ def with_batch_statistics(model: nnx.Module, images: np.ndarray, preprocessing: 
 
 
 @pytest.mark.slow  # the eight: about three minutes (stacked: one), each model built, exported, compiled thrice
-@pytest.mark.parametrize("name", models.MODEL_NAMES)
+@pytest.mark.parametrize("name", builder.MODEL_NAMES)
 def test_the_exported_files_give_the_pipelines_logits(name, photos, tmp_path):
     info = model_info(name, SHAPES[name])
     height, width, _ = info.input_shape
     images = np.stack([load_image(photo, (height, width), info.color_mode) for photo in photos])
-    model = models.create_model(name, num_classes=len(info.classes), input_shape=info.input_shape, rngs=nnx.Rngs(0))
+    model = info.build()
     with_batch_statistics(model, images, info.preprocessing)
     expected = predict_model(model, info.preprocessing, images, batch_size=len(images))
     assert 0.1 < np.abs(expected).max() < 10  # logits of the size a trained model's have

@@ -13,10 +13,10 @@ from flax import nnx
 
 from flaxvision import builder, models
 from flaxvision.errors import UserError
-from flaxvision.models import kernels
 from flaxvision.models.layers import Dropout, batch_norm, conv, dense, depthwise_conv, max_pool
 from flaxvision.models.resnet import BottleneckBlock, resnet
-from tests.helpers import assert_conv_matches_lax
+from flaxvision.ops import cpu_kernels as kernels
+from tests.helpers import assert_conv_matches_lax, transfer_config
 
 # name: (seed input shape, seed classes)
 SEED_SHAPES = {
@@ -87,20 +87,11 @@ def call(model, x):
 
 
 def test_registry():
-    assert models.MODEL_NAMES == (
-        "belgiumtsc_cnn",
-        "simple_cnn",
-        "tutorial_cnn",
-        "resnet50",
-        "small_resnet",
-        "small_vgg",
-        "mobilenet_v2_transfer",
-        "mobilenet_v2_finetune",
-        "stacked",
-        "transfer",
-    )
+    scratch = ("belgiumtsc_cnn", "simple_cnn", "tutorial_cnn", "resnet50", "small_resnet", "small_vgg")
+    assert scratch == models.MODEL_NAMES
+    assert (*scratch, "mobilenet_v2_transfer", "mobilenet_v2_finetune", "stacked", "transfer") == builder.MODEL_NAMES
     # Transfer models scale their input per backbone themselves.
-    assert [models.preprocessing(name) for name in models.MODEL_NAMES] == [
+    assert [builder.preprocessing(name) for name in builder.MODEL_NAMES] == [
         "unit",
         "tf",
         "unit",
@@ -108,19 +99,18 @@ def test_registry():
         "unit",
         "unit",
     ] + ["none"] * 4
-    assert [models.input_size(name) for name in ("simple_cnn", "resnet50", "stacked", "transfer")] == [
+    sizes = [builder.input_size(name, transfer_config()) for name in ("simple_cnn", "resnet50", "stacked", "transfer")]
+    assert sizes == [
         (80, 80),
         (64, 64),
         (331, 331),
         (224, 224),
     ]
     # The registry is architecture only: its errors name no params; the builder words them for params.yaml.
-    unknown = (
-        "unknown model 'vgg'; valid models: belgiumtsc_cnn, simple_cnn, tutorial_cnn, resnet50, small_resnet, "
-        "small_vgg, mobilenet_v2_transfer, mobilenet_v2_finetune, stacked, transfer"
-    )
+    unknown = f"unknown model 'vgg'; valid models: {', '.join(scratch)}"
     with pytest.raises(models.ModelError, match=f"^{unknown}$"):
         models.create_model("vgg", num_classes=2, input_shape=(8, 8, 3), rngs=nnx.Rngs(0))
+    unknown += ", mobilenet_v2_transfer, mobilenet_v2_finetune, stacked, transfer"
     with pytest.raises(UserError, match=f"^params.yaml: {unknown}$"):
         builder.build_model("vgg", num_classes=2, input_shape=(8, 8, 3))
     with pytest.raises(UserError, match=f"^params.yaml: {unknown}$"):
@@ -414,7 +404,7 @@ def test_batchnorm_in_training_is_nnx_batchnorm_in_values_statistics_and_gradien
 
 MATMUL_BITS = """
 import hashlib, jax, jax.numpy as jnp, numpy as np
-from flaxvision.models import kernels
+from flaxvision.ops import cpu_kernels as kernels
 rng = np.random.default_rng(0)
 x, w = (jnp.asarray(rng.standard_normal(shape), jnp.float32) for shape in ((32, 4096), (4096, 64)))
 dense = jax.jit(jax.value_and_grad(lambda x, w: jnp.sum(jnp.sin(kernels.matmul(x, w))), argnums=(0, 1)))

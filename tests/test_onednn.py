@@ -5,6 +5,7 @@ import importlib.util
 import shutil
 import subprocess
 import sys
+import typing
 
 import jax
 import jax.numpy as jnp
@@ -14,12 +15,13 @@ from flax import nnx
 
 from flaxvision import builder, models
 from flaxvision.errors import UserError
-from flaxvision.models import onednn
-from flaxvision.models.layers import conv, depthwise_conv, use_convolutions
-from tests.helpers import PROJECT_ROOT, assert_conv_matches_lax
+from flaxvision.models.layers import CONVOLUTIONS, conv, depthwise_conv, use_convolutions
+from flaxvision.ops import onednn
+from flaxvision.params import Params
+from tests.helpers import PROJECT_ROOT, assert_conv_matches_lax, typed_params
 
 pytestmark = pytest.mark.skipif(
-    importlib.util.find_spec("flaxvision.models._onednn") is None,
+    importlib.util.find_spec("flaxvision.ops._onednn") is None,
     reason="flaxvision was installed without its oneDNN extension (setup.py: Linux x86-64, a C++ compiler)",
 )
 
@@ -103,29 +105,28 @@ def test_a_copy_of_the_checkout_loads_the_installed_build_of_its_own_source(tmp_
     for folder in ("flaxvision", "models"):
         shutil.copytree(PROJECT_ROOT / folder, tmp_path / folder, ignore=shutil.ignore_patterns("__pycache__", "*.so"))
     if edited:
-        with open(tmp_path / "models" / "onednn_conv.cc", "a") as source:
+        with open(tmp_path / "flaxvision" / "ops" / "onednn_conv.cc", "a") as source:
             source.write("// edited\n")
-    check = "import flaxvision.models.onednn as m; m.load(); print(m.__file__)"
+    check = "import flaxvision.ops.onednn as m; m.load(); print(m.__file__)"
     ran = subprocess.run([sys.executable, "-c", check], cwd=tmp_path, capture_output=True, text=True)
     if edited:
         assert "was compiled from another" in ran.stderr and "uv sync --reinstall-package flaxvision" in ran.stderr
     else:
         assert ran.returncode == 0, ran.stderr
-        assert ran.stdout.strip() == str(tmp_path / "models" / "onednn.py")
+        assert ran.stdout.strip() == str(tmp_path / "flaxvision" / "ops" / "onednn.py")
 
 
 def test_params_name_the_convolutions(monkeypatch):
-    assert builder.convolutions({"convolutions": "xla"}) == "xla"
-    assert builder.convolutions({"convolutions": "onednn"}) == "onednn"
-    with pytest.raises(UserError, match=r"params.yaml: 'convolutions' must be one of xla, onednn, got 'mkl'"):
-        builder.convolutions({"convolutions": "mkl"})
-    with pytest.raises(UserError, match="missing top-level key 'convolutions'"):
-        builder.convolutions({})
+    assert builder.convolutions(typed_params({"convolutions": "xla"})) == "xla"
+    assert builder.convolutions(typed_params({"convolutions": "onednn"})) == "onednn"
+    assert set(typing.get_args(typing.get_type_hints(Params)["convolutions"])) == set(CONVOLUTIONS)
+    with pytest.raises(UserError, match=r"params.yaml: 'convolutions' must be one of \['onednn', 'xla'\], got 'mkl'"):
+        typed_params({"convolutions": "mkl"})
 
     monkeypatch.setattr(onednn, "_library", lambda: None)  # as where it was not compiled
     monkeypatch.setattr(onednn, "load", onednn.load.__wrapped__)  # not the cached success
     with pytest.raises(UserError, match=r"installed without its oneDNN extension.*uv sync --reinstall-package"):
-        builder.convolutions({"convolutions": "onednn"})
+        builder.convolutions(typed_params({"convolutions": "onednn"}))
 
 
 def test_a_library_that_does_not_load_is_a_one_line_error(monkeypatch, tmp_path):
@@ -134,4 +135,4 @@ def test_a_library_that_does_not_load_is_a_one_line_error(monkeypatch, tmp_path)
     monkeypatch.setattr(onednn, "_library", lambda: broken)
     monkeypatch.setattr(onednn, "load", onednn.load.__wrapped__)
     with pytest.raises(UserError, match=r"_onednn.so does not load .*uv sync --reinstall-package flaxvision"):
-        builder.convolutions({"convolutions": "onednn"})
+        builder.convolutions(typed_params({"convolutions": "onednn"}))

@@ -58,12 +58,46 @@ def test_the_installed_package_imports_without_the_checkout(wheel, tmp_path):
     assert ran.stdout.split() == [str(tmp_path / "flaxvision" / "models" / "__init__.py"), "None", "None"]
 
 
+# flaxvision.models and two of its submodules, then the checkout's other folders and files under
+# flaxvision's name: each must be no module (importing flaxvision.setup would run setup()).
+CHECKOUT_IMPORTS = """
+import importlib
+import flaxvision.models, flaxvision.models.layers, flaxvision.models.resnet
+print(flaxvision.models.__file__, flaxvision.models.layers.__file__, flaxvision.models.resnet.__file__)
+for name in ("flaxvision.stages", "flaxvision.benchmarks", "flaxvision.setup", "flaxvision.tests"):
+    try:
+        importlib.import_module(name)
+        print("imported", name)
+    except ModuleNotFoundError as error:
+        print("none", error.name)
+"""
+
+
+def checkout_imports(checkout, cwd) -> list[str]:
+    """CHECKOUT_IMPORTS run in ``cwd``: flaxvision.models' files must be ``checkout``'s models/."""
+    ran = subprocess.run([sys.executable, "-c", CHECKOUT_IMPORTS], cwd=cwd, capture_output=True, text=True)
+    assert ran.returncode == 0, ran.stderr
+    models, *others = ran.stdout.splitlines()
+    assert models.split() == [str(checkout / "models" / name) for name in ("__init__.py", "layers.py", "resnet.py")]
+    return others
+
+
+NONE_BUT_MODELS = [f"none flaxvision.{name}" for name in ("stages", "benchmarks", "setup", "tests")]
+
+
+def test_the_checkout_maps_flaxvision_models_alone(tmp_path):
+    """In the checkout, flaxvision.models is its models/ folder, from inside it or (through the
+    editable install) from elsewhere; stages/, benchmarks/, tests/ and setup.py are not flaxvision's."""
+    assert checkout_imports(PROJECT_ROOT, cwd=PROJECT_ROOT) == NONE_BUT_MODELS
+    assert checkout_imports(PROJECT_ROOT, cwd=tmp_path) == NONE_BUT_MODELS
+
+
 def test_a_copy_of_the_checkout_imports_its_own_models(tmp_path):
     """DVC runs --temp and queued experiments in a copy of the project: its flaxvision.models must be
     the copy's models/, not the folder the editable install points at."""
-    for folder in ("flaxvision", "models"):
-        shutil.copytree(PROJECT_ROOT / folder, tmp_path / folder, ignore=shutil.ignore_patterns("__pycache__"))
-    check = "import flaxvision.models.layers as layers; print(layers.__file__)"
-    ran = subprocess.run([sys.executable, "-c", check], cwd=tmp_path, capture_output=True, text=True)
-    assert ran.returncode == 0, ran.stderr
-    assert ran.stdout.strip() == str(tmp_path / "models" / "layers.py")
+    for folder in ("flaxvision", "models", "stages", "benchmarks"):
+        # not the benchmarks' peer environments and working data (.gitignore'd, gigabytes)
+        ignored = shutil.ignore_patterns("__pycache__", ".peers", ".work")
+        shutil.copytree(PROJECT_ROOT / folder, tmp_path / folder, ignore=ignored)
+    shutil.copy2(PROJECT_ROOT / "setup.py", tmp_path / "setup.py")
+    assert checkout_imports(tmp_path, cwd=tmp_path) == NONE_BUT_MODELS

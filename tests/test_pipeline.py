@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from flaxvision import models
+from flaxvision import builder
 from tests.helpers import STAGES, pattern_images
 from tests.projects import (
     cats_vs_dogs_zip,
@@ -77,12 +77,12 @@ def test_library_code_change_reruns_the_stages_that_import_it(project):
     finally:
         prepared.write_text(original)
     assert changed == set(STAGES)
-    config = project / "flaxvision/config.py"
+    config = project / "flaxvision/params.py"
     config.write_text(config.read_text() + "# edited\n")
     try:
         assert set(json.loads(dvc(project, "status", "--json"))) == set(STAGES)
     finally:
-        git(project, "checkout", "flaxvision/config.py")
+        git(project, "checkout", "flaxvision/params.py")
 
 
 def test_changed_folder_contents_rerun_what_depends_on_them(project):
@@ -198,7 +198,7 @@ def stand_in_weights(tmp_path_factory):
     from tests import keras_files
 
     folder = tmp_path_factory.mktemp("weights")
-    for name in models.TRANSFER_PRESETS["stacked"].backbones:
+    for name in builder.TRANSFER_PRESETS["stacked"].backbones:
         model = keras_files.applications_model(BACKBONES[name].keras_class, include_top=False, input_shape=(32, 32, 3))
         file = imagenet_weights(name, include_top=False, input_shape=(32, 32, 3)).name
         keras_files.save_weights_only(model, folder / file)

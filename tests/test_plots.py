@@ -24,6 +24,7 @@ from flaxvision.plots import (
     tile_channels,
     write_png,
 )
+from flaxvision.recipes import plain_params
 from stages import evaluate as evaluate_stage
 from tests.helpers import CLASSES, pattern_images, save_model, write_prepared
 
@@ -161,12 +162,14 @@ def project(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     write_prepared(counts=(30, 6, 12))
     save_model(tmp_path / "artifacts" / "model")
-    params = {
-        "convolutions": "xla",
-        "numerics": "portable",
-        "augment": {"rotation": 30.0, "horizontal_flip": True},
-        "evaluate": {"samples": 6, "misclassified": 5, "activation_image": 3},
-    }
+    params = plain_params(
+        {
+            "convolutions": "xla",
+            "numerics": "portable",
+            "augment": {"rotation": 30.0, "horizontal_flip": True},
+            "evaluate": {"samples": 6, "misclassified": 5, "activation_image": 3},
+        }
+    )
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     return tmp_path
 

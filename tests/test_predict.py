@@ -19,18 +19,17 @@ from flaxvision.evaluation import predict_model, softmax
 from flaxvision.files import write_checksums
 from flaxvision.predict import main, predict_files
 from flaxvision.trained import load_trained
-from flaxvision.training import TrainConfig, Trainer, fit
-from flaxvision.transforms import AugmentConfig
-from tests.helpers import CLASSES, PROJECT_ROOT, pattern_images, save_model
+from flaxvision.training import Trainer, fit
+from tests.helpers import CLASSES, PROJECT_ROOT, augment_config, pattern_images, save_model, train_config
 
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
     """simple_cnn trained on coloured squares (32×32 RGB), saved as the train stage saves it."""
     root = tmp_path_factory.mktemp("trained")
-    config = TrainConfig(epochs=6, batch_size=8, early_stopping_patience=10)
+    config = train_config(epochs=6, batch_size=8, early_stopping_patience=10)
     model = models.create_model("simple_cnn", num_classes=3, input_shape=(32, 32, 3), rngs=nnx.Rngs(0))
-    trainer = Trainer(model, config, AugmentConfig(), models.preprocessing("simple_cnn"))
+    trainer = Trainer(model, config, augment_config(), models.preprocessing("simple_cnn"))
     progress = fit(trainer, pattern_images(96, seed=0), pattern_images(24, seed=1), root / "checkpoints", "run")
     assert progress.history[progress.best_epoch]["val"]["accuracy"] == 1.0  # the images below are easy
     return save_model(root / "model", model=trainer.model)

@@ -10,21 +10,23 @@ import optax
 import pytest
 from flax import nnx
 
-from flaxvision.training import TrainConfig, fit, learning_rates, make_optimizer
-from flaxvision.transforms import AugmentConfig, augment, mix
-from tests.helpers import pattern_images
+from flaxvision.errors import UserError
+from flaxvision.params import TrainConfig
+from flaxvision.training import fit, learning_rates, make_optimizer
+from flaxvision.transforms import augment, mix
+from tests.helpers import augment_config, pattern_images, train_config
 from tests.test_training import make_trainer
 
 # --- learning rate, optimizer ----------------------------------------------------------------
 
 
 def test_the_constant_schedule_is_the_learning_rate_itself():
-    rates = learning_rates(TrainConfig(learning_rate=1e-3), steps_per_epoch=5, epoch=3, base=1e-3)
+    rates = learning_rates(train_config(learning_rate=1e-3), steps_per_epoch=5, epoch=3, base=1e-3)
     assert rates.tolist() == [1e-3] * 5
 
 
 def test_warmup_then_cosine_rises_to_the_peak_and_decays_to_zero():
-    config = TrainConfig(epochs=10, schedule="cosine", warmup_epochs=2)
+    config = train_config(epochs=10, schedule="cosine", warmup_epochs=2)
     rates = np.concatenate([learning_rates(config, 4, epoch, base=0.1) for epoch in range(10)])
     assert rates[0] == 0 and rates[8] == pytest.approx(0.1)  # the peak right after 2 epochs of 4 steps
     assert np.all(np.diff(rates[:9]) > 0) and np.all(np.diff(rates[8:]) < 0)
@@ -32,7 +34,7 @@ def test_warmup_then_cosine_rises_to_the_peak_and_decays_to_zero():
 
 
 def test_the_step_schedule_multiplies_by_the_factor_every_step_epochs():
-    config = TrainConfig(epochs=9, schedule="step", step_epochs=3, step_factor=0.5)
+    config = train_config(epochs=9, schedule="step", step_epochs=3, step_factor=0.5)
     per_epoch = [learning_rates(config, 2, epoch, base=0.1)[0] for epoch in range(9)]
     assert per_epoch == pytest.approx([0.1] * 3 + [0.05] * 3 + [0.025] * 3)
 
@@ -46,7 +48,7 @@ def one_update(config: TrainConfig, params: dict, grads: dict) -> dict:
 def test_adamw_decays_kernels_but_not_biases():
     params = {"kernel": jnp.ones((2, 2)), "bias": jnp.ones(2)}
     zero = jax.tree.map(jnp.zeros_like, params)
-    config = TrainConfig(optimizer="adamw", learning_rate=0.1, weight_decay=0.5)
+    config = train_config(optimizer="adamw", learning_rate=0.1, weight_decay=0.5)
     updated = one_update(config, params, zero)
     np.testing.assert_allclose(updated["kernel"], 1 - 0.1 * 0.5)
     np.testing.assert_array_equal(updated["bias"], params["bias"])
@@ -55,21 +57,21 @@ def test_adamw_decays_kernels_but_not_biases():
 def test_clipping_bounds_the_gradients_global_norm():
     params = {"kernel": jnp.zeros((2, 2))}
     grads = {"kernel": jnp.full((2, 2), 100.0)}
-    config = TrainConfig(optimizer="sgd", momentum=0.0, learning_rate=1.0, clip_grad_norm=2.0)
+    config = train_config(optimizer="sgd", momentum=0.0, learning_rate=1.0, clip_grad_norm=2.0)
     step = one_update(config, params, grads)["kernel"]
     assert float(jnp.linalg.norm(step)) == pytest.approx(2.0, rel=1e-6)
 
 
 def test_weight_decay_with_plain_adam_is_refused():
-    with pytest.raises(ValueError, match="weight_decay needs optimizer adamw"):
-        TrainConfig(weight_decay=0.1)
+    with pytest.raises(UserError, match="weight_decay needs optimizer adamw"):
+        train_config(weight_decay=0.1)
 
 
 # --- the train step ---------------------------------------------------------------------------
 
 
 def test_label_smoothing_is_cross_entropy_against_smoothed_targets():
-    trainer = make_trainer(TrainConfig(label_smoothing=0.1))
+    trainer = make_trainer(train_config(label_smoothing=0.1))
     logits, labels = jnp.array([[2.0, 0.0, -1.0]]), jnp.array([0])
     expected = optax.softmax_cross_entropy(logits, jnp.array([[0.9 + 0.1 / 3, 0.1 / 3, 0.1 / 3]]))
     np.testing.assert_allclose(trainer._cross_entropy(logits, labels), expected, rtol=1e-6)
@@ -77,7 +79,7 @@ def test_label_smoothing_is_cross_entropy_against_smoothed_targets():
 
 def test_the_kept_weights_are_their_moving_average():
     images, labels = (jax.device_put(array) for array in pattern_images(16))
-    trainer = make_trainer(TrainConfig(batch_size=8, ema_decay=0.9), AugmentConfig())
+    trainer = make_trainer(train_config(batch_size=8, ema_decay=0.9), augment_config())
 
     def weights(model_state) -> list[np.ndarray]:
         return [
@@ -97,7 +99,7 @@ def test_the_kept_weights_are_their_moving_average():
 
 
 def test_a_full_recipe_trains_and_repeats_bit_for_bit(tmp_path):
-    config = TrainConfig(
+    config = train_config(
         epochs=3,
         batch_size=8,
         optimizer="adamw",
@@ -108,7 +110,7 @@ def test_a_full_recipe_trains_and_repeats_bit_for_bit(tmp_path):
         label_smoothing=0.1,
         ema_decay=0.9,
     )
-    recipe = AugmentConfig(
+    recipe = augment_config(
         horizontal_flip=True,
         crop_scale=(0.5, 1.0),
         crop_ratio=(0.75, 1.333),
@@ -146,7 +148,7 @@ def columns_image(size: int = 32) -> jax.Array:
 
 
 def test_a_random_resized_crop_spans_its_share_of_the_image():
-    config = AugmentConfig(crop_scale=(0.25, 0.25))  # square crops of half the width
+    config = augment_config(crop_scale=(0.25, 0.25))  # square crops of half the width
     images = jnp.repeat(columns_image(), 16, axis=0)
     cropped = augment(images, jax.random.key(0), config)
     spans = cropped[..., 0].max(axis=(1, 2)) - cropped[..., 0].min(axis=(1, 2))
@@ -157,27 +159,27 @@ def test_a_random_resized_crop_spans_its_share_of_the_image():
 
 def test_colour_jitter_shifts_brightness_within_its_range_and_clips():
     images = jnp.full((64, 4, 4, 3), 128.0)
-    bright = augment(images, jax.random.key(1), AugmentConfig(brightness=0.2))
+    bright = augment(images, jax.random.key(1), augment_config(brightness=0.2))
     deltas = bright[:, 0, 0, 0] - 128
     assert float(jnp.abs(deltas).max()) <= 0.2 * 255 + 1e-3 and float(jnp.std(deltas)) > 5
-    assert float(augment(images + 120, jax.random.key(1), AugmentConfig(brightness=0.2)).max()) <= 255
+    assert float(augment(images + 120, jax.random.key(1), augment_config(brightness=0.2)).max()) <= 255
 
 
 def test_saturation_and_hue_need_rgb():
     with pytest.raises(ValueError, match="need RGB images"):
-        augment(jnp.zeros((2, 4, 4, 1)), jax.random.key(0), AugmentConfig(hue=0.1))
+        augment(jnp.zeros((2, 4, 4, 1)), jax.random.key(0), augment_config(hue=0.1))
 
 
 def test_mixup_blends_each_image_with_the_reversed_batch():
     images = jax.random.uniform(jax.random.key(0), (4, 8, 8, 3)) * 255
-    mixed, share = mix(images, jax.random.key(1), AugmentConfig(mixup=0.4))
+    mixed, share = mix(images, jax.random.key(1), augment_config(mixup=0.4))
     assert 0 <= float(share) <= 1
     np.testing.assert_allclose(mixed, share * images + (1 - share) * images[::-1], rtol=1e-5)
 
 
 def test_cutmix_pastes_a_box_and_reports_the_share_kept():
     images = jnp.stack([jnp.zeros((16, 16, 3)), jnp.ones((16, 16, 3))])
-    mixed, share = mix(images, jax.random.key(3), AugmentConfig(cutmix=1.0))
+    mixed, share = mix(images, jax.random.key(3), augment_config(cutmix=1.0))
     from_partner = float(jnp.mean(mixed[0] == 1))  # image 0 is zeros; its partner (reversed batch) is ones
     assert from_partner == pytest.approx(1 - float(share)) and 0 < from_partner < 1
     assert set(np.unique(np.asarray(mixed))) <= {0.0, 1.0}
@@ -186,7 +188,7 @@ def test_cutmix_pastes_a_box_and_reports_the_share_kept():
 def test_the_recipe_knobs_leave_the_affine_draws_unchanged():
     """Crop and colours draw from keys of their own: adding them keeps the rest of a run's randomness."""
     images = jax.random.uniform(jax.random.key(0), (4, 16, 16, 3)) * 255
-    plain = AugmentConfig(rotation=30.0, horizontal_flip=True)
+    plain = augment_config(rotation=30.0, horizontal_flip=True)
     with_colour = dataclasses.replace(plain, contrast=1e-9)  # on, and almost the identity
     np.testing.assert_allclose(
         augment(images, jax.random.key(5), plain), augment(images, jax.random.key(5), with_colour), atol=1e-3

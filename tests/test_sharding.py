@@ -39,19 +39,18 @@ import numpy as np
 from flax import nnx
 from jax.experimental import multihost_utils
 from flaxvision import models
-from flaxvision.models import onednn
+from flaxvision.ops import onednn
 from flaxvision.models.layers import use_convolutions
 from flaxvision.runtime import setup_jax
-from flaxvision.training import OnDevices, TrainConfig, Trainer
-from flaxvision.transforms import AugmentConfig
-from tests.helpers import pattern_images
+from flaxvision.training import OnDevices, Trainer
+from tests.helpers import augment_config, pattern_images, train_config
 
 setup_jax()  # joins the other processes under FLAXVISION_DISTRIBUTED=1
 images, labels = pattern_images(32, size=32)
-augmentation = AugmentConfig(
+augmentation = augment_config(
     rotation=10.0, horizontal_flip=True, zoom=0.1, crop_scale=(0.5, 1.0), brightness=0.2, mixup=0.2
 )
-config = TrainConfig(batch_size=32, optimizer="sgd", momentum=0.0, learning_rate=0.1, ema_decay=0.9)
+config = train_config(batch_size=32, optimizer="sgd", momentum=0.0, learning_rate=0.1, ema_decay=0.9)
 report = {"devices": jax.device_count(), "processes": jax.process_count(), "all_reduce": [], "onednn_rows": []}
 for case in sys.argv[2:]:
     name, convolutions = case.split(":")

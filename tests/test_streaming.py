@@ -27,8 +27,8 @@ from flaxvision.data import loader, prepared
 from flaxvision.data.prepared import load_prepared
 from flaxvision.features import write_features
 from flaxvision.files import write_checksums
-from flaxvision.training import TrainConfig, fit, streams
-from tests.helpers import CLASSES, PROJECT_ROOT, pattern_images, prepare, write_tree
+from flaxvision.training import fit, streams
+from tests.helpers import CLASSES, PROJECT_ROOT, pattern_images, prepare, train_config, write_tree
 from tests.test_training import AUGMENT, make_trainer
 
 
@@ -66,14 +66,14 @@ def test_loader_batches_follow_the_order_and_resume_from_their_state():
 
 def test_auto_streams_what_exceeds_the_device_budget():
     images = np.zeros((100, 32, 32, 3), np.uint8)  # 0.29 MB
-    assert streams(TrainConfig(device_data_mb=0.25), images) == (
+    assert streams(train_config(device_data_mb=0.25), images) == (
         True,
         "0 MB of images, more than 0 MB (train.device_data_mb)",
     )
-    assert not streams(TrainConfig(device_data_mb=1), images)[0]
-    assert not streams(TrainConfig(), images)[0]  # half of this machine's free memory
-    assert streams(TrainConfig(input="stream"), images) == (True, "train.input stream")
-    assert streams(TrainConfig(input="device", device_data_mb=0), images) == (False, "train.input device")
+    assert not streams(train_config(device_data_mb=1), images)[0]
+    assert not streams(train_config(), images)[0]  # half of this machine's free memory
+    assert streams(train_config(input="stream"), images) == (True, "train.input stream")
+    assert streams(train_config(input="device", device_data_mb=0), images) == (False, "train.input device")
 
 
 def test_streamed_training_is_the_on_device_training(tmp_path):
@@ -81,7 +81,7 @@ def test_streamed_training_is_the_on_device_training(tmp_path):
     train, validation = pattern_images(50, size=32, seed=0), pattern_images(20, size=32, seed=1)
     runs = {}
     for path in ("device", "stream"):
-        config = TrainConfig(epochs=2, batch_size=8, ema_decay=0.9, input=path)
+        config = train_config(epochs=2, batch_size=8, ema_decay=0.9, input=path)
         trainer = make_trainer(config, AUGMENT)
         progress = fit(trainer, train, validation, tmp_path / path, "run")
         runs[path] = progress.history, jax.tree.leaves(nnx.state(trainer.model, nnx.Not(nnx.RngState)))

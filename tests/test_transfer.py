@@ -7,20 +7,20 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from flaxvision import models
-from flaxvision.config import section
+from flaxvision import builder
 from flaxvision.errors import UserError
 from flaxvision.features import extract_features
-from flaxvision.models.transfer import Frozen, TransferConfig
+from flaxvision.models.transfer import Frozen
 from flaxvision.trained import ModelInfo, load_trained, save_trained
-from flaxvision.training import TrainConfig, Trainer
-from flaxvision.transforms import AugmentConfig
+from flaxvision.training import Trainer
+from tests.helpers import augment_config, train_config, transfer_config
 
-SMALL = TransferConfig(backbones=("mobilenet_v2",), alpha=0.35, hidden_units=(8,), input_size=(32, 32))
+SMALL = transfer_config(backbones=("mobilenet_v2",), alpha=0.35, hidden_units=(8,), input_size=(32, 32))
 
 
 def build(config=SMALL, name="transfer", shape=(32, 32, 3), classes=3, seed=0):
-    return models.create_model(name, num_classes=classes, input_shape=shape, rngs=nnx.Rngs(seed), transfer=config)
+    transfer = builder.transfer_config(name, config or SMALL)
+    return builder.build_model(name, num_classes=classes, input_shape=shape, transfer=transfer, seed=seed)
 
 
 def images(count=8, shape=(32, 32, 3), seed=0):
@@ -39,7 +39,7 @@ def test_trainable_layers_are_the_backbones_last_layers_with_weights():
 def test_a_train_step_leaves_frozen_weights_and_frozen_batchnorm_statistics_alone():
     model = build(dataclasses.replace(SMALL, trainable_layers=2, cache_features=False))
     before = weights(model)
-    trainer = Trainer(model, TrainConfig(batch_size=4, learning_rate=0.1), AugmentConfig(), "none")
+    trainer = Trainer(model, train_config(batch_size=4, learning_rate=0.1), augment_config(), "none")
     batch, labels = jnp.asarray(images(4)), jnp.arange(4, dtype=jnp.int32) % 3
     trainer.state, _ = trainer.train_step(trainer.state, batch, labels, jnp.arange(4), jnp.float32(0.1))
     after = weights(trainer.model)
@@ -112,4 +112,4 @@ def test_saved_transfer_model_loads_with_the_same_outputs(tmp_path):
 )
 def test_bad_transfer_params_are_one_line_errors(values, message):
     with pytest.raises(UserError, match=message):
-        section({"transfer": values}, "transfer", TransferConfig)
+        builder.transfer_config("transfer", transfer_config(**values))

@@ -10,13 +10,15 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
+from flaxvision.errors import UserError
 from flaxvision.models.scaling import preprocess_input
-from flaxvision.transforms import AugmentConfig, affine_matrix, affine_resample, augment
+from flaxvision.transforms import affine_matrix, affine_resample, augment
+from tests.helpers import augment_config
 
 # scipy's names for our fill modes ('grid-' modes pad first, then interpolate).
 SCIPY_MODES = {"nearest": "nearest", "reflect": "reflect", "wrap": "grid-wrap", "constant": "grid-constant"}
-SEED_000 = AugmentConfig(rotation=10, width_shift=0.1, height_shift=0.1, shear=0.1, zoom=0.1, horizontal_flip=True)
-SEED_001 = AugmentConfig(rotation=72, horizontal_flip=True, vertical_flip=True, fill_mode="reflect")
+SEED_000 = augment_config(rotation=10, width_shift=0.1, height_shift=0.1, shear=0.1, zoom=0.1, horizontal_flip=True)
+SEED_001 = augment_config(rotation=72, horizontal_flip=True, vertical_flip=True, fill_mode="reflect")
 
 
 def random_images(shape, seed=0):
@@ -31,13 +33,13 @@ def resample(images, matrix, fill_mode="nearest"):
 
 def test_disabled_config_returns_the_input_itself():
     images = jnp.asarray(random_images((2, 8, 8, 3)))
-    assert not AugmentConfig().enabled
-    assert augment(images, jax.random.key(0), AugmentConfig()) is images
+    assert not augment_config().enabled
+    assert augment(images, jax.random.key(0), augment_config()) is images
 
 
 def test_config_enabled_and_validation():
-    assert AugmentConfig(vertical_flip=True).enabled
-    assert AugmentConfig(zoom=0.1).enabled
+    assert augment_config(vertical_flip=True).enabled
+    assert augment_config(zoom=0.1).enabled
     for bad in [
         dict(rotation=-1),
         dict(rotation=math.nan),
@@ -47,17 +49,17 @@ def test_config_enabled_and_validation():
         dict(height_shift=math.nan),
         dict(fill_mode="mirror"),
     ]:
-        with pytest.raises(ValueError):
-            AugmentConfig(**bad)
+        with pytest.raises(UserError, match="^params.yaml: '?augment"):
+            augment_config(**bad)
 
 
 @pytest.mark.parametrize(
     "config, variants",
     [
-        (AugmentConfig(horizontal_flip=True), lambda x: [x, x[:, ::-1]]),
-        (AugmentConfig(vertical_flip=True), lambda x: [x, x[::-1]]),
+        (augment_config(horizontal_flip=True), lambda x: [x, x[:, ::-1]]),
+        (augment_config(vertical_flip=True), lambda x: [x, x[::-1]]),
         (
-            AugmentConfig(horizontal_flip=True, vertical_flip=True),
+            augment_config(horizontal_flip=True, vertical_flip=True),
             lambda x: [x, x[:, ::-1], x[::-1], x[::-1, ::-1]],
         ),
     ],
@@ -144,7 +146,7 @@ def test_augment_under_jit_is_deterministic_per_key(config):
 
 def test_augment_draws_within_the_configured_ranges():
     # A pure zoom of a centred bright square changes its area by a factor in [0.8², 1.2²].
-    config = AugmentConfig(zoom=0.2, fill_mode="constant")
+    config = augment_config(zoom=0.2, fill_mode="constant")
     images = np.zeros((64, 41, 41, 1), np.float32)
     images[:, 10:31, 10:31] = 1.0
     areas = np.asarray(augment(jnp.asarray(images), jax.random.key(0), config)).sum(axis=(1, 2, 3))

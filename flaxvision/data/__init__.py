@@ -5,7 +5,7 @@ Modules: ``download`` (mirror, cache, verified downloads, safe extraction, atomi
 ``splits`` (how train/validation/test are formed) and ``prepared`` (the arrays on disk).
 """
 
-from flaxvision.data.prepared import PREPARED_DIR, Prepared, PreprocessConfig, load_prepared, prepare
+from flaxvision.data.prepared import PREPARED_DIR, Images, Prepared, load_prepared, prepare
 from flaxvision.data.sources import RAW_DIR, SOURCE_IDENTITY, download_dataset, identify_dataset, read_dataset
 
 __all__ = [
@@ -13,7 +13,7 @@ __all__ = [
     "RAW_DIR",
     "SOURCE_IDENTITY",
     "Prepared",
-    "PreprocessConfig",
+    "Images",
     "download_dataset",
     "identify_dataset",
     "load_prepared",

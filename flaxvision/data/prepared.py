@@ -28,37 +28,11 @@ from flaxvision.data.sources import RawDataset
 from flaxvision.data.splits import SPLITS, plan_splits, thin_class_warnings
 from flaxvision.errors import UserError
 from flaxvision.files import atomic_directory, verify_checksums, write_checksums, write_json
+from flaxvision.params import PreprocessConfig
 
 PREPARED_DIR = Path("data/prepared")
 COPY_ROWS = 1024  # rows copied at a time from the decoded arrays to the split files
 SHARD_BYTES = 256 << 20  # images per shard file: as many as fit in this
-
-
-@dataclasses.dataclass(frozen=True)
-class PreprocessConfig:
-    """params.yaml ``preprocess``."""
-
-    image_size: tuple[int, int] | None = None  # height, width; None: the model's (resolved by the stage)
-    color_mode: Literal["rgb", "grayscale"] = "rgb"
-    val_fraction: float = 0.2
-    test_fraction: float = 0.2
-    split_seed: int = 0
-    max_bad_fraction: float = 0.01
-
-    def __post_init__(self):
-        if self.image_size is not None and (len(self.image_size) != 2 or min(self.image_size) < 1):
-            raise ValueError(f"image_size must be [height, width], positive, got {list(self.image_size)}")
-        for name in ("val_fraction", "test_fraction"):
-            if not 0 < getattr(self, name) < 1:
-                raise ValueError(f"{name} must be between 0 and 1 (exclusive), got {getattr(self, name)}")
-        if self.val_fraction + self.test_fraction >= 1:
-            raise ValueError("val_fraction + test_fraction must be below 1 (both may be taken from train)")
-        if not 0 <= self.max_bad_fraction <= 1:
-            raise ValueError(f"max_bad_fraction must be between 0 and 1, got {self.max_bad_fraction}")
-
-    @property
-    def channels(self) -> int:
-        return 3 if self.color_mode == "rgb" else 1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,7 +42,7 @@ class Prepared:
     data: str
     classes: list[str]
     image_shape: tuple[int, int, int]  # height, width, channels
-    color_mode: str
+    color_mode: Literal["rgb", "grayscale"]
     splits: dict[str, tuple["ShardedImages", np.ndarray]]  # split -> (uint8 images, int32 labels)
     checksums: str  # SHA256SUMS, verified: the content of every file, for the train stage's fingerprint
 
@@ -133,6 +107,9 @@ class ShardedImages:
     def __del__(self):
         for fd in self._fds:
             os.close(fd)
+
+
+Images = np.ndarray | ShardedImages  # uint8 [N, H, W, C]: in memory, or read from the shards on demand
 
 
 @dataclasses.dataclass(frozen=True)

@@ -30,7 +30,7 @@ import numpy as np
 from jax import lax
 from jax.sharding import PartitionSpec
 
-from flaxvision.models import kernels
+from flaxvision.ops import cpu_kernels
 
 PASSES = ("Forward", "InputGrad", "KernelGrad")  # the handlers' names, after OnednnConv
 SUPPORTED = sys.platform == "linux" and platform.machine() == "x86_64"  # oneDNN's wheels' one platform
@@ -39,7 +39,7 @@ SUPPORTED = sys.platform == "linux" and platform.machine() == "x86_64"  # oneDNN
 def conv_general_dilated(lhs, rhs, window_strides, padding, **kwargs):
     """lax.conv_general_dilated (NHWC, HWIO) through oneDNN where it applies: on a CPU, float32,
     not grouped or dilated, a kernel larger than 1×1 and a feature map larger than the kernel;
-    elsewhere (GPU and TPU included) flaxvision.models.kernels.conv_general_dilated, which ends
+    elsewhere (GPU and TPU included) flaxvision.ops.cpu_kernels.conv_general_dilated, which ends
     in XLA's own."""
     if not (
         jax.default_backend() == "cpu"
@@ -53,7 +53,7 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, **kwargs):
         and rhs.shape[:2] != (1, 1)
         and min(lhs.shape[1:3]) > max(rhs.shape[:2])
     ):
-        return kernels.conv_general_dilated(lhs, rhs, window_strides, padding, **kwargs)
+        return cpu_kernels.conv_general_dilated(lhs, rhs, window_strides, padding, **kwargs)
     if isinstance(padding, str):
         padding = lax.padtype_to_pads(lhs.shape[1:3], rhs.shape[:2], window_strides, padding)
     run = functools.partial(convolve, strides=tuple(window_strides), padding=tuple(tuple(pair) for pair in padding))
@@ -146,7 +146,7 @@ def _onednn_library() -> Path:
 def _library() -> Path | None:
     """The compiled handlers: beside this module, or, in a copy of the checkout (a DVC experiment's
     temp folder, which holds only the tracked files), in the checkout that is installed editable."""
-    spec = importlib.util.find_spec("flaxvision.models._onednn")
+    spec = importlib.util.find_spec("flaxvision.ops._onednn")
     if spec is not None and spec.origin is not None:
         return Path(spec.origin)
     # The environment's record of the install; a checkout's own flaxvision.egg-info has none.
@@ -154,6 +154,6 @@ def _library() -> Path | None:
         installed = json.loads(distribution.read_text("direct_url.json") or "{}")
         if installed.get("dir_info", {}).get("editable"):
             checkout = Path(urllib.request.url2pathname(urllib.parse.urlparse(installed["url"]).path))
-            path = checkout / "models" / f"_onednn{importlib.machinery.EXTENSION_SUFFIXES[0]}"
+            path = checkout / "flaxvision" / "ops" / f"_onednn{importlib.machinery.EXTENSION_SUFFIXES[0]}"
             return path if path.is_file() else None
     return None

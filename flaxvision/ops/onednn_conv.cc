@@ -1,6 +1,6 @@
 // oneDNN's convolutions as XLA FFI handlers for XLA:CPU: forward, input gradient and kernel
 // gradient of a 2-D convolution with NHWC activations and an HWIO kernel, float32.
-// flaxvision.models.onednn registers them and differentiates through them.
+// flaxvision.ops.onednn registers them and differentiates through them.
 
 #include <omp.h>
 
