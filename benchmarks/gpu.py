@@ -41,10 +41,11 @@ from flax import nnx
 from benchmarks.run_flaxvision import measure_workload
 from benchmarks.workloads import WORKLOADS, Protocol, measure
 from flaxvision import models
+from flaxvision.batches import OnDevices, Streamed
 from flaxvision.data.prepared import ShardedImages
 from flaxvision.files import write_bytes
 from flaxvision.recipes import plain_section
-from flaxvision.training import OnDevices, Streamed, Trainer
+from flaxvision.training import Trainer
 
 ROOT = Path(__file__).resolve().parents[1]
 TRACE_STEPS = 3

@@ -3,7 +3,7 @@
     uv run python -m benchmarks.profile resnet50/train          # the 15 slowest ops
     uv run python -m benchmarks.profile seed_cnn/train --top 30
 
-Runs the workload as benchmarks.run_flaxvision does (the real Trainer or predict step), traces
+Runs the workload as benchmarks.run_flaxvision does (the real Trainer or logits step), traces
 one repeat after a warm-up with jax.profiler, and adds up each XLA op's time over the CPU
 threads. Each op is named by what it computes, read from XLA's optimized HLO (dumped for the
 run): for convolutions and dots their shapes, whether they belong to the forward or the
@@ -22,7 +22,7 @@ from pathlib import Path
 
 from benchmarks.workloads import BATCH_SIZE, WORKLOADS
 
-STEP_MODULES = ("jit__train_step", "jit_predict_step")  # the compiled steps' XLA module names
+STEP_MODULES = ("jit__train_step", "jit_logits_step")  # the compiled steps' XLA module names
 SHAPE = r"[a-z]+\d*\[[\d,]*\]"
 ONEDNN = "flaxvision_onednn_conv_"  # the custom calls of oneDNN's convolutions, then the pass
 

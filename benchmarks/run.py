@@ -162,7 +162,7 @@ def download_cats_vs_dogs(machine: dict) -> Path:
     from flaxvision.errors import UserError
 
     raw = WORK_DIR / "raw"
-    if not (raw / "SOURCES.json").is_file():
+    if not (raw / "PROVENANCE.json").is_file():
         print("downloading cats_vs_dogs (the pipeline's download stage) ...", file=sys.stderr, flush=True)
         try:
             download_dataset("cats_vs_dogs", raw)

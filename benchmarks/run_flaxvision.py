@@ -2,7 +2,7 @@
 
 Training is ``flaxvision.training.Trainer.train_epoch`` (its jitted, donated train step: the
 on-device batch gather, preprocessing and update) over a device-resident uint8 set, with
-augmentation off; inference is ``flaxvision.evaluation.predict`` over the jitted predict step.
+augmentation off; inference is ``flaxvision.inference.apply_in_batches`` over the jitted logits step.
 Both return host values, so a repeat ends when its work has. Models come from the registry
 (``models.create_model``) or, for the keras.applications backbones, from
 ``flaxvision.conversion.build_backbone`` with random weights. The stages' JAX setup applies
@@ -34,15 +34,16 @@ from benchmarks.workloads import (
     timed,
 )
 from flaxvision import builder, models
+from flaxvision.batches import OnDevices
 from flaxvision.conversion import build_backbone
 from flaxvision.data import load_prepared, prepare, read_dataset
-from flaxvision.evaluation import make_predict_step, predict
+from flaxvision.inference import apply_in_batches, make_logits_step
 from flaxvision.jax_internals import unroll_threefry_on_cpu
 from flaxvision.models.backbones import BACKBONES
 from flaxvision.models.layers import use_convolutions
 from flaxvision.params import load_params
 from flaxvision.recipes import plain_section
-from flaxvision.training import OnDevices, Trainer
+from flaxvision.training import Trainer
 
 PRESETS = {"seed_cnn": "belgiumtsc_cnn", "resnet50": "resnet50"}  # workload model -> models registry name
 # ImageDataGenerator's arguments as params augment fields (same units).
@@ -105,9 +106,9 @@ def workload_repeat(workload: Workload, batches: int) -> tuple[Callable[[], obje
         return lambda: trainer.train_epoch(data, 0, LEARNING_RATE), info
     model.eval()
     graph, state = nnx.split(model)
-    predict_step = make_predict_step(graph, preprocessing)
+    logits_step = make_logits_step(graph, preprocessing)
     images = jax.device_put(images)
-    return lambda: predict(predict_step, state, images, BATCH_SIZE), info
+    return lambda: apply_in_batches(logits_step, state, images, BATCH_SIZE), info
 
 
 def measure_workload(workload: Workload, protocol: Protocol) -> dict:

@@ -93,7 +93,7 @@ def measure(folder: Path, path: str) -> dict:
     """One epoch of the default experiment's training on ``folder`` through input ``path``."""
     import jax
 
-    from flaxvision import builder, training
+    from flaxvision import batches, builder, training
     from flaxvision.data import load_prepared, loader
     from flaxvision.params import load_params
 
@@ -103,7 +103,7 @@ def measure(folder: Path, path: str) -> dict:
     model = builder.build_model(params.model, num_classes=len(data.classes), input_shape=data.image_shape, seed=0)
     trainer = training.Trainer(model, config, params.augment, builder.preprocessing(params.model))
     images, labels = data.splits["train"]
-    source = (training.Streamed if path == "stream" else training.OnDevices)(trainer, images, labels)
+    source = (batches.Streamed if path == "stream" else batches.OnDevices)(trainer, images, labels)
     batch = next(source.batches(np.arange(config.batch_size), config.batch_size))
     trainer.state, _ = trainer.train_step(trainer.state, *batch, 1e-3)  # compiles
     jax.block_until_ready(trainer.state)

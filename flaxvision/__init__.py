@@ -1,9 +1,12 @@
 """flaxvision: the library code behind the DVC stages (data, transforms, training, evaluation)."""
 
 import importlib.abc
+import importlib.machinery
 import importlib.util
 import sys
+from collections.abc import Sequence
 from pathlib import Path
+from types import ModuleType
 
 from flaxvision import interrupts, numerics
 
@@ -28,10 +31,12 @@ class _CheckoutModels(importlib.abc.MetaPathFinder):
     are found in the package's own ``__path__``, the folder.
     """
 
-    def __init__(self, folder: Path):
+    def __init__(self, folder: Path) -> None:
         self.folder = folder
 
-    def find_spec(self, fullname, path=None, target=None):
+    def find_spec(
+        self, fullname: str, path: Sequence[str] | None = None, target: ModuleType | None = None
+    ) -> importlib.machinery.ModuleSpec | None:
         if fullname != "flaxvision.models":
             return None
         return importlib.util.spec_from_file_location(

@@ -11,8 +11,9 @@ index refers to; observing the calls keeps it.
 
 import contextlib
 import sys
-from collections.abc import Sequence
-from typing import NamedTuple
+from collections.abc import Iterator, Sequence
+from types import FrameType
+from typing import Any, NamedTuple
 
 import jax
 import numpy as np
@@ -43,7 +44,7 @@ def conv_activations(model: nnx.Module, image: np.ndarray, preprocessing: str) -
     """The output of every convolution of ``model`` for one uint8 [H, W, C] ``image``.
 
     The image is scaled with ``preprocessing``, as the model was trained; ``model`` should be
-    in eval mode (as `flaxvision.trained.load_trained` returns it).
+    in eval mode (as `flaxvision.model_folder.load_trained` returns it).
     """
     paths = {id(module): ".".join(map(str, path)) for path, module in nnx.iter_modules(model)}
     calls: list[tuple[nnx.Conv, jax.Array]] = []
@@ -56,7 +57,7 @@ def conv_activations(model: nnx.Module, image: np.ndarray, preprocessing: str) -
 
 
 @contextlib.contextmanager
-def _recording_conv_calls(calls: list):
+def _recording_conv_calls(calls: list[tuple[nnx.Conv, jax.Array]]) -> Iterator[None]:
     """Append ``(conv, output)`` to ``calls`` for every nnx.Conv call inside the block, in order.
 
     It observes the calls through the interpreter's profiling hook (this thread only), so no
@@ -64,7 +65,7 @@ def _recording_conv_calls(calls: list):
     """
     conv_call = nnx.Conv.__call__.__code__
 
-    def observe(frame, event, value):
+    def observe(frame: FrameType, event: str, value: Any) -> None:  # value: what the event passes
         if event == "return" and frame.f_code is conv_call:
             calls.append((frame.f_locals["self"], value))
 

@@ -8,6 +8,7 @@ rejects as a one-line params.yaml error with the fix.
 """
 
 import contextlib
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import cast
 
@@ -168,7 +169,7 @@ def _check_name(name: str) -> None:
 
 
 @contextlib.contextmanager
-def _params_errors(name: str):
+def _params_errors(name: str) -> Iterator[None]:
     """What the registry cannot build, as the params.yaml error that says what to change."""
     try:
         yield
@@ -182,7 +183,7 @@ def _params_errors(name: str):
         raise UserError(f"params.yaml: {error}") from None
 
 
-def _weights_file(pretrained: str, backbone: str, config: TransferConfig, input_shape) -> str:
+def _weights_file(pretrained: str, backbone: str, config: TransferConfig, input_shape: Sequence[int]) -> str:
     """params ``pretrained`` for ``backbone``: 'imagenet', a .h5 file (one backbone), or a folder
     holding the official files under their official names."""
     if pretrained == "imagenet" or Path(pretrained).is_file():

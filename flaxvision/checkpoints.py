@@ -27,7 +27,7 @@ from flax import nnx
 from flaxvision import interrupts
 from flaxvision.errors import UserError
 from flaxvision.files import CHECKSUMS, find_damage, write_checksums
-from flaxvision.trained import nonfinite
+from flaxvision.model_folder import nonfinite
 
 SAVE_OVERHEAD_BYTES = 1 << 20  # a checkpoint's metadata and its files' last blocks, beyond the arrays
 
@@ -56,7 +56,7 @@ class Progress:
 class Checkpoints:
     """Latest train state and best weights, one Orbax step per checkpoint (numbered by train steps done)."""
 
-    def __init__(self, directory: Path):
+    def __init__(self, directory: Path) -> None:
         # Orbax needs an absolute path (a relative one fails in a background thread). Saves are
         # synchronous because the next train step donates (frees) the buffers being saved. A save
         # killed part-way leaves a `<step>.orbax-checkpoint-tmp` folder, ignored when resuming;
@@ -70,12 +70,12 @@ class Checkpoints:
             ),
         )
 
-    def save(self, step: int, state, best_model_state, progress: Progress):
+    def save(self, step: int, state: nnx.State, best_model_state: nnx.State, progress: Progress) -> None:
         self._check_room(state, best_model_state)
         with interrupts.deferred():  # till the checkpoint is whole
             self._save(step, state, best_model_state, progress)
 
-    def _save(self, step: int, state, best_model_state, progress: Progress):
+    def _save(self, step: int, state: nnx.State, best_model_state: nnx.State, progress: Progress) -> None:
         try:
             self.manager.save(
                 step,
@@ -94,7 +94,7 @@ class Checkpoints:
         if jax.process_index() == 0:  # the one that wrote it (Orbax's primary host)
             write_checksums(self.directory / str(step))
 
-    def _check_room(self, *arrays):
+    def _check_room(self, *arrays: nnx.State) -> None:
         """Refuse a save that cannot fit: on a full disk each of Orbax's threads prints its traceback."""
         needed = sum(leaf.nbytes for leaf in jax.tree.leaves(arrays)) + SAVE_OVERHEAD_BYTES
         free = shutil.disk_usage(self.directory).free
@@ -102,7 +102,13 @@ class Checkpoints:
             detail = f"a checkpoint needs {needed / 2**20:.1f} MB, {free / 2**20:.1f} MB are free"
             raise OSError(errno.ENOSPC, detail, str(self.directory))
 
-    def restore(self, fingerprint: str, state_like, best_like, check: Callable[..., str] = lambda *restored: ""):
+    def restore(
+        self,
+        fingerprint: str,
+        state_like: nnx.State,
+        best_like: nnx.State,
+        check: Callable[[nnx.State, nnx.State, Progress], str] = lambda *restored: "",
+    ) -> tuple[nnx.State, nnx.State, Progress] | None:
         """(state, best, progress) of the latest intact checkpoint of this very run, else None.
 
         ``check(state, best, progress)`` says what is wrong with a restored checkpoint ('' if
@@ -147,20 +153,20 @@ class Checkpoints:
             raise UserError(f"{damaged}; no intact checkpoint is left (deleted): rerun to train from the start")
         return None
 
-    def _read(self, step: int, **items):
+    def _read(self, step: int, **items: ocp.args.CheckpointArgs) -> ocp.args.Composite:
         with interrupts.deferred():  # as saves: Orbax's threads must not be left reading
             return self.manager.restore(step, args=ocp.args.Composite(**items))
 
-    def clear(self):
+    def clear(self) -> None:
         for step in self.manager.all_steps():
             self.manager.delete(step)
 
-    def close(self):
+    def close(self) -> None:
         self.manager.wait_until_finished()
         self.manager.close()
 
 
-def fingerprint(*parts) -> str:
+def fingerprint(*parts: object) -> str:
     """A digest of everything that defines a run, so a checkpoint is only resumed by its own run."""
     digest = hashlib.sha256()
     for part in parts:

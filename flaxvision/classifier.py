@@ -8,7 +8,7 @@
 
 Images go through the pipeline's own input path: decoded, converted and resized as preprocess
 did (`flaxvision.data.images.load_image`, at the model's size and colour mode), then scaled by the
-model's preprocessing mode inside the compiled predict step, as in training and evaluation.
+model's preprocessing mode inside the compiled logits step, as in training and evaluation.
 
 Every input is checked before the model runs: one that `Classifier.predict` does not take raises
 `InvalidInput`, whose one-line message names it (``image 2``), an array's dtype and shape, and
@@ -27,8 +27,9 @@ from flax import nnx
 
 from flaxvision.data.images import load_image
 from flaxvision.errors import UserError
-from flaxvision.evaluation import predict_model, softmax, top_classes
-from flaxvision.trained import ModelInfo, load_trained
+from flaxvision.evaluation import softmax, top_classes
+from flaxvision.inference import model_logits
+from flaxvision.model_folder import ModelInfo, load_trained
 
 Image = str | Path | np.ndarray
 CHANNELS = (1, 3, 4)  # of an array [height, width, channels]: gray, RGB, RGBA
@@ -46,7 +47,7 @@ class InvalidInput(UserError, ValueError):
     also an attribute, says what is wrong with it and the fix.
     """
 
-    def __init__(self, subject: str, problem: str):
+    def __init__(self, subject: str, problem: str) -> None:
         super().__init__(f"{subject}: {problem}")
         self.problem = problem
 
@@ -66,7 +67,7 @@ class Prediction:
 class Classifier:
     """A trained model with its input pipeline (see `load`)."""
 
-    def __init__(self, model: nnx.Module, info: ModelInfo):
+    def __init__(self, model: nnx.Module, info: ModelInfo) -> None:
         self.model, self.info = model, info
 
     @property
@@ -92,7 +93,7 @@ class Classifier:
         if not decoded or images.shape[1:] != self.info.input_shape:
             shape = ", ".join(map(str, self.info.input_shape))
             raise InvalidInput("images", f"{_what(images)}: pass decoded images, uint8 [n, {shape}]")
-        return softmax(predict_model(self.model, self.info.preprocessing, images, batch_size))
+        return softmax(model_logits(self.model, self.info.preprocessing, images, batch_size))
 
     def predict(
         self, images: Sequence[Image] | np.ndarray, top_k: int | None = None, batch_size: int = 32
@@ -195,7 +196,7 @@ def _checked(image: object, subject: str) -> Path | np.ndarray:
     return np.rint(image.astype(np.float64) * 255).astype(np.uint8)  # float64: float16 would round x * 255 again
 
 
-def _check_batch_size(batch_size: object):
+def _check_batch_size(batch_size: object) -> None:
     if not (_is_int(batch_size) and batch_size >= 1):
         raise InvalidInput("batch_size", f"{batch_size!r} is not an int of at least 1")
 

@@ -1,6 +1,7 @@
 """User-facing errors: one line that names the bad file or parameter and the fix."""
 
 import argparse
+from typing import NoReturn
 
 
 class UserError(Exception):
@@ -13,5 +14,5 @@ class UserError(Exception):
 class ArgumentParser(argparse.ArgumentParser):
     """argparse whose usage errors are one ``error: `` line, as every other error here."""
 
-    def error(self, message: str):
+    def error(self, message: str) -> NoReturn:
         self.exit(2, f"error: {message} (see {self.prog} --help)\n")

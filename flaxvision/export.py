@@ -11,7 +11,7 @@ writes, replacing the folder as a whole (the three files always come from one mo
 Both models take uint8 images [batch, height, width, channels] at the model's size and colour mode,
 for any batch size, and return float32 logits [batch, classes]: the model's preprocessing (its
 models.scaling mode) is inside, and the network is in eval mode, so they compute what
-`flaxvision.evaluation.predict_model` computes. Decoding and resizing stay outside, as in the
+`flaxvision.inference.model_logits` computes. Decoding and resizing stay outside, as in the
 pipeline (`flaxvision.data.images.load_image`: Pillow, converted to the colour mode, bilinear).
 """
 
@@ -31,9 +31,9 @@ from jax2onnx import to_onnx
 from flaxvision.errors import ArgumentParser, UserError
 from flaxvision.files import atomic_directory, write_bytes, write_json
 from flaxvision.jax_internals import give_jax2onnx_closed_jaxpr
+from flaxvision.model_folder import WEIGHT_KINDS, ModelInfo, load_trained, read_info
 from flaxvision.models.scaling import preprocess_input
 from flaxvision.predict import DEFAULT_MODEL
-from flaxvision.trained import WEIGHT_KINDS, ModelInfo, load_trained, read_info
 
 ONNX = "model.onnx"
 STABLEHLO = "model.stablehlo"
@@ -81,7 +81,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def check_output(output: Path):
+def check_output(output: Path) -> None:
     """Refuse an output that is not a folder export may replace: a file, or a folder with other files."""
     if output.exists() and not output.is_dir():
         raise UserError(f"--output {output} is a file: name a folder")
@@ -111,7 +111,7 @@ def export_model(model: nnx.Module, info: ModelInfo, output: Path) -> dict[str, 
 
 
 def logits_function(model: nnx.Module, preprocessing: str, *, barrier: bool) -> Callable[[jax.Array], jax.Array]:
-    """uint8 images → float32 logits, as the pipeline's predict step computes them: scaled by
+    """uint8 images → float32 logits, as the pipeline's logits step computes them: scaled by
     ``preprocessing`` inside, the model as it is (`load_trained` gives it in eval mode).
 
     With ``barrier``, the weights, constants here, pass an optimization barrier, for XLA: it would

@@ -9,6 +9,7 @@ model without cached features only features.json is written, with ``"features": 
 
 import json
 from pathlib import Path
+from typing import Protocol, cast
 
 import jax
 import jax.numpy as jnp
@@ -17,11 +18,17 @@ from flax import nnx
 
 from flaxvision.data import Images
 from flaxvision.errors import UserError
-from flaxvision.evaluation import gather, predict
 from flaxvision.files import atomic_directory, verify_checksums, write_checksums, write_json
+from flaxvision.inference import apply_in_batches, gather
 
 FEATURES_DIR = Path("data/features")
 MANIFEST = "features.json"
+
+
+class FeatureModel(Protocol):
+    """A model with bottleneck features (models.transfer.Transfer): its backbones' output for [0, 255] images."""
+
+    def features(self, images: jax.Array) -> jax.Array: ...
 
 
 def extract_features(model: nnx.Module, images: Images, batch_size: int, desc: str) -> np.ndarray:
@@ -30,13 +37,14 @@ def extract_features(model: nnx.Module, images: Images, batch_size: int, desc: s
     graph, state = nnx.split(model)
 
     @jax.jit
-    def features_step(state, images, indices):
-        return nnx.merge(graph, state).features(gather(images, indices).astype(jnp.float32))
+    def features_step(state: nnx.State, images: jax.Array, indices: jax.Array | None) -> jax.Array:
+        model = cast(FeatureModel, nnx.merge(graph, state))  # an nnx.Module to mypy; a transfer model here
+        return model.features(gather(images, indices).astype(jnp.float32))
 
-    return predict(features_step, state, images, batch_size, desc=desc)
+    return apply_in_batches(features_step, state, images, batch_size, desc=desc)
 
 
-def write_features(directory: Path, features: dict[str, np.ndarray] | None, manifest: dict):
+def write_features(directory: Path, features: dict[str, np.ndarray] | None, manifest: dict) -> None:
     with atomic_directory(Path(directory)) as tmp:
         for split, array in (features or {}).items():
             np.save(tmp / f"{split}.npy", array)

@@ -19,6 +19,7 @@ import socket
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from flaxvision.errors import UserError
 
@@ -26,7 +27,7 @@ TEMP_AREA = Path(".dvc/tmp/flaxvision")  # relative to the DVC project's root
 CHECKSUMS = "SHA256SUMS"  # in the format of sha256sum, so `sha256sum -c SHA256SUMS` checks a folder too
 
 
-def write_bytes(path: Path, data: bytes):
+def write_bytes(path: Path, data: bytes) -> None:
     """Write ``data`` to a temp file, then rename it into place (atomic on one filesystem)."""
     path = Path(path)
     tmp = _temp_path(_temp_dir(path), path)
@@ -41,7 +42,7 @@ def write_bytes(path: Path, data: bytes):
         tmp.unlink(missing_ok=True)
 
 
-def write_json(path: Path, value):
+def write_json(path: Path, value: Any) -> None:  # any JSON value
     write_bytes(path, (json.dumps(value, indent=2) + "\n").encode())
 
 
@@ -74,7 +75,7 @@ def atomic_directory(final: Path) -> Iterator[Path]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def write_checksums(folder: Path):
+def write_checksums(folder: Path) -> None:
     """Record the SHA-256 of every file under ``folder`` in ``folder/SHA256SUMS``, written last."""
     folder = Path(folder)
     files = sorted(path for path in folder.rglob("*") if path.is_file() and path.name != CHECKSUMS)
@@ -114,7 +115,7 @@ def _sha256(path: Path) -> str:
         return hashlib.file_digest(file, "sha256").hexdigest()
 
 
-def _name_target(error: OSError, temporary: Path, target: Path):
+def _name_target(error: OSError, temporary: Path, target: Path) -> None:
     """Make ``error`` name ``target`` where it names ``temporary`` (or anything in it) or no file."""
     if error.filename is None or str(error.filename).startswith(str(temporary)):
         error.filename = str(target)
@@ -139,7 +140,7 @@ def _temp_dir(target: Path) -> Path:
     return folder
 
 
-def _sweep(folder: Path):
+def _sweep(folder: Path) -> None:
     """Remove this host's temporaries in ``folder`` whose process is gone (killed before cleaning up)."""
     owned = re.compile(rf"\.{re.escape(socket.gethostname())}-(\d+)\.tmp$")
     for entry in folder.iterdir():

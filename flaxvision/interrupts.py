@@ -3,7 +3,7 @@ one line on stderr and exit status 130 (SIGINT) or 143 (SIGTERM), at any moment.
 
 While a stage computes (`during_work`), a signal raises an exception where the stage is, so
 the ``finally`` of every atomic write removes its temporary and the decoder's worker processes
-are stopped; `flaxvision.pipeline.stage_main` turns it into the line. Before that (the imports,
+are stopped; `flaxvision.dvc_stage.stage_main` turns it into the line. Before that (the imports,
 which take seconds), nothing is half-written, so the process exits at once (`exit_at_once`);
 once the stage has ended, with its outputs or its line, signals are ignored while the interpreter
 shuts down (`ignore_from_now`), so the exit status is that of what the stage did. A stage whose parent dies gets SIGTERM
@@ -17,8 +17,10 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import FrameType
+from typing import NoReturn
 
 COMMANDS = ("flaxvision",)  # pyproject.toml's scripts, whose main is a `command`
 NOTHING_WRITTEN = "nothing was written"  # what an interrupted command's line says
@@ -59,33 +61,33 @@ def command(main: Callable[[list[str] | None], int]) -> Callable[..., int]:
     return wrapper
 
 
-def exit_at_once(advice: str = "rerun the same command to resume"):
+def exit_at_once(advice: str = "rerun the same command to resume") -> None:
     """From now on, SIGINT and SIGTERM end the process with their line and status, running no more Python."""
     for signum in EXIT_STATUS:
         signal.signal(signum, functools.partial(_exit, advice=advice))
 
 
-def ignore_from_now():
+def ignore_from_now() -> None:
     """From now on, ignore SIGINT and SIGTERM: for the interpreter's shutdown once a stage has
     ended (it resets handlers to the default action, which would kill the process unsaid)."""
     for signum in EXIT_STATUS:
         signal.signal(signum, signal.SIG_IGN)
 
 
-def during_work():
+def during_work() -> None:
     """From now on, SIGINT raises KeyboardInterrupt and SIGTERM `Terminated`, in the main thread."""
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, _raise_terminated)
 
 
-def end_with_parent():
+def end_with_parent() -> None:
     """Send this process SIGTERM once its parent process has exited (a thread polls for it); when
     the parent is a shell, once the shell's parent has: DVC runs a stage through $SHELL, and a
     shell that waits on its command (dash) rather than exec it outlives a killed DVC."""
     parent = os.getppid()
     launcher = _parent_of(parent) if _name_of(parent) in SHELLS else None
 
-    def watch():
+    def watch() -> None:
         while os.getppid() == parent and (launcher is None or _parent_of(parent) == launcher):
             time.sleep(PARENT_POLL_SECONDS)
         os.kill(os.getpid(), signal.SIGTERM)
@@ -94,7 +96,7 @@ def end_with_parent():
 
 
 @contextlib.contextmanager
-def deferred():
+def deferred() -> Iterator[None]:
     """SIGINT and SIGTERM that come meanwhile take effect at the end (in the main thread; elsewhere
     nothing changes): for work that threads of a library do, which an exception in the main
     thread would leave running on, printing tracebacks (an Orbax save)."""
@@ -113,7 +115,7 @@ def deferred():
 
 
 @contextlib.contextmanager
-def children_without_stderr():
+def children_without_stderr() -> Iterator[None]:
     """Processes started meanwhile write their stderr to /dev/null. A Ctrl-C reaches the whole
     process group: the parent handles it (it stops its workers and says one line), while each
     worker would print the traceback of its KeyboardInterrupt. Workers report failures in their
@@ -148,11 +150,11 @@ def _parent_of(pid: int) -> int | None:
     return int(stat[stat.rindex(")") + 2 :].split()[1])  # after "pid (comm) state"
 
 
-def _exit(signum, frame, advice: str):
+def _exit(signum: int, frame: FrameType | None, advice: str) -> NoReturn:
     with contextlib.suppress(OSError, ValueError):  # stderr closed: its reader (DVC) is gone
         os.write(sys.stderr.fileno(), f"{ending_line(signum, advice)}\n".encode())
     os._exit(EXIT_STATUS[signum])
 
 
-def _raise_terminated(signum, frame):
+def _raise_terminated(signum: int, frame: FrameType | None) -> NoReturn:
     raise Terminated

@@ -13,12 +13,16 @@ import math
 import re
 import types
 import typing
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Literal, get_args
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
 import yaml
 
 from flaxvision.errors import UserError
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
 
 PARAMS_FILE = Path("params.yaml")
 FillMode = Literal["nearest", "reflect", "wrap", "constant"]  # augment.fill_mode, as Keras names them
@@ -46,7 +50,7 @@ def load_params(path: Path = PARAMS_FILE) -> "Params":
     return from_dict(read_mapping(path), Params, prefix="", file=str(path))
 
 
-def read_mapping(path: Path = PARAMS_FILE) -> dict:
+def read_mapping(path: Path = PARAMS_FILE) -> dict[str, Any]:
     """params.yaml as it is written: a mapping of keys and sections."""
     try:
         with open(path) as f:
@@ -60,7 +64,9 @@ def read_mapping(path: Path = PARAMS_FILE) -> dict:
     return params
 
 
-def from_dict(values: dict, schema: type, prefix: str, file: str = "params.yaml"):
+def from_dict[Schema: DataclassInstance](
+    values: Mapping[str, Any], schema: type[Schema], prefix: str, file: str = "params.yaml"
+) -> Schema:
     """The dataclass ``schema`` from ``values`` (the mapping at key ``prefix`` of ``file``; "": the
     whole file), checking keys and types; nested dataclasses are read the same way."""
     hints = typing.get_type_hints(schema)
@@ -82,8 +88,9 @@ def from_dict(values: dict, schema: type, prefix: str, file: str = "params.yaml"
         raise UserError(f"{file}: {prefix + ': ' if prefix else ''}{error}") from None
 
 
-def _coerce(value, hint, key, file):
-    if dataclasses.is_dataclass(hint):
+def _coerce(value: Any, hint: object, key: str, file: str) -> Any:
+    """``value`` (as YAML read it) as type ``hint`` says (a class or a typing form), else a UserError."""
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
         if value is not None and not isinstance(value, dict):
             raise UserError(f"{file}: '{key}' must be a mapping, got {value!r}")
         return from_dict(value or {}, hint, key, file)
@@ -114,7 +121,11 @@ def _coerce(value, hint, key, file):
         return float(value)
     if hint is bool and not isinstance(value, bool):
         raise UserError(f"{file}: '{key}' must be true or false, got {value!r}")
-    if hint in (int, float, str) and (not isinstance(value, hint) or isinstance(value, bool) and hint is not bool):
+    if (
+        isinstance(hint, type)
+        and hint in (int, float, str)
+        and (not isinstance(value, hint) or isinstance(value, bool) and hint is not bool)
+    ):
         raise UserError(f"{file}: '{key}' must be a {hint.__name__}, got {value!r}")
     return value
 
@@ -145,7 +156,7 @@ class PreprocessConfig:
     split_seed: int
     max_bad_fraction: float
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if self.image_size is not None and (len(self.image_size) != 2 or min(self.image_size) < 1):
             raise ValueError(f"image_size must be [height, width], positive, got {list(self.image_size)}")
         for name in ("val_fraction", "test_fraction"):
@@ -203,7 +214,7 @@ class AugmentConfig:
     mixup: float
     cutmix: float
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         for name, limit in [
             ("rotation", math.inf),
             ("shear", math.inf),
@@ -275,7 +286,7 @@ class TransferConfig:
     hidden_units: tuple[int, ...]
     input_size: tuple[int, int]
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if not self.backbones:
             raise ValueError("backbones must name at least one backbone")
         if self.alpha != 1.0 and "mobilenet_v2" not in self.backbones:
@@ -301,7 +312,7 @@ class ExtractConfig:
 
     batch_size: int
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {self.batch_size}")
 
@@ -335,7 +346,7 @@ class TrainConfig:
     device_data_mb: float | None
     checkpoint_steps: int
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if self.checkpoint_steps < 0 or (self.device_data_mb is not None and self.device_data_mb < 0):
             raise ValueError("checkpoint_steps and device_data_mb must not be negative")
         for name in ("epochs", "batch_size"):
@@ -377,7 +388,7 @@ class EvaluateConfig:
     max_activation_layers: int
     max_channels: int
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         for name in ("batch_size", "top_k", "max_activation_layers", "max_channels"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")

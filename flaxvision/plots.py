@@ -9,6 +9,7 @@ augmented), the most confidently misclassified test images, and one test image's
 import dataclasses
 import io
 import math
+from collections.abc import Sequence
 from pathlib import Path
 
 import jax
@@ -16,6 +17,7 @@ import jax.numpy as jnp
 import matplotlib
 import numpy as np
 from flax import nnx
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from flaxvision.activations import conv_activations, select_layers
@@ -81,7 +83,7 @@ def image_grid(
     return figure
 
 
-def show_image(ax, image: np.ndarray):
+def show_image(ax: Axes, image: np.ndarray) -> None:
     """A uint8 [H, W, C] image as it is: RGB in colour, one channel in grey (not a colour map)."""
     if image.shape[-1] == 1:
         ax.imshow(image[..., 0], cmap="gray", vmin=0, vmax=255)
@@ -154,7 +156,7 @@ def tile_channels(maps: np.ndarray, gap: int = 1) -> np.ndarray:
     return mosaic
 
 
-def write_png(figure: Figure, path: Path):
+def write_png(figure: Figure, path: Path) -> None:
     """Render ``figure`` to ``path`` atomically. No metadata, so the same figure gives the same bytes."""
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=DPI, metadata={"Software": None})
@@ -197,7 +199,9 @@ def training_samples(
     }
 
 
-def misclassified(images, labels: np.ndarray, probabilities: np.ndarray, classes: list[str], count: int) -> Figure:
+def misclassified(
+    images: Images, labels: np.ndarray, probabilities: np.ndarray, classes: list[str], count: int
+) -> Figure:
     """The most confidently misclassified test images, with their true and predicted class."""
     worst = most_confident_errors(probabilities, labels, count)
     predicted = probabilities.argmax(-1)
@@ -225,7 +229,7 @@ def activation_maps(
     image: np.ndarray,
     caption: str,
     correct: bool,
-    layers,
+    layers: Sequence[int | str],
     max_layers: int,
     max_channels: int,
 ) -> dict[str, Figure]:

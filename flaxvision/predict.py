@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from flaxvision.classifier import InvalidInput, load
-from flaxvision.data.sources import IMAGE_SUFFIXES
+from flaxvision.data.datasets import IMAGE_SUFFIXES
 from flaxvision.errors import ArgumentParser, UserError
 from flaxvision.files import write_bytes
 

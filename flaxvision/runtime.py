@@ -2,8 +2,9 @@
 for speed on CPU (flaxvision.jax_internals), and multi-host runs.
 
 Each DVC stage is a new process, so without the cache every stage recompiles what the one before
-it compiled: building a backbone alone compiles one initializer per weight shape (DenseNet121:
-21 s, 2.3 s from this cache), and every train or predict step is compiled again per run.
+it compiled: building a backbone alone compiles one initializer per weight shape (DenseNet121 has
+many, and this cache saves most of its build time), and every train or logits step is compiled
+again per run.
 """
 
 import os
@@ -14,7 +15,7 @@ from flaxvision.jax_internals import unroll_threefry_on_cpu
 from flaxvision.paths import cache_dir
 
 
-def setup_jax():
+def setup_jax() -> None:
     """Keep every compiled XLA program in ``<cache dir>/xla`` ($FLAXVISION_CACHE), however small;
     with FLAXVISION_DISTRIBUTED=1, join the other processes: jax.distributed.initialize finds the
     coordinator, process count and id itself on TPU pods and under SLURM, Open MPI or Kubernetes;

@@ -1,16 +1,12 @@
 """Training: one jitted update with donated state, Keras-style callbacks, resumable from checkpoints.
 
-Two input paths give the same batches, step by step, and so the same run (`fit` picks one by the
-splits' size, train.input forces it): the splits live on the devices as uint8 and each step
-gathers its batch by index there, so the host only sends a vector of indices (`OnDevices`); or
-Grain streams each batch from data/prepared, read on host threads ahead of the step
-(`Streamed`, flaxvision.data.loader), so the data may exceed the devices' and the host's memory.
-Either way the step augments and preprocesses the uint8 batch inside the compiled function.
+Two input paths give the same batches, step by step, and so the same run (flaxvision.batches:
+`fit` picks one by the splits' size, train.input forces it). Either way the step augments and
+preprocesses the uint8 batch inside the compiled function.
 With several devices (all of them, over every host after ``jax.distributed.initialize()``), the
 state is replicated and each batch is split over a one-axis ("data") mesh: XLA partitions the
 step and averages the gradients, and BatchNorm still sees the whole batch; the step is the
 one-device step within float rounding (tests/test_sharding.py says why not bit for bit).
-Streaming, each process reads only its own devices' rows of every batch.
 Everything random is derived from the seed and the step number (shuffles, augmentation) or
 kept in the checkpointed model state (dropout), which makes runs repeatable and lets a killed
 run resume from its latest checkpoint with the same result as an uninterrupted one.
@@ -18,11 +14,10 @@ run resume from its latest checkpoint with the same result as an uninterrupted o
 
 import dataclasses
 import math
-import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jax
 import jax.numpy as jnp
@@ -32,54 +27,22 @@ from flax import nnx
 from jax.sharding import AxisType, NamedSharding, PartitionSpec
 from tqdm import tqdm
 
+from flaxvision.batches import OnDevices, Streamed, streams
 from flaxvision.checkpoints import Checkpoints, Progress
-from flaxvision.data import loader
+from flaxvision.data import Images
 from flaxvision.errors import UserError
-from flaxvision.evaluation import gather, loss_and_accuracy, make_predict_step, predict
+from flaxvision.evaluation import loss_and_accuracy
+from flaxvision.inference import apply_in_batches, gather, make_logits_step
 from flaxvision.models.scaling import preprocess_input
+from flaxvision.optimization import learning_rates, make_optimizer
 from flaxvision.params import AugmentConfig, TrainConfig
 from flaxvision.transforms import augment, mix
 
+if TYPE_CHECKING:
+    from dvclive import Live
 
-def make_optimizer(config: TrainConfig) -> optax.GradientTransformation:
-    """The optax optimizer: clipping and SGD's weight decay, then the optimizer itself, whose
-    hyperparameters are injected (last in the chain) so the host sets the learning rate every
-    step (`learning_rates`: the schedule, lowered on plateaus)."""
-
-    def kernels(params):  # weight decay on weights that multiply, not on biases and norm scales
-        return jax.tree.map(lambda p: p.ndim > 1, params)
-
-    before = [optax.clip_by_global_norm(config.clip_grad_norm)] if config.clip_grad_norm else []
-    if config.optimizer == "adamw":
-        optimizer = optax.inject_hyperparams(optax.adamw, static_args=("mask",))(
-            config.learning_rate, weight_decay=config.weight_decay, mask=kernels
-        )
-    elif config.optimizer == "adam":
-        optimizer = optax.inject_hyperparams(optax.adam)(learning_rate=config.learning_rate)
-    else:
-        if config.weight_decay:
-            before.append(optax.add_decayed_weights(config.weight_decay, mask=kernels))
-        optimizer = optax.inject_hyperparams(optax.sgd)(
-            learning_rate=config.learning_rate, momentum=config.momentum, nesterov=config.nesterov
-        )
-    return optax.chain(*before, optimizer)
-
-
-def learning_rates(config: TrainConfig, steps_per_epoch: int, epoch: int, base: float) -> np.ndarray:
-    """The learning rate of each step of ``epoch``: ``base`` (train.learning_rate, as lowered on
-    plateaus so far) times the schedule's factor, which optax's schedules give per step."""
-    warmup, total = round(config.warmup_epochs * steps_per_epoch), config.epochs * steps_per_epoch
-    if config.schedule == "cosine":
-        decay = optax.cosine_decay_schedule(1.0, max(total - warmup, 1))
-    elif config.schedule == "step":
-        decay = optax.exponential_decay(
-            1.0, round(config.step_epochs * steps_per_epoch), config.step_factor, staircase=True
-        )
-    else:
-        decay = optax.constant_schedule(1.0)
-    schedule = optax.join_schedules([optax.linear_schedule(0.0, 1.0, warmup), decay], [warmup]) if warmup else decay
-    steps = np.arange(epoch * steps_per_epoch, (epoch + 1) * steps_per_epoch)
-    return base * np.broadcast_to(np.asarray(schedule(steps), np.float64), steps.shape)  # constant: a scalar
+# What the train step carries: the model, its optimizer and, with train.ema_decay, the weights' average.
+TrainParts = tuple[nnx.Module, nnx.Optimizer, *tuple[nnx.Module, ...]]
 
 
 @dataclasses.dataclass
@@ -104,13 +67,15 @@ class Plateau:
 
 
 class Trainer:
-    """Owns the model and optimizer state and the two compiled steps (train, predict).
+    """Owns the model and optimizer state and the two compiled steps (train, logits).
 
     The model is built for the config (flaxvision.builder: compute dtype, BatchNorm momentum);
     the trainer only casts each batch to ``config.compute_dtype``.
     """
 
-    def __init__(self, model: nnx.Module, config: TrainConfig, augment_config: AugmentConfig, preprocessing: str):
+    def __init__(
+        self, model: nnx.Module, config: TrainConfig, augment_config: AugmentConfig, preprocessing: str
+    ) -> None:
         self.config = config
         self.augment_config = augment_config
         self.preprocessing = preprocessing
@@ -136,15 +101,23 @@ class Trainer:
         self.mesh = mesh.abstract_mesh  # the train step's, for the calls XLA cannot split over devices
         self.replicated = NamedSharding(mesh, PartitionSpec())
         self.batch_sharding = NamedSharding(mesh, PartitionSpec("data"))
-        self.train_graph, state = nnx.split((model, optimizer, *averaged))
-        self.state = self.replicate(state)
+        parts: TrainParts = (model, optimizer, *averaged)
+        self.train_graph, state = nnx.split(parts)
+        self.state: nnx.State = self.replicate(state)
         self.augment_key = jax.random.key(config.seed)
         self.train_step = jax.jit(self._train_step, donate_argnums=0, out_shardings=(self.replicated, self.replicated))
-        self._predict_step = make_predict_step(self.eval_graph, preprocessing, self.mesh)
+        self._logits_step = make_logits_step(self.eval_graph, preprocessing, self.mesh)
 
     # --- compiled steps -------------------------------------------------------------------
 
-    def _train_step(self, state, images, labels, indices, learning_rate):
+    def _train_step(
+        self,
+        state: nnx.State,
+        images: jax.Array,
+        labels: jax.Array,
+        indices: jax.Array | None,
+        learning_rate: jax.Array,
+    ) -> tuple[nnx.State, dict[str, jax.Array]]:
         with jax.sharding.use_abstract_mesh(self.mesh):  # see flaxvision.ops.onednn
             model, optimizer, *averaged = nnx.merge(self.train_graph, state)
             optimizer.opt_state[-1].hyperparams["learning_rate"][...] = learning_rate  # see make_optimizer
@@ -156,7 +129,8 @@ class Trainer:
                 batch, own_share = mix(batch, jax.random.fold_in(key, 4), self.augment_config)
             batch = preprocess_input(batch, self.preprocessing).astype(self.config.compute_dtype)
 
-            def loss_fn(model):
+            # ``model``: the nnx.Module, typed by what is done with it (nnx.Module declares no __call__)
+            def loss_fn(model: Callable[[jax.Array], jax.Array]) -> tuple[jax.Array, jax.Array]:
                 logits = model(batch).astype(jnp.float32)
                 loss = self._cross_entropy(logits, batch_labels)
                 if self.augment_config.mixing:
@@ -170,18 +144,18 @@ class Trainer:
             correct = jnp.sum(jnp.argmax(logits, -1) == batch_labels)
             return nnx.state((model, optimizer, *averaged)), {"loss": loss * len(batch_labels), "correct": correct}
 
-    def _cross_entropy(self, logits, labels):
+    def _cross_entropy(self, logits: jax.Array, labels: jax.Array) -> jax.Array:
         if not self.config.label_smoothing:
             return optax.softmax_cross_entropy_with_integer_labels(logits, labels)
         targets = optax.smooth_labels(jax.nn.one_hot(labels, logits.shape[-1]), self.config.label_smoothing)
         return optax.softmax_cross_entropy(logits, targets)
 
-    def _update_average(self, average: nnx.Module, model: nnx.Module, step):
+    def _update_average(self, average: nnx.Module, model: nnx.Module, step: jax.Array) -> None:
         """average += (1 - decay) * (model - average) over the float variables (weights, BatchNorm
         statistics), with TF's warm-up of the decay so early averages are not stuck at the start."""
         decay = jnp.minimum(self.config.ema_decay, (1 + step) / (10 + step))
 
-        def updated(old, new):
+        def updated(old: jax.Array, new: jax.Array) -> jax.Array:
             return old + (1 - decay) * (new - old) if jnp.issubdtype(new.dtype, jnp.floating) else new
 
         nnx.update(average, jax.tree.map(updated, nnx.state(average), nnx.state(model)))
@@ -189,13 +163,14 @@ class Trainer:
     # --- host loops -----------------------------------------------------------------------
 
     @property
-    def model_state(self):
+    def model_state(self) -> nnx.State:
         """The state of the model that is validated and kept: the weights, or their average."""
         return self.state[2 if self.config.ema_decay else 0]
 
-    def load_model_state(self, model_state):
+    def load_model_state(self, model_state: nnx.State) -> None:
         """Put ``model_state`` (e.g. the best epoch's) where `model_state` reads it."""
-        parts = list(nnx.merge(self.train_graph, self.state))
+        merged: TrainParts = nnx.merge(self.train_graph, self.state)
+        parts = list(merged)
         nnx.update(parts[2 if self.config.ema_decay else 0], model_state)
         self.state = nnx.state(tuple(parts))
 
@@ -228,7 +203,14 @@ class Trainer:
     def steps_per_epoch(self, count: int) -> int:
         return count // self.batch_size(count)
 
-    def train_epoch(self, data: "OnDevices | Streamed", epoch: int, learning_rate: float, resume=None, checkpoint=None):
+    def train_epoch(
+        self,
+        data: OnDevices | Streamed,
+        epoch: int,
+        learning_rate: float,
+        resume: dict[str, Any] | None = None,
+        checkpoint: Callable[[dict[str, Any]], None] | None = None,
+    ) -> dict[str, float]:
         """One pass over the shuffled training set (the last partial batch is dropped), at
         ``learning_rate`` (train.learning_rate as lowered on plateaus) times the schedule.
 
@@ -258,21 +240,21 @@ class Trainer:
         count = steps * batch_size
         return {"loss": float(totals["loss"]) / count, "accuracy": float(totals["correct"]) / count}
 
-    def predict(self, images, model_state=None) -> np.ndarray:
+    def logits(self, images: jax.Array | Images, model_state: nnx.State | None = None) -> np.ndarray:
         """Logits of a split on the devices (a jax.Array), or streamed in batches laid out as
         training's, by ``model_state`` (default: `model_state`)."""
         sharding = None if isinstance(images, jax.Array) else self.batch_sharding
         state = self.model_state if model_state is None else model_state
-        return predict(self._predict_step, state, images, self.config.batch_size, sharding=sharding)
+        return apply_in_batches(self._logits_step, state, images, self.config.batch_size, sharding=sharding)
 
-    def replicate(self, tree):
-        """Put arrays (a dataset, a restored state) on every device of the mesh. With several
-        processes, each gives its own devices' copies: no process can put data on another's."""
+    def replicate(self, tree: Any) -> Any:
+        """Put the arrays of ``tree`` (any pytree: a dataset, a restored state) on every device of the
+        mesh. With several processes, each gives its own devices' copies: no process can put data on another's."""
         if jax.process_count() == 1:
             return jax.device_put(tree, self.replicated)
         return jax.tree.map(self._replicate_array, tree)
 
-    def _replicate_array(self, array):
+    def _replicate_array(self, array: jax.Array | np.ndarray) -> jax.Array:
         if jax.dtypes.issubdtype(array.dtype, jax.dtypes.prng_key):  # RNG keys travel as their data
             data = self._replicate_array(jax.random.key_data(array))
             return jax.random.wrap_key_data(data, impl=jax.random.key_impl(array))
@@ -280,64 +262,7 @@ class Trainer:
         return jax.make_array_from_callback(host.shape, self.replicated, lambda index: host[index])
 
 
-class OnDevices:
-    """A split held whole on every device: each step gathers its batch there, by index."""
-
-    def __init__(self, trainer: Trainer, images, labels):
-        self.images, self.labels = trainer.replicate((np.asarray(images), np.asarray(labels)))
-
-    def batches(self, order: np.ndarray, batch_size: int, state=None):
-        """A Grain iterator of (the split, its labels, the step's indices) for each batch of ``order``."""
-
-        def indices(step):
-            return self.images, self.labels, jnp.asarray(order[step * batch_size : (step + 1) * batch_size], jnp.int32)
-
-        return loader.iterate(len(order) // batch_size, indices, state, threads=1)
-
-
-class Streamed:
-    """A split on host or disk (data/prepared's shards): Grain reads each batch, this process's
-    rows of it, and puts it on the devices ahead of its step."""
-
-    def __init__(self, trainer: Trainer, images, labels):
-        self.images, self.labels, self.sharding = images, np.asarray(labels), trainer.batch_sharding
-
-    def batches(self, order: np.ndarray, batch_size: int, state=None):
-        """A Grain iterator of (the batch's images, its labels, None) for each batch of ``order``."""
-        read = loader.reader((self.images, self.labels), order, batch_size, self.sharding)
-        return loader.iterate(len(order) // batch_size, lambda step: (*read(step), None), state)
-
-
-def streams(config: TrainConfig, *splits) -> tuple[bool, str]:
-    """Whether training streams ``splits`` (image arrays) rather than holding them on every
-    device, and a line saying why: train.input, or with ``auto`` their size against
-    train.device_data_mb (default: half the smallest free memory of a device; on CPU, where
-    each device holds its own copy in host memory, the host's available memory shared among them)."""
-    size = sum(images.nbytes for images in splits)
-    if config.input != "auto":
-        return config.input == "stream", f"train.input {config.input}"
-    if config.device_data_mb is not None:
-        budget, source = config.device_data_mb * 2**20, "train.device_data_mb"
-    else:
-        budget, source = free_device_memory() / 2, "half a device's free memory"
-    verdict = "more" if size > budget else "no more"
-    return size > budget, f"{size / 2**20:.0f} MB of images, {verdict} than {budget / 2**20:.0f} MB ({source})"
-
-
-def free_device_memory() -> int:
-    """Bytes free on the fullest local device (on CPU: the host's available memory per device)."""
-    stats = [device.memory_stats() for device in jax.local_devices()]
-    if all(stats):
-        return min(s["bytes_limit"] - s["bytes_in_use"] for s in stats)
-    try:
-        with open("/proc/meminfo") as meminfo:  # MemAvailable counts the page cache the kernel would give up
-            available = next(int(line.split()[1]) * 1024 for line in meminfo if line.startswith("MemAvailable:"))
-    except (OSError, StopIteration):
-        available = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    return available // jax.local_device_count()
-
-
-def check_finite(epoch: int, train_loss: float, val_loss: float, learning_rate: float):
+def check_finite(epoch: int, train_loss: float, val_loss: float, learning_rate: float) -> None:
     """Stop a diverged run: a NaN or infinite loss must never become a result or a best epoch."""
     if math.isfinite(train_loss) and math.isfinite(val_loss):
         return
@@ -356,7 +281,7 @@ def epoch_summary(epoch: int, epochs: int, metrics: dict) -> str:
     return f"epoch {epoch + 1}/{epochs}: {train} | val {val} | lr {metrics['learning_rate']:.3g}"
 
 
-def epoch_logger(live) -> Callable[[int, dict], None]:
+def epoch_logger(live: "Live") -> Callable[[int, dict], None]:
     """An ``on_epoch`` for `fit` that logs each epoch's metrics to a dvclive ``Live``: train/* and
     val/* (loss, accuracy) and the learning rate, with the epoch (counted from 1) as the step."""
 
@@ -373,8 +298,8 @@ def epoch_logger(live) -> Callable[[int, dict], None]:
 
 def fit(
     trainer: Trainer,
-    train: tuple,
-    validation: tuple,
+    train: tuple[Images, np.ndarray],
+    validation: tuple[Images, np.ndarray],
     checkpoint_dir: Path,
     run_id: str,
     on_epoch: Callable[[int, dict], None] = lambda epoch, metrics: None,
@@ -397,11 +322,11 @@ def fit(
     if not stream:
         val_images = trainer.replicate(np.asarray(val_images))
 
-    def revalidate(state, best_model_state, progress: Progress) -> str:
+    def revalidate(state: nnx.State, best_model_state: nnx.State, progress: Progress) -> str:
         """What a checkpoint's best weights give on validation, unless it is what was recorded."""
         if progress.best_epoch < 0:  # within the first epoch: nothing validated yet
             return ""
-        metrics = loss_and_accuracy(trainer.predict(val_images, trainer.replicate(best_model_state)), val_labels)
+        metrics = loss_and_accuracy(trainer.logits(val_images, trainer.replicate(best_model_state)), val_labels)
         recorded = progress.history[progress.best_epoch]["val"]
         return "" if metrics == recorded else f"its best weights give val {metrics}, not the recorded {recorded}"
 
@@ -422,7 +347,7 @@ def fit(
         on_epoch(epoch, metrics)
     steps = trainer.steps_per_epoch(len(train[1]))
 
-    def save_partial(partial):
+    def save_partial(partial: dict[str, Any]) -> None:
         progress.partial = partial
         checkpoints.save(progress.epoch * steps + partial["step"], trainer.state, best_model_state, progress)
 
@@ -442,7 +367,7 @@ def fit(
             train_data, epoch, progress.learning_rate, resume=progress.partial, checkpoint=save_partial
         )
         progress.partial = {}
-        val_metrics = loss_and_accuracy(trainer.predict(val_images), val_labels)
+        val_metrics = loss_and_accuracy(trainer.logits(val_images), val_labels)
         check_finite(epoch, train_metrics["loss"], val_metrics["loss"], progress.learning_rate)
         last_rate = float(learning_rates(config, steps, epoch, progress.learning_rate)[-1])
         metrics = {"train": train_metrics, "val": val_metrics, "learning_rate": last_rate}

@@ -14,6 +14,7 @@ from functools import partial
 import dm_pix
 import jax
 import jax.numpy as jnp
+from jax.typing import ArrayLike
 
 from flaxvision.params import AugmentConfig, FillMode
 
@@ -54,7 +55,9 @@ def augment(images: jax.Array, key: jax.Array, config: AugmentConfig) -> jax.Arr
     return jitter_colours(images, colour_key, config) if config.colour else images
 
 
-def random_crops(key: jax.Array, batch: int, config: AugmentConfig):
+def random_crops(
+    key: jax.Array, batch: int, config: AugmentConfig
+) -> tuple[tuple[jax.Array, jax.Array], tuple[jax.Array, jax.Array]]:
     """Each image's crop as fractions of its width and height, (sizes, offsets of its centre)."""
     area_key, ratio_key, place_key = jax.random.split(key, 3)
     area = jax.random.uniform(area_key, (batch,), minval=config.crop_scale[0], maxval=config.crop_scale[1])
@@ -90,11 +93,12 @@ def mix(images: jax.Array, key: jax.Array, config: AugmentConfig) -> tuple[jax.A
     _, height, width, _ = images.shape
     partner = images[::-1]
 
-    def mixup():
+    def mixup() -> tuple[jax.Array, jax.Array]:
         weight = jax.random.beta(mixup_key, config.mixup, config.mixup)
         return weight * images + (1 - weight) * partner, weight
 
-    def cutmix():  # a box of area share 1 - weight, at a uniform centre, cut at the image's edges
+    def cutmix() -> tuple[jax.Array, jax.Array]:
+        # a box of area share 1 - weight, at a uniform centre, cut at the image's edges
         weight = jax.random.beta(cutmix_key, config.cutmix, config.cutmix)
         centre = jax.random.uniform(box_key, (2,)) * jnp.array([height, width])
         half = jnp.sqrt(1 - weight) * jnp.array([height, width]) / 2
@@ -120,11 +124,11 @@ def affine_matrix(
     height: int,
     width: int,
     *,
-    rotation=0.0,
-    shift=(0.0, 0.0),
-    shear=0.0,
-    zoom=(1.0, 1.0),
-    flip=(False, False),
+    rotation: ArrayLike = 0.0,
+    shift: tuple[ArrayLike, ArrayLike] = (0.0, 0.0),
+    shear: ArrayLike = 0.0,
+    zoom: tuple[ArrayLike, ArrayLike] = (1.0, 1.0),
+    flip: tuple[ArrayLike, ArrayLike] = (False, False),
 ) -> jax.Array:
     """The 3×3 map from an output pixel (x, y, 1) to the input point it samples.
 
@@ -150,7 +154,7 @@ def affine_matrix(
     return jnp.linalg.multi_dot(transforms)
 
 
-def _affine(a, b, c, d, e, f) -> jax.Array:
+def _affine(a: ArrayLike, b: ArrayLike, c: ArrayLike, d: ArrayLike, e: ArrayLike, f: ArrayLike) -> jax.Array:
     return jnp.array([[a, b, c], [d, e, f], [0, 0, 1]], jnp.float32)
 
 
@@ -169,7 +173,7 @@ def affine_resample(images: jax.Array, matrices: jax.Array, fill_mode: FillMode 
     pixels = padded.reshape(batch, -1, channels)
     top_left = ((top + 1) * (width + 2) + left + 1).reshape(batch, -1, 1)  # +1: the padding
 
-    def neighbours(offset):  # in bounds by construction; 'clip' only saves the default's masking
+    def neighbours(offset: int) -> jax.Array:  # in bounds by construction; 'clip' only saves the default's masking
         gathered = jnp.take_along_axis(pixels, top_left + offset, axis=1, mode="clip")
         return gathered.reshape(images.shape)
 
@@ -196,5 +200,5 @@ def _neighbour(coordinate: jax.Array, size: int, fill_mode: FillMode) -> tuple[j
 
 
 def _modulo(x: jax.Array, period: int) -> jax.Array:
-    # jnp.mod's float remainder is about 30 times slower than this on CPU.
+    # jnp.mod's float remainder is much slower than this on CPU.
     return x - period * jnp.floor(x / period)

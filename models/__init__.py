@@ -18,7 +18,7 @@ from typing import Any, NamedTuple
 
 from flax import nnx
 
-from flaxvision.models import cnn, resnet
+from flaxvision.models import cnn, resnet, vgg
 from flaxvision.models.layers import Dtype, ModelError
 from flaxvision.models.transfer import Transfer
 
@@ -45,12 +45,12 @@ class _Preset(NamedTuple):
 
 _PRESETS = {
     "belgiumtsc_cnn": _Preset(cnn.belgiumtsc_cnn, "unit", (56, 56)),
-    # Seed 001 used 160×160; 80×80 keeps the default `dvc repro` short on 2 cores.
+    # Seed 001 used 160×160; 80×80 keeps the default `dvc repro` short on a CPU of few cores.
     "simple_cnn": _Preset(cnn.simple_cnn, "tf", (80, 80)),
     "tutorial_cnn": _Preset(cnn.tutorial_cnn, "unit", (150, 150)),
     "resnet50": _Preset(resnet.resnet50, "unit", (64, 64)),
     "small_resnet": _Preset(resnet.small_resnet, "unit", (128, 128)),
-    "small_vgg": _Preset(cnn.small_vgg, "unit", (96, 96)),
+    "small_vgg": _Preset(vgg.small_vgg, "unit", (96, 96)),
 }
 MODEL_NAMES = tuple(_PRESETS)
 

@@ -18,7 +18,6 @@ from flaxvision.models.layers import (
     conv,
     dense,
     flatten,
-    global_pool,
     max_pool,
 )
 
@@ -102,37 +101,5 @@ def tutorial_cnn(
         flatten,
         fc(512), relu, Dropout(0.1, rngs=rngs),
         fc(num_classes),
-        rngs=rngs,
-    )  # fmt: skip
-
-
-def small_vgg(
-    *,
-    num_classes: int,
-    input_shape: tuple[int, int, int],
-    dtype: Dtype = None,
-    batchnorm_momentum: float | None = None,
-    rngs: nnx.Rngs,
-) -> Sequential:
-    """Not a seed's: a VGG-style CNN with BatchNorm, for training from scratch on small sets
-    such as cats vs dogs' 2,000 images on a CPU (docs/results.md).
-
-    Five 3×3 'same' convolutions of 32, 64, 128, 256 and 256 filters, each followed by
-    BatchNorm and ReLU and all but the last by 2×2 max pooling; then global average pooling
-    (so the head does not grow with the image), dropout and the classifier.
-    """
-    conv3 = partial(Lazy, conv, kernel_size=3, padding="SAME", use_bias=False, dtype=dtype)
-    norm = partial(Lazy, batch_norm, momentum=batchnorm_momentum)
-    pool = partial(max_pool, size=2)
-    return Sequential(
-        input_shape,
-        conv3(32), norm(), relu, pool,
-        conv3(64), norm(), relu, pool,
-        conv3(128), norm(), relu, pool,
-        conv3(256), norm(), relu, pool,
-        conv3(256), norm(), relu,
-        partial(global_pool, pooling="avg"),
-        Dropout(0.3, rngs=rngs),
-        Lazy(dense, num_classes, dtype=dtype),
         rngs=rngs,
     )  # fmt: skip

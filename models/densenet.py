@@ -41,7 +41,7 @@ class ConvBlock(nnx.Module):
         dtype: Dtype = None,
         batchnorm_momentum: float | None = None,
         rngs: nnx.Rngs,
-    ):
+    ) -> None:
         norm = partial(batch_norm, epsilon=EPSILON, momentum=batchnorm_momentum, rngs=rngs)
         self.norm0 = norm(in_features)
         self.conv1 = conv(in_features, 4 * growth_rate, 1, use_bias=False, dtype=dtype, rngs=rngs)
@@ -67,7 +67,7 @@ class TransitionBlock(nnx.Module):
 
     def __init__(
         self, in_features: int, *, dtype: Dtype = None, batchnorm_momentum: float | None = None, rngs: nnx.Rngs
-    ):
+    ) -> None:
         self.norm = batch_norm(in_features, epsilon=EPSILON, momentum=batchnorm_momentum, rngs=rngs)
         self.conv = conv(in_features, in_features // 2, 1, use_bias=False, dtype=dtype, rngs=rngs)
 
@@ -94,7 +94,7 @@ class DenseNet(nnx.Module):
         dtype: Dtype = None,
         batchnorm_momentum: float | None = None,
         rngs: nnx.Rngs,
-    ):
+    ) -> None:
         check_input_size(input_shape)
         options = dict(dtype=dtype, batchnorm_momentum=batchnorm_momentum, rngs=rngs)
         norm = partial(batch_norm, epsilon=EPSILON, momentum=batchnorm_momentum, rngs=rngs)

@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 from jax import lax
+from jax.typing import DTypeLike
 
 from flaxvision import jax_internals
 from flaxvision.ops import cpu_kernels, onednn
@@ -34,7 +35,7 @@ glorot_uniform = nnx.initializers.glorot_uniform()
 def random_uniform(minval: float = -0.05, maxval: float = 0.05) -> nnx.Initializer:
     """Keras' RandomUniform initializer, with its default range."""
 
-    def init(key, shape, dtype=jnp.float32):
+    def init(key: jax.Array, shape: Sequence[int], dtype: DTypeLike = jnp.float32) -> jax.Array:
         return jax.random.uniform(key, shape, dtype, minval, maxval)
 
     return init
@@ -117,7 +118,7 @@ def depthwise_conv(
     )
 
 
-def _depthwise_glorot_uniform(key, shape, dtype=jnp.float32):
+def _depthwise_glorot_uniform(key: jax.Array, shape: Sequence[int], dtype: DTypeLike = jnp.float32) -> jax.Array:
     """Keras' glorot-uniform for a depthwise kernel: its fans count one channel's filter,
     not the (k, k, 1, channels) shape Flax stores it in."""
     kernel_height, kernel_width, _, channels = shape
@@ -192,7 +193,9 @@ class BatchNorm(nnx.BatchNorm):
     """`nnx.BatchNorm`, whose training pass on CPU is `cpu_kernels.batch_normalize` (sums XLA:CPU runs
     on every core, a gradient it computes once). Its variables and other uses are nnx.BatchNorm's."""
 
-    def __call__(self, x, use_running_average: bool | None = None, *, mask=None):
+    def __call__(
+        self, x: jax.Array, use_running_average: bool | None = None, *, mask: jax.Array | None = None
+    ) -> jax.Array:
         training = not (self.use_running_average if use_running_average is None else use_running_average)
         # What the layers here use: the channel axis, float32, a scale and a bias, flax's variance
         own = self.axis in (-1, x.ndim - 1) and x.dtype == jnp.float32 and self.dtype is None
@@ -216,11 +219,17 @@ class Dropout(nnx.Dropout):
     (flaxvision.jax_internals.check_dropout).
     """
 
-    def __init__(self, *args: Any, **kwargs: Any):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         jax_internals.check_dropout(self)
 
-    def __call__(self, inputs, *, deterministic: bool | None = None, rngs=None) -> jax.Array:
+    def __call__(
+        self,
+        inputs: jax.Array,
+        *,
+        deterministic: bool | None = None,
+        rngs: nnx.Rngs | nnx.RngStream | jax.Array | None = None,
+    ) -> jax.Array:
         deterministic = self.deterministic if deterministic is None else deterministic
         if deterministic:  # inference: the identity, as nnx.Dropout (and nothing for an export to trace)
             return inputs
@@ -286,7 +295,7 @@ class Lazy:
     size of the last axis of the input that reaches it.
     """
 
-    def __init__(self, make: Callable[..., nnx.Module], *args: Any, **kwargs: Any):
+    def __init__(self, make: Callable[..., nnx.Module], *args: Any, **kwargs: Any) -> None:
         self.make, self.args, self.kwargs = make, args, kwargs
 
     def build(self, in_features: int, rngs: nnx.Rngs) -> nnx.Module:
@@ -337,7 +346,7 @@ class Top(nnx.Module):
         classes: int,
         dtype: Dtype = None,
         rngs: nnx.Rngs,
-    ):
+    ) -> None:
         check_pooling(pooling)
         self.pooling = "avg" if include_top else pooling
         self.predictions = dense(in_features, classes, dtype=dtype, rngs=rngs) if include_top else None
@@ -357,7 +366,7 @@ class Sequential(nnx.Sequential):
     module) or a `Lazy` layer, built here for the shape its input has at that point.
     """
 
-    def __init__(self, input_shape: Sequence[int], *layers: Callable | Lazy, rngs: nnx.Rngs):
+    def __init__(self, input_shape: Sequence[int], *layers: Callable | Lazy, rngs: nnx.Rngs) -> None:
         shape = tuple(input_shape)
         built: list[Callable] = []
         for layer in layers:

@@ -58,7 +58,7 @@ def _conv_norm(
     *,
     batchnorm_momentum: float | None,
     rngs: nnx.Rngs,
-    **options,
+    **options: Any,
 ) -> nnx.Sequential:
     return conv_norm(
         in_features,
@@ -92,7 +92,7 @@ class InvertedResidual(nnx.Module):
         dtype: Dtype = None,
         batchnorm_momentum: float | None = None,
         rngs: nnx.Rngs,
-    ):
+    ) -> None:
         hidden = expansion * in_features
         options = dict(dtype=dtype, batchnorm_momentum=batchnorm_momentum, rngs=rngs)
         self.expand = _conv_norm(in_features, hidden, 1, **options) if expansion != 1 else None
@@ -147,7 +147,7 @@ class MobileNetV2(nnx.Module):
         dtype: Dtype = None,
         batchnorm_momentum: float | None = None,
         rngs: nnx.Rngs,
-    ):
+    ) -> None:
         check_input_size(input_shape)
         options = dict(dtype=dtype, batchnorm_momentum=batchnorm_momentum, rngs=rngs)
         in_features = make_divisible(32 * alpha)

@@ -67,7 +67,7 @@ class BottleneckBlock(nnx.Module):
         dtype: Dtype = None,
         batchnorm_momentum: float | None = None,
         rngs: nnx.Rngs,
-    ):
+    ) -> None:
         if not projection and (in_features != filters[-1] or (strides != 1 and not preact)):
             raise ValueError("an identity shortcut needs in_features == filters[-1] (and strides 1 in v1)")
         reduce, middle, expand = filters
@@ -205,7 +205,7 @@ class ResNet(nnx.Module):
         dtype: Dtype = None,
         batchnorm_momentum: float | None = None,
         rngs: nnx.Rngs,
-    ):
+    ) -> None:
         check_input_size(input_shape)
         norm = partial(batch_norm, epsilon=KERAS_EPSILON, momentum=batchnorm_momentum, rngs=rngs)
         # conv1_pad + 'valid'

@@ -1,7 +1,7 @@
 """Input scaling: the keras.applications ``preprocess_input`` modes, applied to [0, 255] images.
 
 Each model is designed for one mode (`models.preprocessing(name)`, a backbone's ``preprocessing``);
-it is pure jnp, so it runs inside the compiled train and predict steps.
+it is pure jnp, so it runs inside the compiled train and logits steps.
 """
 
 import jax

@@ -49,7 +49,7 @@ class Transfer(nnx.Module):
         dtype: Dtype = None,
         batchnorm_momentum: float | None = None,
         rngs: nnx.Rngs,
-    ):
+    ) -> None:
         """The ``backbones`` (keys of models.backbones.BACKBONES, built with their
         ``backbone_options``, e.g. MobileNetV2's alpha, and ``pooling``), their last
         ``trainable_layers`` layers with weights trainable (0: frozen, -1: all), under a head:
@@ -107,7 +107,7 @@ class Transfer(nnx.Module):
     def __call__(self, images: jax.Array) -> jax.Array:
         return self.head(self.features(images))
 
-    def train(self, **attributes):
+    def train(self, **attributes: Any) -> None:
         super().train(**attributes)
         for _, module in nnx.iter_modules(self.backbones):
             if isinstance(module, nnx.BatchNorm) and nnx.state(module, Frozen):
@@ -118,8 +118,15 @@ class DenseHead(nnx.Module):
     """Dropout → (Dense + ReLU) per hidden size → Dense logits, over flattened features."""
 
     def __init__(
-        self, feature_shape, hidden_units, dropout: float, num_classes: int, *, dtype: Dtype = None, rngs: nnx.Rngs
-    ):
+        self,
+        feature_shape: Sequence[int],
+        hidden_units: Sequence[int],
+        dropout: float,
+        num_classes: int,
+        *,
+        dtype: Dtype = None,
+        rngs: nnx.Rngs,
+    ) -> None:
         sizes = [math.prod(feature_shape), *hidden_units, num_classes]
         self.dropout = Dropout(dropout, rngs=rngs)
         self.layers = nnx.List([dense(a, b, dtype=dtype, rngs=rngs) for a, b in itertools.pairwise(sizes)])
@@ -131,7 +138,7 @@ class DenseHead(nnx.Module):
         return self.layers[-1](x)
 
 
-def _freeze(layer: nnx.Module):
+def _freeze(layer: nnx.Module) -> None:
     for name, value in list(vars(layer).items()):
         if isinstance(value, nnx.Param):
             setattr(layer, name, Frozen(value.get_value()))

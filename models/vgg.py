@@ -1,12 +1,19 @@
-"""keras.applications' VGG16, layer for layer: 3×3 'same' convolutions with ReLU in five blocks,
-each ending in 2×2 max pooling; the top flattens and has two 4096-wide dense layers."""
+"""VGG networks: keras.applications' VGG16, layer for layer (3×3 'same' convolutions with ReLU in
+five blocks, each ending in 2×2 max pooling; the top flattens and has two 4096-wide dense
+layers), and `small_vgg`, a small VGG-style network with BatchNorm for training from scratch."""
+
+from functools import partial
 
 import jax
 from flax import nnx
 
 from flaxvision.models.layers import (
+    Dropout,
     Dtype,
+    Lazy,
     Pooling,
+    Sequential,
+    batch_norm,
     check_input_size,
     check_pooling,
     conv,
@@ -34,7 +41,7 @@ class VGG(nnx.Module):
         dtype: Dtype = None,
         batchnorm_momentum: float | None = None,  # VGG has no BatchNorm; taken as every backbone takes it
         rngs: nnx.Rngs,
-    ):
+    ) -> None:
         check_input_size(input_shape)
         check_pooling(pooling)
         in_features, convs = input_shape[-1], []
@@ -77,3 +84,35 @@ class VGG(nnx.Module):
             assert self.fc1 is not None and self.fc2 is not None  # set with predictions
             layers |= {"fc1": self.fc1, "fc2": self.fc2, "predictions": self.predictions}
         return layers
+
+
+def small_vgg(
+    *,
+    num_classes: int,
+    input_shape: tuple[int, int, int],
+    dtype: Dtype = None,
+    batchnorm_momentum: float | None = None,
+    rngs: nnx.Rngs,
+) -> Sequential:
+    """Not a seed's: a VGG-style CNN with BatchNorm, for training from scratch on small sets
+    such as cats vs dogs' 2,000 images on a CPU (docs/results.md).
+
+    Five 3×3 'same' convolutions of 32, 64, 128, 256 and 256 filters, each followed by
+    BatchNorm and ReLU and all but the last by 2×2 max pooling; then global average pooling
+    (so the head does not grow with the image), dropout and the classifier.
+    """
+    conv3 = partial(Lazy, conv, kernel_size=3, padding="SAME", use_bias=False, dtype=dtype)
+    norm = partial(Lazy, batch_norm, momentum=batchnorm_momentum)
+    pool = partial(max_pool, size=2)
+    return Sequential(
+        input_shape,
+        conv3(32), norm(), nnx.relu, pool,
+        conv3(64), norm(), nnx.relu, pool,
+        conv3(128), norm(), nnx.relu, pool,
+        conv3(256), norm(), nnx.relu, pool,
+        conv3(256), norm(), nnx.relu,
+        partial(global_pool, pooling="avg"),
+        Dropout(0.3, rngs=rngs),
+        Lazy(dense, num_classes, dtype=dtype),
+        rngs=rngs,
+    )  # fmt: skip

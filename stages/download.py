@@ -1,13 +1,13 @@
 """DVC stage `download`: fill data/raw/ with the raw files of the dataset params `data` names.
 
 The offline mirror ($DATA_MIRROR, default ../shared/datasets) is tried before the network;
-see flaxvision.data.download for the verification policy and flaxvision.data.sources for the
-datasets. data/raw is replaced atomically and records its provenance in SOURCES.json.
+see flaxvision.data.download for the verification policy and flaxvision.data.datasets for the
+datasets. data/raw is replaced atomically and records its provenance in PROVENANCE.json.
 """
 
 from flaxvision.data import RAW_DIR, download_dataset
+from flaxvision.dvc_stage import stage_main
 from flaxvision.params import Params
-from flaxvision.pipeline import stage_main
 
 
 @stage_main

@@ -9,13 +9,14 @@ from pathlib import Path
 
 from flaxvision import builder, plots
 from flaxvision.data import load_prepared
+from flaxvision.dvc_stage import stage_main
 from flaxvision.errors import UserError
-from flaxvision.evaluation import evaluate_logits, predict_model, softmax
+from flaxvision.evaluation import evaluate_logits, softmax
 from flaxvision.files import atomic_directory, write_json
+from flaxvision.inference import model_logits
+from flaxvision.model_folder import load_trained
 from flaxvision.models.layers import use_convolutions
 from flaxvision.params import Params
-from flaxvision.pipeline import stage_main
-from flaxvision.trained import load_trained
 
 MODEL_DIR = Path("artifacts/model")
 RESULTS_DIR = Path("results/evaluate")
@@ -38,7 +39,7 @@ def main(params: Params) -> None:
     model, info = load_trained(MODEL_DIR)
     use_convolutions(model, convolutions)
 
-    logits = predict_model(model, info.preprocessing, images, config.batch_size)
+    logits = model_logits(model, info.preprocessing, images, config.batch_size)
     result = evaluate_logits(logits, labels, data.classes, config.top_k)
     probabilities = softmax(logits)
     predicted = probabilities.argmax(-1)

@@ -9,10 +9,10 @@ import time
 
 from flaxvision import builder
 from flaxvision.data import load_prepared
+from flaxvision.dvc_stage import stage_main
 from flaxvision.features import FEATURES_DIR, extract_features, write_features
 from flaxvision.models.layers import use_convolutions
 from flaxvision.params import Params
-from flaxvision.pipeline import stage_main
 
 
 @stage_main

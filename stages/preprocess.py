@@ -12,8 +12,8 @@ import time
 
 from flaxvision import builder
 from flaxvision.data import PREPARED_DIR, RAW_DIR, prepare, read_dataset
+from flaxvision.dvc_stage import stage_main
 from flaxvision.params import Params
-from flaxvision.pipeline import stage_main
 
 
 @stage_main

@@ -8,9 +8,9 @@ A file that only has a URL is downloaded into the cache here, once.
 """
 
 from flaxvision.data import SOURCE_IDENTITY, identify_dataset
+from flaxvision.dvc_stage import stage_main
 from flaxvision.files import write_json
 from flaxvision.params import Params
-from flaxvision.pipeline import stage_main
 
 
 @stage_main

@@ -18,14 +18,14 @@ from dvclive import Live
 from flaxvision import builder
 from flaxvision.checkpoints import fingerprint
 from flaxvision.data import Images, load_prepared
+from flaxvision.dvc_stage import TOOLCHAIN_LOCK, code_files, stage_main
 from flaxvision.errors import UserError
 from flaxvision.features import load_features
 from flaxvision.files import atomic_directory, write_json
+from flaxvision.model_folder import ModelInfo, save_trained
 from flaxvision.models.layers import use_convolutions
 from flaxvision.models.transfer import Transfer
 from flaxvision.params import AUGMENT_OFF, Params
-from flaxvision.pipeline import TOOLCHAIN_LOCK, code_files, stage_main
-from flaxvision.trained import ModelInfo, save_trained
 from flaxvision.training import Trainer, epoch_logger, fit
 
 MODEL_DIR = Path("artifacts/model")

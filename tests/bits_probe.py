@@ -15,9 +15,10 @@ import jax
 import numpy as np
 
 from flaxvision import builder
+from flaxvision.batches import OnDevices
 from flaxvision.models.layers import use_convolutions
 from flaxvision.params import load_params
-from flaxvision.training import OnDevices, Trainer
+from flaxvision.training import Trainer
 from tests.helpers import PROJECT_ROOT, pattern_images
 
 IMAGE_SIZE = 80  # the default model's own: smaller maps and dots leave some kernels' splits untried

@@ -28,10 +28,10 @@ from PIL import Image
 
 from flaxvision import builder
 from flaxvision.files import write_checksums
+from flaxvision.model_folder import ModelInfo, save_trained
 from flaxvision.models.layers import conv, depthwise_conv, use_convolutions
 from flaxvision.params import AugmentConfig, Params, PreprocessConfig, TrainConfig, TransferConfig, from_dict
 from flaxvision.recipes import plain_params, plain_section
-from flaxvision.trained import ModelInfo, save_trained
 from stages import download as download_stage
 from stages import preprocess as preprocess_stage
 

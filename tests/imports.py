@@ -5,7 +5,7 @@ import tomllib
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from flaxvision.pipeline import CODE_ROOTS
+from flaxvision.dvc_stage import CODE_ROOTS
 from tests.helpers import PROJECT_ROOT
 
 # Packages that live in another folder than their name says (pyproject.toml: models/ is flaxvision.models).

@@ -30,11 +30,11 @@ import yaml
 from flax import serialization, traverse_util
 from PIL import Image, ImageFile
 
-from flaxvision.data import sources
+from flaxvision.data import datasets
+from flaxvision.dvc_stage import stage_main
 from flaxvision.export import main as export_main
 from flaxvision.files import write_checksums
 from flaxvision.params import PARAMS_FILE, read_mapping
-from flaxvision.pipeline import stage_main
 from flaxvision.predict import main as predict_main
 from flaxvision.recipes import plain_params
 from stages import download, evaluate, extract_features, preprocess, source, train
@@ -598,9 +598,9 @@ def test_data_mirror_not_a_directory(project, capsys, monkeypatch, stage):
 def test_unreachable_url(project, capsys, monkeypatch):
     """The real urlopen against a closed port on this machine: no network is touched."""
     monkeypatch.setattr(urllib.request, "urlopen", REAL_URLOPEN)
-    source = sources.DATASETS["cats_vs_dogs"]
-    file = sources.dataclasses.replace(source.files[0], url="http://127.0.0.1:9/cats_and_dogs_filtered.zip")
-    monkeypatch.setitem(sources.DATASETS, "cats_vs_dogs", sources.dataclasses.replace(source, files=(file,)))
+    source = datasets.DATASETS["cats_vs_dogs"]
+    file = datasets.dataclasses.replace(source.files[0], url="http://127.0.0.1:9/cats_and_dogs_filtered.zip")
+    monkeypatch.setitem(datasets.DATASETS, "cats_vs_dogs", datasets.dataclasses.replace(source, files=(file,)))
     write_base_params({"data": "cats_vs_dogs"})
     expect_error(capsys, download.main, "cannot download http://127.0.0.1:9/", "set DATA_MIRROR")
 
@@ -857,7 +857,7 @@ ORDER_CASES = [
         "preprocess-before-download",
         write_base_params,
         preprocess,
-        ["data/raw/SOURCES.json not found", "run `dvc repro download`"],
+        ["data/raw/PROVENANCE.json not found", "run `dvc repro download`"],
     ),
     (
         "preprocess-other-dataset",
@@ -875,7 +875,7 @@ ORDER_CASES = [
         "preprocess-raw-tfds-manifest-gone",
         lambda: write_base_params({"data": "tfds:beans"})
         or Path("data/raw").mkdir(parents=True)
-        or Path("data/raw/SOURCES.json").write_text('{"data": "tfds:beans"}'),
+        or Path("data/raw/PROVENANCE.json").write_text('{"data": "tfds:beans"}'),
         preprocess,
         ["data/raw/tfds.json not found or unreadable", "dvc repro download"],
     ),

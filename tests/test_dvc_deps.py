@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from flaxvision.pipeline import CODE_ROOTS, TOOLCHAIN_LOCK, code_files
+from flaxvision.dvc_stage import CODE_ROOTS, TOOLCHAIN_LOCK, code_files
 from tests.helpers import PROJECT_ROOT, STAGES
 from tests.imports import import_closure, module_file
 
@@ -63,6 +63,6 @@ def test_stages_that_compute_depend_on_the_pinned_toolchain(name):
 
 def test_the_import_walk_sees_lazy_imports():
     """pipeline.stage_main imports flaxvision.runtime inside the function: it must still count."""
-    closure = import_closure(PROJECT_ROOT / "flaxvision" / "pipeline.py")
+    closure = import_closure(PROJECT_ROOT / "flaxvision" / "dvc_stage.py")
     assert PROJECT_ROOT / "flaxvision" / "runtime.py" in closure
     assert PROJECT_ROOT / "flaxvision" / "paths.py" in closure

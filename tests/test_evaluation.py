@@ -3,7 +3,8 @@ import pytest
 from flax import nnx
 
 from flaxvision import models
-from flaxvision.evaluation import evaluate_logits, predict_model
+from flaxvision.evaluation import evaluate_logits
+from flaxvision.inference import model_logits
 from tests.helpers import pattern_images
 
 
@@ -51,7 +52,7 @@ def test_prediction_does_not_depend_on_the_batch_size():
     images, _ = pattern_images(7)
     model = models.create_model("simple_cnn", num_classes=3, input_shape=(32, 32, 3), rngs=nnx.Rngs(0))
     model.eval()
-    whole = predict_model(model, "tf", images, batch_size=7)
-    padded = predict_model(model, "tf", images, batch_size=3)  # batches of 3, 3, 1 (+2 padding)
+    whole = model_logits(model, "tf", images, batch_size=7)
+    padded = model_logits(model, "tf", images, batch_size=3)  # batches of 3, 3, 1 (+2 padding)
     assert padded.shape == (7, 3)
     np.testing.assert_allclose(padded, whole, rtol=1e-5, atol=1e-5)

@@ -16,8 +16,8 @@ from PIL import Image
 
 from flaxvision import builder
 from flaxvision.data.images import load_image
-from flaxvision.evaluation import predict_model
 from flaxvision.export import FILES, METADATA, export_model, main
+from flaxvision.inference import model_logits
 from flaxvision.models.scaling import preprocess_input
 from tests.helpers import PROJECT_ROOT, STAGES, model_info, pattern_images, save_model, shared_file
 
@@ -102,7 +102,7 @@ def test_the_exported_files_give_the_pipelines_logits(name, photos, tmp_path):
     images = np.stack([load_image(photo, (height, width), info.color_mode) for photo in photos])
     model = info.build()
     with_batch_statistics(model, images, info.preprocessing)
-    expected = predict_model(model, info.preprocessing, images, batch_size=len(images))
+    expected = model_logits(model, info.preprocessing, images, batch_size=len(images))
     assert 0.1 < np.abs(expected).max() < 10  # logits of the size a trained model's have
 
     export_model(model, info, tmp_path / "exported")  # as `export` does once load_trained has read the folder

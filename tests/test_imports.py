@@ -1,4 +1,4 @@
-"""No import cycles among the project's modules (flaxvision.pipeline.CODE_ROOTS: flaxvision/, models/, stages/).
+"""No import cycles among the project's modules (flaxvision.dvc_stage.CODE_ROOTS: flaxvision/, models/, stages/).
 
 The graph is read from the AST by tests/imports.py, the walker test_dvc_deps uses: every import
 statement counts, lazy ones inside functions included, since a lazy import only postpones a cycle
@@ -7,8 +7,8 @@ B is a module A names, or a package whose ``__init__`` that import runs on the w
 runs ``a`` and ``a.b`` first).
 
 Not an edge: from A to its own ancestor packages' ``__init__`` (and from an ``__init__`` to itself).
-Python has run them before A, so naming them (``from flaxvision.data.sources.dataset import ...`` in
-flaxvision/data/sources/) starts nothing; counted, they would close a false cycle with every
+Python has run them before A, so naming them (``from flaxvision.data.datasets.dataset import ...`` in
+flaxvision/data/datasets/) starts nothing; counted, they would close a false cycle with every
 ``__init__`` that imports its submodules. An edge from an ``__init__`` to its submodule stays: the
 ``__init__`` does run it, and with the rule above such an edge can only close a cycle through a
 module outside the package, which is a real cycle (one that breaks when that module is imported first).
@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from flaxvision.pipeline import CODE_ROOTS
+from flaxvision.dvc_stage import CODE_ROOTS
 from tests.helpers import PROJECT_ROOT
 from tests.imports import import_closure, imported_files, module_name
 
@@ -76,7 +76,7 @@ def test_no_import_cycles():
 
 def test_edges_follow_what_an_import_runs():
     graph = import_graph()
-    sources = PROJECT_ROOT / "flaxvision" / "data" / "sources"
+    sources = PROJECT_ROOT / "flaxvision" / "data" / "datasets"
     assert PROJECT_ROOT / "flaxvision" / "__init__.py" in graph[PROJECT_ROOT / "stages" / "source.py"]  # on the way
     assert sources / "folders.py" in graph[sources / "__init__.py"]
     assert sources / "dataset.py" in graph[sources / "folders.py"]

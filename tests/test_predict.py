@@ -15,10 +15,11 @@ from PIL import ExifTags, Image
 
 from flaxvision import models
 from flaxvision.classifier import load
-from flaxvision.evaluation import predict_model, softmax
+from flaxvision.evaluation import softmax
 from flaxvision.files import write_checksums
+from flaxvision.inference import model_logits
+from flaxvision.model_folder import load_trained
 from flaxvision.predict import main, predict_files
-from flaxvision.trained import load_trained
 from flaxvision.training import Trainer, fit
 from tests.helpers import CLASSES, PROJECT_ROOT, augment_config, pattern_images, save_model, train_config
 
@@ -85,7 +86,7 @@ def test_an_image_file_gets_what_evaluation_gets_for_the_prepared_array(model_di
     results = predict_files(paths, model_dir, top_k=3, batch_size=32)
 
     model, _ = load_trained(model_dir)
-    expected = softmax(predict_model(model, "tf", images, batch_size=2))
+    expected = softmax(model_logits(model, "tf", images, batch_size=2))
     for result, row in zip(results, expected, strict=True):
         got = {p["class"]: p["probability"] for p in result["predictions"]}
         np.testing.assert_allclose([got[name] for name in CLASSES], row, rtol=1e-5, atol=1e-6)

@@ -197,7 +197,7 @@ def test_unusable_trees_are_one_line_errors(offline_project, capsys, tree, fragm
 
 def test_preprocess_before_download_is_a_one_line_error(offline_project, capsys):
     write_params("signs")
-    expect_user_error(capsys, preprocess_stage.main, "data/raw/SOURCES.json not found", "dvc repro download")
+    expect_user_error(capsys, preprocess_stage.main, "data/raw/PROVENANCE.json not found", "dvc repro download")
 
 
 def test_bad_preprocess_params_are_one_line_errors(offline_project, capsys):

@@ -11,8 +11,9 @@ import pytest
 from flax import nnx
 
 from flaxvision.errors import UserError
+from flaxvision.optimization import learning_rates, make_optimizer
 from flaxvision.params import TrainConfig
-from flaxvision.training import fit, learning_rates, make_optimizer
+from flaxvision.training import fit
 from flaxvision.transforms import augment, mix
 from tests.helpers import augment_config, pattern_images, train_config
 from tests.test_training import make_trainer

@@ -42,7 +42,8 @@ from flaxvision import models
 from flaxvision.ops import onednn
 from flaxvision.models.layers import use_convolutions
 from flaxvision.runtime import setup_jax
-from flaxvision.training import OnDevices, Trainer
+from flaxvision.batches import OnDevices
+from flaxvision.training import Trainer
 from tests.helpers import augment_config, pattern_images, train_config
 
 setup_jax()  # joins the other processes under FLAXVISION_DISTRIBUTED=1

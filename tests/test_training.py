@@ -90,7 +90,7 @@ def test_best_weights_are_restored(tmp_path, data):
     val_losses = [epoch["val"]["loss"] for epoch in progress.history]
     assert progress.best_epoch == int(np.argmin(val_losses))
     images, labels = data[1]
-    loss = loss_and_accuracy(trainer.predict(images), labels)["loss"]
+    loss = loss_and_accuracy(trainer.logits(images), labels)["loss"]
     assert loss == pytest.approx(min(val_losses), rel=1e-4)
 
 

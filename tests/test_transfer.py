@@ -10,8 +10,8 @@ from flax import nnx
 from flaxvision import builder
 from flaxvision.errors import UserError
 from flaxvision.features import extract_features
+from flaxvision.model_folder import ModelInfo, load_trained, save_trained
 from flaxvision.models.transfer import Frozen
-from flaxvision.trained import ModelInfo, load_trained, save_trained
 from flaxvision.training import Trainer
 from tests.helpers import augment_config, train_config, transfer_config
 

@@ -23,7 +23,7 @@ import json
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 from flax import nnx, serialization
 
@@ -60,7 +60,7 @@ def build_backbone(
     dtype: Dtype = None,
     batchnorm_momentum: float | None = None,
     rngs: nnx.Rngs,
-    **options,
+    **options: Any,
 ) -> tuple[nnx.Module, Conversion | None]:
     """Backbone ``name`` (models.backbones.BACKBONES) with ``weights`` (see the module docstring).
 

@@ -113,7 +113,7 @@ def _keras_slots(module: nnx.Module) -> list[_Slot]:
     raise ValueError(f"no Keras layer maps onto a {type(module).__name__}")
 
 
-def _describe(slots) -> str:
+def _describe(slots: Sequence[_Slot]) -> str:
     return ", ".join(f"{name} {shape}" for name, _, shape in slots)
 
 

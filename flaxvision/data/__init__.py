@@ -1,12 +1,12 @@
 """Datasets: download to data/raw, preprocess to data/prepared, and the reader training uses.
 
 Modules: ``download`` (mirror, cache, verified downloads, safe extraction, atomic folders),
-``sources`` (the datasets params ``data`` can name and their layouts), ``images`` (decoding),
+``datasets`` (the datasets params ``data`` can name and their layouts), ``images`` (decoding),
 ``splits`` (how train/validation/test are formed) and ``prepared`` (the arrays on disk).
 """
 
+from flaxvision.data.datasets import RAW_DIR, SOURCE_IDENTITY, download_dataset, identify_dataset, read_dataset
 from flaxvision.data.prepared import PREPARED_DIR, Images, Prepared, load_prepared, prepare
-from flaxvision.data.sources import RAW_DIR, SOURCE_IDENTITY, download_dataset, identify_dataset, read_dataset
 
 __all__ = [
     "PREPARED_DIR",

@@ -16,7 +16,7 @@ Verification policy:
   one-line notice says that the file is unverified.
 
 Every file used is recorded (url, where it came from, size, sha256, verification result) in
-``data/raw/SOURCES.json`` by the caller.
+``data/raw/PROVENANCE.json`` by the caller.
 """
 
 import dataclasses
@@ -31,7 +31,7 @@ import urllib.request
 import zipfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path, PurePosixPath
-from typing import cast
+from typing import NoReturn, cast
 
 from tqdm import tqdm
 
@@ -57,7 +57,7 @@ class RemoteFile:
 
 @dataclasses.dataclass(frozen=True)
 class FileRecord:
-    """Provenance of one file used to build data/raw (written to SOURCES.json)."""
+    """Provenance of one file used to build data/raw (written to PROVENANCE.json)."""
 
     name: str
     url: str | None
@@ -86,7 +86,7 @@ def fetch(file: RemoteFile) -> tuple[Path, FileRecord]:
     mirror = mirror_dir()
     if mirror is not None and (mirror / file.name).is_file():
         path = mirror / file.name
-        # Not the path: SOURCES.json (and so the hash of data/raw) must not depend on where the
+        # Not the path: PROVENANCE.json (and so the hash of data/raw) must not depend on where the
         # mirror is mounted.
         return path, verify(file, path, source="offline mirror")
     cached = cache_dir() / file.name
@@ -135,7 +135,7 @@ def download(file: RemoteFile, dest: Path, mirror: Path | None = None) -> FileRe
         part.unlink(missing_ok=True)
 
 
-def _stream(response, part: Path, expected: int | None, name: str) -> int:
+def _stream(response: http.client.HTTPResponse, part: Path, expected: int | None, name: str) -> int:
     received = 0
     with (
         open(part, "wb") as out,
@@ -264,7 +264,7 @@ def visible_tree(src: Path) -> Iterator[tuple[Path, list[str]]]:
     unreadable folder are UserErrors naming them: a file is never left out without a word.
     """
 
-    def unreadable(error: OSError):
+    def unreadable(error: OSError) -> NoReturn:
         raise UserError(f"{error.filename}: cannot read the folder ({error.strerror}): fix its permissions")
 
     # The real folders from src down to each folder, to recognise a link that loops.

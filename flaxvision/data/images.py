@@ -110,7 +110,7 @@ class ImageDecoder:
     Use as a context manager so the worker processes are started once and stopped at the end.
     """
 
-    def __init__(self, size: tuple[int, int], color_mode: str, workers: int | None = None):
+    def __init__(self, size: tuple[int, int], color_mode: str, workers: int | None = None) -> None:
         self.size = cast(tuple[int, int], tuple(size))
         self.color_mode = color_mode
         self.workers = workers or len(os.sched_getaffinity(0))
@@ -127,7 +127,7 @@ class ImageDecoder:
             raise
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         pool = cast(Pool, self._pool)  # set by __enter__
         pool.terminate()
         pool.join()

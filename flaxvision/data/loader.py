@@ -8,6 +8,9 @@ put them on the devices ahead of the step that needs them. With several processe
 The iterator's state (`get_state`) is small JSON: a checkpoint keeps it to resume mid-epoch.
 """
 
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
+
 import grain
 import jax
 import numpy as np
@@ -17,7 +20,19 @@ READ_THREADS = 4  # batches read at once: enough to hide the reads behind a step
 PREFETCH = 8  # batches read ahead, at most: the host memory streaming needs is about this many batches
 
 
-def batches(arrays: tuple, order: np.ndarray, batch_size: int, sharding: Sharding | None = None, state=None):
+class Rows(Protocol):
+    """A random-access array: a numpy array, or data/prepared's shards (`ShardedImages`)."""
+
+    def __getitem__(self, rows: np.ndarray, /) -> np.ndarray: ...
+
+
+def batches(
+    arrays: Sequence[Rows],
+    order: np.ndarray,
+    batch_size: int,
+    sharding: Sharding | None = None,
+    state: dict[str, Any] | None = None,
+) -> grain.DatasetIterator:
     """A Grain iterator over the batches of ``order`` (a whole number of them): tuples of
     jax.Arrays of ``arrays``' rows, laid out by ``sharding`` (a batch axis first; None: the default
     device), of which this process read only its own rows. ``state``: an earlier iterator's
@@ -25,13 +40,15 @@ def batches(arrays: tuple, order: np.ndarray, batch_size: int, sharding: Shardin
     return iterate(len(order) // batch_size, reader(arrays, order, batch_size, sharding), state)
 
 
-def reader(arrays: tuple, order: np.ndarray, batch_size: int, sharding: Sharding | None = None):
+def reader(
+    arrays: Sequence[Rows], order: np.ndarray, batch_size: int, sharding: Sharding | None = None
+) -> Callable[[int], tuple[jax.Array, ...]]:
     """``read(step)``: the step's batch of every array, this process's rows of it, on the devices."""
     if len(order) % batch_size:
         raise ValueError(f"{len(order)} rows are not a whole number of batches of {batch_size}")
     local = _local_rows(sharding, batch_size)
 
-    def read(step: int) -> tuple:
+    def read(step: int) -> tuple[jax.Array, ...]:
         rows = order[step * batch_size : (step + 1) * batch_size][local]
         if sharding is None:
             return tuple(jax.device_put(array[rows]) for array in arrays)
@@ -40,7 +57,12 @@ def reader(arrays: tuple, order: np.ndarray, batch_size: int, sharding: Sharding
     return read
 
 
-def iterate(steps: int, read, state=None, threads: int = READ_THREADS):
+def iterate(
+    steps: int,
+    read: Callable[[int], tuple[jax.Array | None, ...]],
+    state: dict[str, Any] | None = None,
+    threads: int = READ_THREADS,
+) -> grain.DatasetIterator:
     """A Grain iterator over ``read(step)`` for every step, computed ``threads`` at a time ahead of
     use, in order; ``state`` (an earlier iterator's ``get_state()``) continues where that one was."""
     options = grain.ReadOptions(num_threads=threads, prefetch_buffer_size=PREFETCH if threads > 1 else 1)

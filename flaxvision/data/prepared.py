@@ -18,13 +18,15 @@ import bisect
 import dataclasses
 import json
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal, cast
 
 import numpy as np
+import numpy.typing as npt
 
+from flaxvision.data.datasets import ArraySplit, FileSplit, RawDataset, TfdsSplit
 from flaxvision.data.images import ImageDecoder
-from flaxvision.data.sources import RawDataset
 from flaxvision.data.splits import SPLITS, plan_splits, thin_class_warnings
 from flaxvision.errors import UserError
 from flaxvision.files import atomic_directory, verify_checksums, write_checksums, write_json
@@ -55,7 +57,7 @@ class ShardedImages:
     ``np.asarray(images)`` reads them all.
     """
 
-    def __init__(self, files: list[Path]):
+    def __init__(self, files: list[Path]) -> None:
         self.files = files
         self._fds, self._offsets, starts = [], [], [0]
         shapes = []
@@ -86,7 +88,7 @@ class ShardedImages:
     def nbytes(self) -> int:
         return len(self) * self._row_bytes
 
-    def read(self, rows) -> np.ndarray:
+    def read(self, rows: Sequence[int] | np.ndarray) -> np.ndarray:
         """The images at ``rows`` (indices, in any order), as a new array."""
         out = np.empty((len(rows), *self.shape[1:]), np.uint8)
         for position, row in enumerate(np.asarray(rows, np.int64).tolist()):
@@ -96,15 +98,15 @@ class ShardedImages:
                 raise OSError(f"{self.files[shard]} is shorter than its header says: run `dvc repro preprocess`")
         return out
 
-    def __getitem__(self, key):
+    def __getitem__(self, key: int | slice | Sequence[int] | np.ndarray) -> np.ndarray:
         rows = np.arange(len(self))[key]
-        return self.read(rows) if rows.ndim else self.read([rows])[0]
+        return self.read(rows) if rows.ndim else self.read([int(rows)])[0]
 
-    def __array__(self, dtype=None, copy=None):
+    def __array__(self, dtype: npt.DTypeLike | None = None, copy: bool | None = None) -> np.ndarray:
         images = self.read(np.arange(len(self)))
         return images if dtype is None else images.astype(dtype)
 
-    def __del__(self):
+    def __del__(self) -> None:
         for fd in self._fds:
             os.close(fd)
 
@@ -163,7 +165,9 @@ def prepare(data: str, dataset: RawDataset, config: PreprocessConfig, out: Path 
     return info, report
 
 
-def _decode(decoder: ImageDecoder, name: str, split, tmp: Path, config: PreprocessConfig) -> _Decoded:
+def _decode(
+    decoder: ImageDecoder, name: str, split: FileSplit | ArraySplit | TfdsSplit, tmp: Path, config: PreprocessConfig
+) -> _Decoded:
     """Decode one predefined split into a temporary memory-mapped array; skip what fails."""
     total = len(split)
     shape = (total, *cast(tuple[int, int], config.image_size), config.channels)  # resolved by the stage

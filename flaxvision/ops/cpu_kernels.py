@@ -20,13 +20,20 @@ the other two sides are small, so its bits would depend on the core count.
 import math
 from collections.abc import Sequence
 from functools import partial, reduce
+from typing import Any, cast
 
 import jax
 import jax.numpy as jnp
 from jax import lax
+from jax.sharding import NamedSharding, PartitionSpec
+from jax.typing import DTypeLike
+
+Padding = Sequence[tuple[int, int]]  # (low, high) per spatial axis, as lax.padtype_to_pads gives
 
 
-def conv_general_dilated(lhs, rhs, window_strides, padding, **kwargs):
+def conv_general_dilated(
+    lhs: jax.Array, rhs: jax.Array, window_strides: Sequence[int], padding: str | Padding, **kwargs: Any
+) -> jax.Array:
     """lax.conv_general_dilated (NHWC, HWIO), routed around the slow paths of XLA:CPU:
 
     - depthwise: the sum of nine (k×k) shifted multiply-adds instead of a grouped convolution;
@@ -60,7 +67,9 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, **kwargs):
     return lax.conv_general_dilated(lhs, rhs, window_strides, padding, **kwargs)
 
 
-def _conv_as_matmul(lhs, rhs, window_strides, padding, precision):
+def _conv_as_matmul(
+    lhs: jax.Array, rhs: jax.Array, window_strides: Sequence[int], padding: Padding, precision: lax.PrecisionLike
+) -> jax.Array:
     """The convolution as one matrix product of its patches (im2col) with the kernel."""
     lhs = jnp.pad(lhs, ((0, 0), *padding, (0, 0)))
     # Patch features in HWIO kernel order: (kernel row, kernel column, input channel).
@@ -68,7 +77,14 @@ def _conv_as_matmul(lhs, rhs, window_strides, padding, precision):
     return matmul(patches, rhs.reshape(-1, rhs.shape[-1]), precision)
 
 
-def dot_general(lhs, rhs, dimension_numbers, precision=None, preferred_element_type=None, out_sharding=None):
+def dot_general(
+    lhs: jax.Array,
+    rhs: jax.Array,
+    dimension_numbers: lax.DotDimensionNumbers,
+    precision: lax.PrecisionLike = None,
+    preferred_element_type: DTypeLike | None = None,
+    out_sharding: NamedSharding | PartitionSpec | None = None,
+) -> jax.Array:
     """lax.dot_general, where it is a matrix product x [..., K] @ w [K, N] on a CPU (a dense
     layer's), through `matmul`."""
     if (
@@ -87,7 +103,7 @@ def dot_general(lhs, rhs, dimension_numbers, precision=None, preferred_element_t
 SUM_CHUNK = 256  # within Eigen's one unsplit block of a sum on CPUs with a 32 KiB L1 cache or more
 
 
-def matmul(x: jax.Array, w: jax.Array, precision=None) -> jax.Array:
+def matmul(x: jax.Array, w: jax.Array, precision: lax.PrecisionLike = None) -> jax.Array:
     """x [..., K] @ w [K, N]. Each of the three products (this one, and the gradient's two)
     sums over chunks of SUM_CHUNK, whose partial products are added in order."""
     product = _matmul_in_chunks(x.reshape(-1, x.shape[-1]), w, precision)
@@ -95,7 +111,7 @@ def matmul(x: jax.Array, w: jax.Array, precision=None) -> jax.Array:
 
 
 @partial(jax.custom_vjp, nondiff_argnums=(2,))
-def _matmul_in_chunks(a: jax.Array, b: jax.Array, precision) -> jax.Array:
+def _matmul_in_chunks(a: jax.Array, b: jax.Array, precision: lax.PrecisionLike) -> jax.Array:
     """a [M, K] @ b [K, N]."""
     length = a.shape[1]
     if length <= SUM_CHUNK:
@@ -107,11 +123,15 @@ def _matmul_in_chunks(a: jax.Array, b: jax.Array, precision) -> jax.Array:
     return jnp.einsum("mck,ckn->cmn", a, b, precision=precision).sum(axis=0)
 
 
-def _matmul_forward(a, b, precision):
+def _matmul_forward(
+    a: jax.Array, b: jax.Array, precision: lax.PrecisionLike
+) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
     return _matmul_in_chunks(a, b, precision), (a, b)
 
 
-def _matmul_backward(precision, residuals, grad):
+def _matmul_backward(
+    precision: lax.PrecisionLike, residuals: tuple[jax.Array, jax.Array], grad: jax.Array
+) -> tuple[jax.Array, jax.Array]:
     a, b = residuals
     return _matmul_in_chunks(grad, b.T, precision), _matmul_in_chunks(a.T, grad, precision)
 
@@ -119,14 +139,15 @@ def _matmul_backward(precision, residuals, grad):
 _matmul_in_chunks.defvjp(_matmul_forward, _matmul_backward)
 
 
-def _depthwise_as_taps(lhs, rhs, window_strides, padding):
+def _depthwise_as_taps(lhs: jax.Array, rhs: jax.Array, window_strides: Sequence[int], padding: Padding) -> jax.Array:
     """A depthwise convolution as the sum of the input's shifted views, each scaled per channel
     by one kernel position: elementwise work that XLA fuses into one pass."""
     taps = _taps(jnp.pad(lhs, ((0, 0), *padding, (0, 0))), rhs.shape[:2], window_strides)
-    return sum(tap * weights for tap, weights in zip(taps, rhs.reshape(-1, rhs.shape[-1]), strict=True))
+    total = sum(tap * weights for tap, weights in zip(taps, rhs.reshape(-1, rhs.shape[-1]), strict=True))
+    return cast(jax.Array, total)  # not sum's start, 0: there is at least one tap
 
 
-def _taps(x: jax.Array, window: tuple[int, int], strides: Sequence[int]) -> list[jax.Array]:
+def _taps(x: jax.Array, window: Sequence[int], strides: Sequence[int]) -> list[jax.Array]:
     """The views of x [B, H, W, C] that a 'VALID' window sliding with ``strides`` reads, one per
     window position in row-major order: view (i, j) is [B, H', W', C], each output position's
     input at offset (i, j) within its window."""
@@ -151,12 +172,14 @@ def window_max(x: jax.Array, size: int, strides: int) -> jax.Array:
     return reduce(jnp.maximum, _taps(x, (size, size), (strides, strides)))
 
 
-def _window_max_forward(x, size, strides):
+def _window_max_forward(x: jax.Array, size: int, strides: int) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
     y = window_max(x, size, strides)
     return y, (x, y)
 
 
-def _window_max_backward(size, strides, residuals, grad):
+def _window_max_backward(
+    size: int, strides: int, residuals: tuple[jax.Array, jax.Array], grad: jax.Array
+) -> tuple[jax.Array]:
     x, y = residuals
     taps, scatter = jax.vjp(lambda x: _taps(x, (size, size), (strides, strides)), x)
     taken = jnp.zeros(y.shape, bool)
@@ -185,7 +208,9 @@ def _untile(pieces: list[jax.Array], size: int, shape: tuple[int, ...]) -> jax.A
 
 
 @jax.custom_vjp
-def batch_normalize(x: jax.Array, scale: jax.Array, bias: jax.Array, epsilon: float):
+def batch_normalize(
+    x: jax.Array, scale: jax.Array, bias: jax.Array, epsilon: float
+) -> tuple[jax.Array, jax.Array, jax.Array]:
     """BatchNorm in training mode over every axis but the last: ``(y, mean, var)``, the batch's
     mean and variance (E[x²] - E[x]², as flax's) the running statistics are updated with.
 
@@ -203,7 +228,9 @@ def _column_sums(x: jax.Array) -> jax.Array:
     return matmul(jnp.ones((1, len(rows)), x.dtype), rows)[0]
 
 
-def _batch_normalize_forward(x, scale, bias, epsilon):
+def _batch_normalize_forward(
+    x: jax.Array, scale: jax.Array, bias: jax.Array, epsilon: float
+) -> tuple[tuple[jax.Array, jax.Array, jax.Array], tuple[jax.Array, jax.Array, jax.Array, jax.Array]]:
     count = math.prod(x.shape[:-1])
     mean = _column_sums(x) / count
     var = jnp.maximum(_column_sums(lax.square(x)) / count - lax.square(mean), 0.0)
@@ -212,7 +239,9 @@ def _batch_normalize_forward(x, scale, bias, epsilon):
     return (y, mean, var), (x, scale, mean, inverse)
 
 
-def _batch_normalize_backward(residuals, cotangents):
+def _batch_normalize_backward(
+    residuals: tuple[jax.Array, jax.Array, jax.Array, jax.Array], cotangents: tuple[jax.Array, jax.Array, jax.Array]
+) -> tuple[jax.Array, jax.Array, jax.Array, None]:
     x, scale, mean, inverse = residuals
     grad, grad_mean, grad_var = cotangents
     count = math.prod(x.shape[:-1])

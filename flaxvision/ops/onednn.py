@@ -22,7 +22,9 @@ import platform
 import sys
 import urllib.parse
 import urllib.request
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -31,12 +33,15 @@ from jax import lax
 from jax.sharding import PartitionSpec
 
 from flaxvision.ops import cpu_kernels
+from flaxvision.ops.cpu_kernels import Padding
 
 PASSES = ("Forward", "InputGrad", "KernelGrad")  # the handlers' names, after OnednnConv
 SUPPORTED = sys.platform == "linux" and platform.machine() == "x86_64"  # oneDNN's wheels' one platform
 
 
-def conv_general_dilated(lhs, rhs, window_strides, padding, **kwargs):
+def conv_general_dilated(
+    lhs: jax.Array, rhs: jax.Array, window_strides: Sequence[int], padding: str | Padding, **kwargs: Any
+) -> jax.Array:
     """lax.conv_general_dilated (NHWC, HWIO) through oneDNN where it applies: on a CPU, float32,
     not grouped or dilated, a kernel larger than 1×1 and a feature map larger than the kernel;
     elsewhere (GPU and TPU included) flaxvision.ops.cpu_kernels.conv_general_dilated, which ends
@@ -69,7 +74,9 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, **kwargs):
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
-def convolve(x: jax.Array, kernel: jax.Array, strides: tuple[int, int], padding: tuple[tuple[int, int], ...]):
+def convolve(
+    x: jax.Array, kernel: jax.Array, strides: tuple[int, ...], padding: tuple[tuple[int, int], ...]
+) -> jax.Array:
     """The convolution of x [B, H, W, C] with kernel [KH, KW, C, O]; ``padding`` is
     ((top, bottom), (left, right))."""
     (height, width), (kernel_height, kernel_width) = x.shape[1:3], kernel.shape[:2]
@@ -82,11 +89,18 @@ def convolve(x: jax.Array, kernel: jax.Array, strides: tuple[int, int], padding:
     return _call("Forward", output_shape, x, kernel, strides, padding)
 
 
-def _forward(x, kernel, strides, padding):
+def _forward(
+    x: jax.Array, kernel: jax.Array, strides: tuple[int, ...], padding: tuple[tuple[int, int], ...]
+) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
     return convolve(x, kernel, strides, padding), (x, kernel)
 
 
-def _backward(strides, padding, residuals, grad):
+def _backward(
+    strides: tuple[int, ...],
+    padding: tuple[tuple[int, int], ...],
+    residuals: tuple[jax.Array, jax.Array],
+    grad: jax.Array,
+) -> tuple[jax.Array, jax.Array]:
     x, kernel = residuals
     return (
         _call("InputGrad", x.shape, grad, kernel, strides, padding),
@@ -97,7 +111,14 @@ def _backward(strides, padding, residuals, grad):
 convolve.defvjp(_forward, _backward)
 
 
-def _call(name, shape, first, second, strides, padding):
+def _call(
+    name: str,
+    shape: tuple[int, ...],
+    first: jax.Array,
+    second: jax.Array,
+    strides: tuple[int, ...],
+    padding: tuple[tuple[int, int], ...],
+) -> jax.Array:
     load()
     return jax.ffi.ffi_call(f"flaxvision_onednn_conv_{name}", jax.ShapeDtypeStruct(shape, jnp.float32))(
         first, second, strides=np.asarray(strides, np.int64), padding=np.asarray(padding, np.int64).ravel()

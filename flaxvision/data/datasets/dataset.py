@@ -8,7 +8,7 @@ import numpy as np
 
 from flaxvision.data.images import Example
 
-SOURCES_FILE = "SOURCES.json"  # data/raw's provenance (download_dataset), beside the dataset's own files
+PROVENANCE_FILE = "PROVENANCE.json"  # data/raw's provenance (download_dataset), beside the dataset's own files
 
 
 @dataclasses.dataclass(frozen=True)

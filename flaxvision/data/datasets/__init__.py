@@ -25,14 +25,15 @@ holds what they all read into (RawDataset).
 import dataclasses
 import json
 from pathlib import Path
+from typing import Protocol
 
+from flaxvision.data.datasets.archives import ArchiveSource
+from flaxvision.data.datasets.dataset import PROVENANCE_FILE, ArraySplit, FileSplit, RawDataset, TfdsSplit
+from flaxvision.data.datasets.folders import IMAGE_SUFFIXES, FolderSource, scan_tree
+from flaxvision.data.datasets.labels_csv import scan_labels_csv
+from flaxvision.data.datasets.signs import SignsSource, check_signs
+from flaxvision.data.datasets.tfds import TfdsSource
 from flaxvision.data.download import FileRecord, RemoteFile, check_zip
-from flaxvision.data.sources.archives import ArchiveSource
-from flaxvision.data.sources.dataset import SOURCES_FILE, ArraySplit, FileSplit, RawDataset, TfdsSplit
-from flaxvision.data.sources.folders import IMAGE_SUFFIXES, FolderSource, scan_tree
-from flaxvision.data.sources.labels_csv import scan_labels_csv
-from flaxvision.data.sources.signs import SignsSource, check_signs
-from flaxvision.data.sources.tfds import TfdsSource
 from flaxvision.errors import UserError
 from flaxvision.files import atomic_directory, write_json
 
@@ -40,7 +41,7 @@ __all__ = [
     "DATASETS",
     "IMAGE_SUFFIXES",
     "RAW_DIR",
-    "SOURCES_FILE",
+    "PROVENANCE_FILE",
     "SOURCE_IDENTITY",
     "ArchiveSource",
     "ArraySplit",
@@ -58,6 +59,17 @@ __all__ = [
     "scan_tree",
 ]
 
+
+class DataSource(Protocol):
+    """What params ``data`` names: a dataset's files, where they come from and how to read them."""
+
+    def identify(self) -> list[dict]: ...
+
+    def download(self, raw: Path) -> list[FileRecord]: ...
+
+    def read(self, raw: Path) -> RawDataset: ...
+
+
 RAW_DIR = Path("data/raw")
 SOURCE_IDENTITY = Path("data/source.json")  # written by the source stage: see identify_dataset
 VALID_FORMS = "cats_vs_dogs, signs, belgiumtsc, dog_breeds, folder:<path>, tfds:<name> or tfds:<name>:<version>"
@@ -73,21 +85,21 @@ def identify_dataset(data: str) -> dict:
 
 
 def download_dataset(data: str, raw: Path = RAW_DIR) -> list[FileRecord]:
-    """Replace ``raw`` atomically with the raw files of ``data`` and their SOURCES.json."""
+    """Replace ``raw`` atomically with the raw files of ``data`` and their PROVENANCE.json."""
     source = get_source(data)
     with atomic_directory(raw) as tmp:
         records = source.download(tmp)
         sources = {"data": data, "files": [dataclasses.asdict(r) for r in records]}
-        write_json(tmp / SOURCES_FILE, sources)
+        write_json(tmp / PROVENANCE_FILE, sources)
     return records
 
 
 def read_dataset(data: str, raw: Path = RAW_DIR) -> RawDataset:
     """The dataset in ``raw``, checked to be the one ``data`` names and to be usable."""
     try:
-        downloaded = json.loads((raw / SOURCES_FILE).read_text())["data"]
+        downloaded = json.loads((raw / PROVENANCE_FILE).read_text())["data"]
     except (OSError, ValueError, KeyError):
-        raise UserError(f"{raw}/{SOURCES_FILE} not found or unreadable: run `dvc repro download`") from None
+        raise UserError(f"{raw}/{PROVENANCE_FILE} not found or unreadable: run `dvc repro download`") from None
     if downloaded != data:
         raise UserError(f"{raw} holds {downloaded!r}, params.yaml data is {data!r}: run `dvc repro download`")
     dataset = get_source(data).read(raw)
@@ -98,7 +110,7 @@ def read_dataset(data: str, raw: Path = RAW_DIR) -> RawDataset:
     return dataset
 
 
-def get_source(data: str):
+def get_source(data: str) -> DataSource:
     """The dataset named by params ``data`` (see the module docstring for the forms)."""
     if data in DATASETS:
         return DATASETS[data]
@@ -143,7 +155,7 @@ SIGNS = tuple(
         ("test_signs.h5", "539fb746ed9e947eb244cfca73f4d1b03f9bf5524d609eeed2cd76ddb1b179be"),
     )
 )
-DATASETS = {
+DATASETS: dict[str, DataSource] = {
     "cats_vs_dogs": ArchiveSource((CATS_VS_DOGS,), root="cats_and_dogs_filtered"),
     "belgiumtsc": ArchiveSource(BELGIUMTSC, root="."),
     "signs": SignsSource(SIGNS),

@@ -5,8 +5,8 @@ from pathlib import Path
 
 import numpy as np
 
+from flaxvision.data.datasets.dataset import ArraySplit, RawDataset
 from flaxvision.data.download import FileRecord, RemoteFile, fetch, identify_files, link_or_copy
-from flaxvision.data.sources.dataset import ArraySplit, RawDataset
 from flaxvision.errors import UserError
 
 

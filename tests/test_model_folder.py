@@ -2,7 +2,7 @@ import numpy as np
 from flax import nnx
 
 from flaxvision import models
-from flaxvision.trained import WEIGHTS, ModelInfo, load_trained, save_trained
+from flaxvision.model_folder import WEIGHTS, ModelInfo, load_trained, save_trained
 
 INFO = ModelInfo(
     model="belgiumtsc_cnn",

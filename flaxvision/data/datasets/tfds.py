@@ -4,11 +4,16 @@ import dataclasses
 import json
 import os
 from pathlib import Path
+from types import ModuleType
+from typing import TYPE_CHECKING
 
+from flaxvision.data.datasets.dataset import RawDataset, TfdsSplit
 from flaxvision.data.download import FileRecord
-from flaxvision.data.sources.dataset import RawDataset, TfdsSplit
 from flaxvision.errors import UserError
 from flaxvision.files import write_json
+
+if TYPE_CHECKING:
+    import tensorflow_datasets as tfds
 
 TFDS_MANIFEST = "tfds.json"
 TFDS_SPLITS = {
@@ -66,7 +71,7 @@ class TfdsSource:
         ignored = [{"file": f"{self.name}/{name}", "reason": other} for name in sources if name not in TFDS_SPLITS]
         return RawDataset(list(features[label_key].names), splits, ignored)
 
-    def _builder(self, data_dir: str | None):
+    def _builder(self, data_dir: str | None) -> "tfds.core.DatasetBuilder":
         how = (
             f"prepare it with `tfds build {self.name}` (on a machine with TensorFlow, "
             "--file_format=array_record), then set TFDS_DATA_DIR to its data dir"
@@ -80,7 +85,7 @@ class TfdsSource:
             raise UserError(f"tfds dataset {self.spec!r} is not prepared in {builder.data_dir_root}: {how}")
         return builder
 
-    def _manifest(self, builder) -> dict:
+    def _manifest(self, builder: "tfds.core.DatasetBuilder") -> dict:
         """What identifies the prepared dataset; DVC sees a change through these sizes."""
         folder = Path(builder.data_dir)
         files = sorted(p for p in folder.rglob("*") if p.is_file())
@@ -93,11 +98,11 @@ class TfdsSource:
         }
 
 
-def _is_key_pair(keys) -> bool:
+def _is_key_pair(keys: object) -> bool:
     return isinstance(keys, tuple) and len(keys) == 2 and all(isinstance(k, str) for k in keys)
 
 
-def _import_tfds():
+def _import_tfds() -> ModuleType:
     import tensorflow_datasets as tfds  # slow, and only tfds: datasets need it
 
     return tfds

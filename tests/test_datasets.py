@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from flaxvision.data import load_prepared, read_dataset
-from flaxvision.data.sources import TfdsSource, get_source
+from flaxvision.data.datasets import TfdsSource, get_source
 from flaxvision.errors import UserError
 from stages import download as download_stage
 from stages import preprocess as preprocess_stage
@@ -30,8 +30,8 @@ pytestmark = pytest.mark.usefixtures("offline_project")  # each test in a projec
 
 
 def raw_files() -> list[dict]:
-    """What data/raw/SOURCES.json records of each file the download stage took."""
-    return json.loads(Path("data/raw/SOURCES.json").read_text())["files"]
+    """What data/raw/PROVENANCE.json records of each file the download stage took."""
+    return json.loads(Path("data/raw/PROVENANCE.json").read_text())["files"]
 
 
 def splits(info: dict) -> dict[str, tuple[int, str]]:

@@ -4,9 +4,9 @@ import dataclasses
 from collections.abc import Callable
 from pathlib import Path
 
+from flaxvision.data.datasets.dataset import RawDataset
+from flaxvision.data.datasets.folders import scan_tree
 from flaxvision.data.download import FileRecord, RemoteFile, extract_zip, fetch, identify_files
-from flaxvision.data.sources.dataset import RawDataset
-from flaxvision.data.sources.folders import scan_tree
 from flaxvision.errors import UserError
 
 

@@ -12,8 +12,8 @@ import dataclasses
 import os
 from pathlib import Path
 
+from flaxvision.data.datasets.dataset import FileSplit, RawDataset, ignored_file
 from flaxvision.data.download import FileRecord, snapshot_tree, tree_digest, visible_tree
-from flaxvision.data.sources.dataset import FileSplit, RawDataset, ignored_file
 from flaxvision.errors import UserError
 from flaxvision.paths import project_root
 

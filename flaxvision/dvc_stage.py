@@ -14,7 +14,10 @@ import os
 import signal
 import sys
 from collections.abc import Callable
+from importlib.machinery import ModuleSpec
 from pathlib import Path
+from types import ModuleType
+from typing import cast
 
 import yaml
 
@@ -131,10 +134,11 @@ def stage_of(module: str) -> tuple[str, dict] | None:
     return next(((name, stage) for name, stage in stages().items() if stage["cmd"] == command), None)
 
 
-def describe_stage(module) -> argparse.ArgumentParser:
+def describe_stage(module: ModuleType) -> argparse.ArgumentParser:
     """The command line of stage module ``module``: no arguments; ``--help`` shows its docstring,
     and the params it reads and the outputs it writes, as dvc.yaml declares them."""
-    found = stage_of(module.__spec__.name)
+    spec = cast(ModuleSpec, module.__spec__)  # a stage runs as `python -m <module>`, which sets it
+    found = stage_of(spec.name)
     epilog = "Settings come from params.yaml; the stage takes no arguments."
     if found:
         name, stage = found
@@ -143,7 +147,7 @@ def describe_stage(module) -> argparse.ArgumentParser:
         outs = ", ".join(next(iter(o)) if isinstance(o, dict) else str(o) for o in outputs)  # {path: options}
         epilog = f"DVC stage {name} (dvc repro {name}). Reads params.yaml: {params}. Writes: {outs}."
     return ArgumentParser(
-        prog=f"python -m {module.__spec__.name}",
+        prog=f"python -m {spec.name}",
         description=module.__doc__,
         epilog=epilog,
         formatter_class=argparse.RawDescriptionHelpFormatter,

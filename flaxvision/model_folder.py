@@ -52,7 +52,7 @@ class ModelInfo:
     preprocessing: str
     format: int = FORMAT
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if self.model not in MODEL_NAMES:
             raise ValueError(f"unknown model '{self.model}'; this code has {', '.join(MODEL_NAMES)}")
         if self.preprocessing not in PREPROCESSING_MODES:
@@ -69,7 +69,7 @@ class ModelInfo:
         )
 
 
-def save_trained(directory: Path, model: nnx.Module, info: ModelInfo):
+def save_trained(directory: Path, model: nnx.Module, info: ModelInfo) -> None:
     """Replace ``directory`` with one holding ``weights.msgpack`` and ``model.json``, atomically."""
     weights = nnx.to_pure_dict(nnx.state(model, WEIGHT_KINDS))
     with atomic_directory(Path(directory)) as tmp:
@@ -133,8 +133,8 @@ def load_trained(directory: Path) -> tuple[nnx.Module, ModelInfo]:
     return model, info
 
 
-def nonfinite(tree) -> str:
-    """The name of the first array of ``tree`` that holds a NaN or an infinity, or '' if none does."""
+def nonfinite(tree: object) -> str:
+    """The name of the first array of ``tree`` (any pytree) that holds a NaN or an infinity, or '' if none does."""
     for path, value in jax.tree_util.tree_leaves_with_path(tree):
         if jnp.issubdtype(value.dtype, jnp.inexact) and not np.isfinite(np.asarray(value)).all():
             return jax.tree_util.keystr(path, simple=True, separator=".")
@@ -144,7 +144,7 @@ def nonfinite(tree) -> str:
 def _mismatch(expected: dict, restored: dict) -> str:
     """The first weight that ``restored`` lacks or has in another shape, or '' if they match."""
 
-    def shapes(tree):
+    def shapes(tree: object) -> dict[str, tuple[int, ...]]:
         flat = traverse_util.flatten_dict(tree) if isinstance(tree, dict) else {}
         return {".".join(map(str, path)): tuple(getattr(value, "shape", ())) for path, value in flat.items()}
 

@@ -8,8 +8,8 @@ entries beside it (test/, sample_submission.csv), are ignored and listed.
 import csv
 from pathlib import Path
 
-from flaxvision.data.sources.dataset import SOURCES_FILE, FileSplit, RawDataset, ignored_file
-from flaxvision.data.sources.folders import visible_files
+from flaxvision.data.datasets.dataset import PROVENANCE_FILE, FileSplit, RawDataset, ignored_file
+from flaxvision.data.datasets.folders import visible_files
 from flaxvision.errors import UserError
 
 LABELS_CSV = "labels.csv"
@@ -39,9 +39,9 @@ def scan_labels_csv(raw: Path, root: str) -> RawDataset:
     labelled = set(pool.files)
     ignored = [ignored_file(raw, p, f"not in {LABELS_CSV}") for p in visible_files(images) if p not in labelled]
     unused = f"not used: only {LABELS_CSV} and {LABELLED_FOLDER}/ are"
-    # SOURCES.json sits beside labels.csv when root is data/raw itself; it is ours, not the dataset's.
+    # PROVENANCE.json sits beside labels.csv when root is data/raw itself; it is ours, not the dataset's.
     for entry in sorted(base.iterdir()):
-        if entry.name in (LABELS_CSV, LABELLED_FOLDER, SOURCES_FILE) or entry.name.startswith("."):
+        if entry.name in (LABELS_CSV, LABELLED_FOLDER, PROVENANCE_FILE) or entry.name.startswith("."):
             continue
         if entry.is_dir():  # one line for Kaggle's test/, not 10,357
             files = len(visible_files(entry))
