@@ -232,6 +232,7 @@ BACKBONE_CONVS = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("size, kernel_size, strides, padding, depthwise", BACKBONE_CONVS)
 def test_cpu_conv_paths_match_lax_for_backbone_convolutions(size, kernel_size, strides, padding, depthwise):
     assert_conv_matches_lax(size, kernel_size, strides, padding, depthwise)

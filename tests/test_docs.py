@@ -35,6 +35,7 @@ def code_blocks(page: Path) -> list[tuple[int, str]]:
     return blocks
 
 
+@pytest.mark.slow
 def test_the_docs_build_without_warnings(tmp_path):
     command = [sys.executable, "-m", "sphinx", "-W", "--keep-going", "-q", "-b", "html", str(DOCS), str(tmp_path)]
     built = subprocess.run(command, capture_output=True, text=True)

@@ -44,6 +44,7 @@ def test_every_code_dep_is_imported(name):
         assert covered & imported, f"dvc.yaml stage {name} depends on {dep}, which it never imports"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", list(STAGES))
 def test_stages_that_compute_depend_on_the_pinned_toolchain(name):
     """A new JAX or XLA gives other numbers: every stage that loads JAX re-runs with a new uv.lock."""
@@ -62,7 +63,7 @@ def test_stages_that_compute_depend_on_the_pinned_toolchain(name):
 
 
 def test_the_import_walk_sees_lazy_imports():
-    """pipeline.stage_main imports flaxvision.runtime inside the function: it must still count."""
+    """dvc_stage.stage_main imports flaxvision.runtime inside the function: it must still count."""
     closure = import_closure(PROJECT_ROOT / "flaxvision" / "dvc_stage.py")
     assert PROJECT_ROOT / "flaxvision" / "runtime.py" in closure
     assert PROJECT_ROOT / "flaxvision" / "paths.py" in closure

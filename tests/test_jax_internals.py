@@ -112,6 +112,7 @@ print(len(to_onnx(lambda x: inner(x) + 1, spec).graph.node) > 0)
 """
 
 
+@pytest.mark.slow
 def test_jax2onnx_converts_a_jit_call_with_closed_jaxpr_given_and_still_needs_it():
     # A fresh process: in this one an export may have given the name already.
     ran = subprocess.run([sys.executable, "-c", NESTED_JIT_TO_ONNX], capture_output=True, text=True)

@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 from flax import nnx
 
 from flaxvision import models
@@ -13,6 +14,7 @@ INFO = ModelInfo(
 )
 
 
+@pytest.mark.slow
 def test_saved_model_loads_back_in_eval_mode_with_the_same_outputs(tmp_path):
     model = models.create_model("belgiumtsc_cnn", num_classes=3, input_shape=(32, 32, 1), rngs=nnx.Rngs(3))
     model.eval()

@@ -120,6 +120,7 @@ def test_registry():
         nnx.eval_shape(lambda: builder.build_model("resnet50", num_classes=2, input_shape=(32, 32, 3)))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", SEED_SHAPES)
 def test_output_shape_and_keras_parameter_count(name):
     model = abstract_model(name)
@@ -136,6 +137,7 @@ def test_resnet50_trainable_and_batchnorm_split():
     assert count(model, nnx.BatchStat) == 53_120
 
 
+@pytest.mark.slow
 def test_resnet50_forward():
     model = resnet50()
     model.eval()
@@ -157,6 +159,7 @@ def test_resnet50_initializers_follow_the_seed():
         assert block.middle.layers[1].epsilon == 1e-3 and block.middle.layers[1].momentum == 0.99
 
 
+@pytest.mark.slow
 def test_dropout_is_active_only_in_train_mode_and_draws_from_model_state():
     model = small_cnn()
     x = jax.random.uniform(jax.random.key(0), (4, 12, 12, 1))
@@ -210,6 +213,7 @@ def test_batchnorm_statistics_update_only_in_train_mode():
     assert all(not np.array_equal(a, b) for a, b in zip(before, stats(), strict=True))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "size, kernel_size, strides, padding",
     [
@@ -314,6 +318,7 @@ def test_the_formulation_follows_the_backend(monkeypatch, backend, conv_ops, poo
         assert "conv_general_dilated" not in pointwise_ops and "select_and_scatter_add" not in pool
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name, input_shape", [("belgiumtsc_cnn", (20, 20, 1)), ("resnet", (64, 64, 3))])
 def test_models_on_cpu_formulations_match_native_operations(monkeypatch, name, input_shape):
     # Whole networks, forward and backward: every CPU formulation they use (matrix products,
@@ -362,6 +367,7 @@ def test_chunked_matmul_matches_matmul_in_values_and_gradients(length):
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-4)
 
 
+@pytest.mark.slow
 def test_batchnorm_in_training_is_nnx_batchnorm_in_values_statistics_and_gradients():
     ours = batch_norm(6, momentum=0.9, rngs=nnx.Rngs(0))
     reference = nnx.BatchNorm(6, momentum=0.9, epsilon=1e-3, rngs=nnx.Rngs(0))
@@ -417,6 +423,7 @@ print(hashlib.sha256(b"".join(np.asarray(leaf).tobytes() for leaf in leaves)).he
 """
 
 
+@pytest.mark.slow
 def test_dense_layers_and_batchnorm_do_not_depend_on_the_core_count():
     # A long sum beside two small sides: the shape Eigen splits over its threads (a dense layer
     # after a flattened feature map).

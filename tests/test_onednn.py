@@ -55,6 +55,7 @@ def test_onednn_conv_matches_lax_convolution(size, kernel_size, strides, padding
     assert custom_calls(jax.grad(loss, (0, 1)), params, x) == 3
 
 
+@pytest.mark.slow
 def test_a_whole_network_matches_xla_values_and_gradients_within_1e_4():
     model = models.create_model("belgiumtsc_cnn", num_classes=5, input_shape=(24, 24, 1), rngs=nnx.Rngs(0))
     model.eval()

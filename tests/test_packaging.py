@@ -22,6 +22,7 @@ def wheel(tmp_path_factory) -> zipfile.ZipFile:
     return zipfile.ZipFile(dist / built.stdout.split()[-1])
 
 
+@pytest.mark.slow
 def test_the_wheel_installs_one_package_holding_every_library_module(wheel):
     names = set(wheel.namelist())
     top_level = {name.split("/")[0] for name in names if not name.split("/")[0].endswith(".dist-info")}
@@ -45,6 +46,7 @@ def test_the_wheel_carries_the_license_and_metadata(wheel):
     assert wheel.read(f"{dist_info}/licenses/LICENSE") == (PROJECT_ROOT / "LICENSE").read_bytes()
 
 
+@pytest.mark.slow
 def test_the_installed_package_imports_without_the_checkout(wheel, tmp_path):
     wheel.extractall(tmp_path)
     check = (
@@ -85,6 +87,7 @@ def checkout_imports(checkout, cwd) -> list[str]:
 NONE_BUT_MODELS = [f"none flaxvision.{name}" for name in ("stages", "benchmarks", "setup", "tests")]
 
 
+@pytest.mark.slow
 def test_the_checkout_maps_flaxvision_models_alone(tmp_path):
     """In the checkout, flaxvision.models is its models/ folder, from inside it or (through the
     editable install) from elsewhere; stages/, benchmarks/, tests/ and setup.py are not flaxvision's."""
@@ -92,6 +95,7 @@ def test_the_checkout_maps_flaxvision_models_alone(tmp_path):
     assert checkout_imports(PROJECT_ROOT, cwd=tmp_path) == NONE_BUT_MODELS
 
 
+@pytest.mark.slow
 def test_a_copy_of_the_checkout_imports_its_own_models(tmp_path):
     """DVC runs --temp and queued experiments in a copy of the project: its flaxvision.models must be
     the copy's models/, not the folder the editable install points at."""

@@ -177,8 +177,9 @@ def test_killed_train_stage_resumes(project):
         command, cwd=project, env=environment(project), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     deadline = time.monotonic() + 120
-    # A finished Orbax step is a folder named by its number (it writes into a *-tmp-* one first).
-    while not any(path.name.isdigit() for path in (project / "checkpoints").glob("*")):
+    # A whole checkpoint: a folder named by its step (Orbax writes into a *-tmp-* one first), whose
+    # SHA256SUMS is written last (one without it is an unfinished save, dropped on resume).
+    while not any(path.parent.name.isdigit() for path in (project / "checkpoints").glob("*/SHA256SUMS")):
         assert process.poll() is None and time.monotonic() < deadline, "no checkpoint was written"
         time.sleep(0.05)
     process.send_signal(signal.SIGKILL)

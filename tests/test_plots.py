@@ -112,6 +112,7 @@ def test_activation_map_titles_the_layer_and_caps_the_channels(tmp_path):
 # --- activations ---------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_conv_outputs_are_recorded_in_the_order_they_run():
     model = resnet((1,), num_classes=2, input_shape=(32, 32, 3), rngs=nnx.Rngs(0))
     model.eval()
@@ -135,6 +136,7 @@ def test_conv_outputs_are_recorded_in_the_order_they_run():
     assert conv_activations(model, image[0], "unit")[0].index == 0  # and does not accumulate
 
 
+@pytest.mark.slow
 def test_layers_are_chosen_by_index_or_path_or_spread_over_the_depth():
     model = models.create_model("belgiumtsc_cnn", num_classes=3, input_shape=(16, 16, 1), rngs=nnx.Rngs(0))
     model.eval()
@@ -174,6 +176,7 @@ def project(tmp_path, monkeypatch):
     return tmp_path
 
 
+@pytest.mark.slow
 def test_evaluate_stage_writes_labelled_pictures(project, monkeypatch):
     figures = {}
 

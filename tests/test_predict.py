@@ -66,6 +66,7 @@ def predicted_class(line: str) -> str:
     return line.split(": ", 1)[1].split(" ")[0]
 
 
+@pytest.mark.slow
 def test_known_images_get_their_class(model_dir, known_images, capsys):
     assert main([*map(str, known_images.values()), "--model", str(model_dir)]) == 0
     output = capsys.readouterr()

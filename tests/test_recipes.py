@@ -78,6 +78,7 @@ def test_label_smoothing_is_cross_entropy_against_smoothed_targets():
     np.testing.assert_allclose(trainer._cross_entropy(logits, labels), expected, rtol=1e-6)
 
 
+@pytest.mark.slow
 def test_the_kept_weights_are_their_moving_average():
     images, labels = (jax.device_put(array) for array in pattern_images(16))
     trainer = make_trainer(train_config(batch_size=8, ema_decay=0.9), augment_config())
@@ -99,6 +100,7 @@ def test_the_kept_weights_are_their_moving_average():
     assert any(not np.array_equal(a, w) for a, w in zip(average, current, strict=True))  # it lags
 
 
+@pytest.mark.slow
 def test_a_full_recipe_trains_and_repeats_bit_for_bit(tmp_path):
     config = train_config(
         epochs=3,
@@ -148,6 +150,7 @@ def columns_image(size: int = 32) -> jax.Array:
     return jnp.broadcast_to(jnp.arange(size, dtype=jnp.float32)[None, :, None], (1, size, size, 3))
 
 
+@pytest.mark.slow
 def test_a_random_resized_crop_spans_its_share_of_the_image():
     config = augment_config(crop_scale=(0.25, 0.25))  # square crops of half the width
     images = jnp.repeat(columns_image(), 16, axis=0)
@@ -158,6 +161,7 @@ def test_a_random_resized_crop_spans_its_share_of_the_image():
     assert len({round(float(low), 3) for low in cropped[..., 0].min(axis=(1, 2))}) > 1  # at different places
 
 
+@pytest.mark.slow
 def test_colour_jitter_shifts_brightness_within_its_range_and_clips():
     images = jnp.full((64, 4, 4, 3), 128.0)
     bright = augment(images, jax.random.key(1), augment_config(brightness=0.2))
@@ -166,6 +170,7 @@ def test_colour_jitter_shifts_brightness_within_its_range_and_clips():
     assert float(augment(images + 120, jax.random.key(1), augment_config(brightness=0.2)).max()) <= 255
 
 
+@pytest.mark.slow
 def test_saturation_and_hue_need_rgb():
     with pytest.raises(ValueError, match="need RGB images"):
         augment(jnp.zeros((2, 4, 4, 1)), jax.random.key(0), augment_config(hue=0.1))
@@ -186,6 +191,7 @@ def test_cutmix_pastes_a_box_and_reports_the_share_kept():
     assert set(np.unique(np.asarray(mixed))) <= {0.0, 1.0}
 
 
+@pytest.mark.slow
 def test_the_recipe_knobs_leave_the_affine_draws_unchanged():
     """Crop and colours draw from keys of their own: adding them keeps the rest of a run's randomness."""
     images = jax.random.uniform(jax.random.key(0), (4, 16, 16, 3)) * 255

@@ -32,6 +32,7 @@ from tests.helpers import CLASSES, PROJECT_ROOT, pattern_images, prepare, train_
 from tests.test_training import AUGMENT, make_trainer
 
 
+@pytest.mark.slow
 def test_preprocess_shards_a_split_and_reads_it_as_one_array(offline_project, monkeypatch):
     write_tree(Path("shapes"), {"circle": 10, "square": 10, "star": 10})
     prepare("folder:shapes", image_size=(8, 8))
@@ -76,6 +77,7 @@ def test_auto_streams_what_exceeds_the_device_budget():
     assert streams(train_config(input="device", device_data_mb=0), images) == (False, "train.input device")
 
 
+@pytest.mark.slow
 def test_streamed_training_is_the_on_device_training(tmp_path):
     """The same batches, step by step: identical history and weights, EMA and augmentation included."""
     train, validation = pattern_images(50, size=32, seed=0), pattern_images(20, size=32, seed=1)

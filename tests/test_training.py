@@ -39,12 +39,14 @@ def run(tmp_path, data, config=CONFIG, on_epoch=lambda epoch, metrics: None):
     return trainer, progress
 
 
+@pytest.mark.slow
 def test_training_lowers_the_loss(tmp_path, data):
     _, progress = run(tmp_path, data, dataclasses.replace(CONFIG, epochs=6))
     losses = [epoch["train"]["loss"] for epoch in progress.history]
     assert losses[-1] < 0.7 * losses[0], losses
 
 
+@pytest.mark.slow
 def test_sgd_with_nesterov_trains(tmp_path, data):
     config = dataclasses.replace(CONFIG, optimizer="sgd", learning_rate=0.01, nesterov=True, epochs=6)
     _, progress = run(tmp_path, data, config)
@@ -52,12 +54,14 @@ def test_sgd_with_nesterov_trains(tmp_path, data):
     assert losses[-1] < losses[0], losses
 
 
+@pytest.mark.slow
 def test_same_seed_gives_the_same_metrics(tmp_path, data):
     _, first = run(tmp_path / "a", data)
     _, second = run(tmp_path / "b", data)
     assert first.history == second.history
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_from_its_latest_checkpoint(tmp_path, data):
     _, reference = run(tmp_path / "reference", data)
 
@@ -77,6 +81,7 @@ def test_killed_run_resumes_from_its_latest_checkpoint(tmp_path, data):
     assert not unfinished.exists()
 
 
+@pytest.mark.slow
 def test_checkpoint_of_another_run_is_not_resumed(tmp_path, data):
     trainer = make_trainer()
     fit(trainer, *data, tmp_path / "checkpoints", "first-run")
@@ -85,6 +90,7 @@ def test_checkpoint_of_another_run_is_not_resumed(tmp_path, data):
     assert epochs == [0, 1, 2, 3]
 
 
+@pytest.mark.slow
 def test_best_weights_are_restored(tmp_path, data):
     trainer, progress = run(tmp_path, data, dataclasses.replace(CONFIG, epochs=5, learning_rate=0.05))
     val_losses = [epoch["val"]["loss"] for epoch in progress.history]
@@ -94,6 +100,7 @@ def test_best_weights_are_restored(tmp_path, data):
     assert loss == pytest.approx(min(val_losses), rel=1e-4)
 
 
+@pytest.mark.slow
 def test_learning_rate_is_reduced_on_plateau(tmp_path, data):
     config = dataclasses.replace(
         CONFIG, epochs=6, learning_rate=0.05, reduce_lr_patience=1, reduce_lr_factor=0.5, min_learning_rate=0.01
@@ -108,6 +115,7 @@ def test_learning_rate_is_reduced_on_plateau(tmp_path, data):
     assert [epoch["learning_rate"] for epoch in progress.history] == expected
 
 
+@pytest.mark.slow
 def test_a_diverged_run_stops_at_that_epoch_and_saves_nothing(tmp_path, data):
     """The issue's `-S train.optimizer=sgd -S train.learning_rate=1e6`: an error, never a 'best' epoch."""
     config = dataclasses.replace(CONFIG, optimizer="sgd", learning_rate=1e6)
@@ -151,6 +159,7 @@ def test_bad_train_params_are_rejected(bad):
         train_config(**bad)
 
 
+@pytest.mark.slow
 def test_bfloat16_compute_trains_with_float32_weights(tmp_path, data):
     config = dataclasses.replace(CONFIG, compute_dtype="bfloat16", epochs=6)
     trainer, progress = run(tmp_path, data, config)

@@ -27,6 +27,7 @@ def images(count=8, shape=(32, 32, 3), seed=0):
     return np.random.default_rng(seed).integers(0, 256, (count, *shape), dtype=np.uint8)
 
 
+@pytest.mark.slow
 def test_trainable_layers_are_the_backbones_last_layers_with_weights():
     model = build(dataclasses.replace(SMALL, trainable_layers=3, cache_features=False))
     layers = list(model.backbones[0].keras_layers().items())
@@ -36,6 +37,7 @@ def test_trainable_layers_are_the_backbones_last_layers_with_weights():
     assert len(frozen) == len(layers) - 3 and not set(frozen) & set(trainable)
 
 
+@pytest.mark.slow
 def test_a_train_step_leaves_frozen_weights_and_frozen_batchnorm_statistics_alone():
     model = build(dataclasses.replace(SMALL, trainable_layers=2, cache_features=False))
     before = weights(model)
@@ -60,6 +62,7 @@ def weights(model) -> dict:
     }
 
 
+@pytest.mark.slow
 def test_cached_features_give_the_full_models_logits():
     model = build()
     batch = images(5)
@@ -69,18 +72,21 @@ def test_cached_features_give_the_full_models_logits():
     np.testing.assert_allclose(model.head(jnp.asarray(features)), model(jnp.asarray(batch, jnp.float32)), atol=1e-5)
 
 
+@pytest.mark.slow
 def test_stacked_backbones_concatenate_pooled_features():
     config = dataclasses.replace(SMALL, backbones=("mobilenet_v2", "vgg16"), alpha=0.35)
     model = build(config)
     assert extract_features(model, images(2), batch_size=2, desc=None).shape == (2, 1280 + 512)
 
 
+@pytest.mark.slow
 def test_a_preset_head_runs_on_the_feature_map():
     model = build(name="mobilenet_v2_finetune", shape=(56, 56, 3), classes=4, config=None)
     model.eval()
     assert model(jnp.asarray(images(2, (56, 56, 3)), jnp.float32)).shape == (2, 4)
 
 
+@pytest.mark.slow
 def test_saved_transfer_model_loads_with_the_same_outputs(tmp_path):
     config = dataclasses.replace(SMALL, trainable_layers=1, cache_features=False)
     model = build(config)

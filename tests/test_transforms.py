@@ -53,6 +53,7 @@ def test_config_enabled_and_validation():
             augment_config(**bad)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "config, variants",
     [
@@ -130,6 +131,7 @@ def test_bilinear_resampling_matches_scipy(fill_mode):
         np.testing.assert_allclose(result, expected, atol=1e-3)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("config", [SEED_000, SEED_001], ids=["seed000", "seed001"])
 def test_augment_under_jit_is_deterministic_per_key(config):
     images = jnp.asarray(random_images((4, 16, 16, 3)))
