@@ -8,12 +8,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import ModuleType
 
-from flaxvision import interrupts, numerics
+from flaxvision import interrupts
 
 # The project's command (pyproject.toml's script): a signal during its imports, which take
-# seconds, ends it with one line too (flaxvision.interrupts).
+# seconds, ends it with one line too (flaxvision.interrupts); so this comes before any other import.
 if Path(sys.argv[0]).name in interrupts.COMMANDS:
     interrupts.exit_at_once(interrupts.NOTHING_WRITTEN)
+
+from flaxvision import numerics  # noqa: E402
 
 # Before JAX starts: XLA reads its flags once (see flaxvision.numerics).
 numerics.use_default()

@@ -137,7 +137,7 @@ class BottleneckBlock(nnx.Module):
         return {f"{prefix}_{name}": layer for name, layer in layers.items()}
 
 
-def resnet(
+def seed_resnet(
     stage_sizes: Sequence[int],
     *,
     width: int = 64,
@@ -177,10 +177,10 @@ def resnet(
     )
 
 
-resnet50 = partial(resnet, (3, 4, 6, 3))  # seed 004: SIGNS hand digits, 64×64 RGB scaled to [0, 1], 6 classes
+resnet50 = partial(seed_resnet, (3, 4, 6, 3))  # seed 004: SIGNS hand digits, 64×64 RGB scaled to [0, 1], 6 classes
 # Not a seed's: a quarter of ResNet50's width and two blocks a stage, for training from scratch
 # on a CPU, on small sets such as cats vs dogs' 2,000 images (docs/results.md).
-small_resnet = partial(resnet, (2, 2, 2, 2), width=16, global_pooling=True)
+small_resnet = partial(seed_resnet, (2, 2, 2, 2), width=16, global_pooling=True)
 
 
 class ResNet(nnx.Module):

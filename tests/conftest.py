@@ -43,3 +43,9 @@ def offline_project(tmp_path, monkeypatch, mirror) -> Path:
     root.mkdir()
     monkeypatch.chdir(root)
     return root
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The slow tests first, each file's in its own order: pytest-xdist's workers then start on the
+    longest work and end on short tests that even out their finishing times."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)

@@ -225,11 +225,12 @@ def save_model(
     return folder
 
 
-def model_info(name: str, input_shape, classes=CLASSES) -> ModelInfo:
-    """The `ModelInfo` the train stage records for preset ``name`` trained on ``input_shape`` images."""
+def model_info(name: str, input_shape, classes=CLASSES, **transfer) -> ModelInfo:
+    """The `ModelInfo` the train stage records for preset ``name`` trained on ``input_shape`` images
+    (with 'transfer', params' transfer section updated by ``transfer``)."""
     return ModelInfo(
         model=name,
-        transfer=builder.transfer_config(name, transfer_config()),
+        transfer=builder.transfer_config(name, transfer_config(**transfer)),
         classes=tuple(classes),
         input_shape=tuple(input_shape),
         color_mode="rgb" if input_shape[-1] == 3 else "grayscale",

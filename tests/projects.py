@@ -117,12 +117,6 @@ def metrics(root: Path) -> dict:
     return json.loads((root / "results/evaluate/metrics.json").read_text())["test"]
 
 
-def set_param(root: Path, section: str, key: str, value):
-    params = yaml.safe_load((root / "params.yaml").read_text())
-    params[section][key] = value
-    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-
-
 def experiments(root) -> dict:
     """{experiment name: {"params": ..., "metrics": ...}} of `dvc exp show --json`."""
     found = {}

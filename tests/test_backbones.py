@@ -95,8 +95,11 @@ def assert_matches_keras(name, include_top, pooling, size, **options):
 
 
 @pytest.mark.slow  # Keras
-@pytest.mark.parametrize("include_top, pooling, size", OUTPUTS)
-@pytest.mark.parametrize("name", BACKBONES)
+@pytest.mark.parametrize(
+    "name, include_top, pooling, size",
+    # Max pooling is models.layers.Top's for all but VGG (its own): once through each suffices.
+    [(name, *case) for name in BACKBONES for case in OUTPUTS if case[1] != "max" or name in ("mobilenet_v2", "vgg16")],
+)
 def test_outputs_match_keras(name, include_top, pooling, size):
     assert_matches_keras(name, include_top, pooling, size)
 

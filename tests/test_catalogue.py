@@ -1381,7 +1381,13 @@ def test_a_command_signalled_as_it_starts_ends_in_one_line(project, signum, stat
     env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}
     command = [str(Path(sys.executable).parent / "flaxvision"), "predict", "x.png", "--model", "model"]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-    time.sleep(0.3)
+    # Once it imports numpy (on its way to JAX), after flaxvision's first lines set its handlers;
+    # not after a fixed delay: on a busy machine that could fall in the interpreter's own start-up,
+    # which no Python program can guard.
+    deadline = time.monotonic() + 60
+    while "_multiarray_umath" not in Path(f"/proc/{process.pid}/maps").read_text():
+        assert process.poll() is None and time.monotonic() < deadline, process.communicate()
+        time.sleep(0.001)
     process.send_signal(signum)
     out, err = process.communicate(timeout=60)
     assert process.returncode == status and err == f"{word}: nothing was written\n" and out == "", err

@@ -31,7 +31,8 @@ from tests import keras_files as kf
 from tests.helpers import shared_file
 
 # Every test with an empty mirror, a private cache (downloads and conversions), no network.
-pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("mirror")]
+# One pytest-xdist worker: the module-scoped Keras models are built once.
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("mirror"), pytest.mark.xdist_group("conversion")]
 
 
 def max_abs(a, b) -> float:

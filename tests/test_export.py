@@ -1,11 +1,13 @@
 """The export command (flaxvision.export): its ONNX and StableHLO files, run by onnxruntime and
 jax.export in a process without the project's code, give the pipeline's logits, for every model."""
 
+import dataclasses
 import json
 import re
 import subprocess
 import sys
 import zipfile
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +20,8 @@ from flaxvision import builder
 from flaxvision.data.images import load_image
 from flaxvision.export import FILES, METADATA, export_model, main
 from flaxvision.inference import model_logits
+from flaxvision.models import densenet, resnet
+from flaxvision.models.backbones import BACKBONES
 from flaxvision.models.scaling import preprocess_input
 from tests.helpers import PROJECT_ROOT, STAGES, model_info, pattern_images, save_model, shared_file
 
@@ -32,6 +36,16 @@ SHAPES = {
     "small_vgg": (16, 20, 3),
     **{name: (32, 40, 3) for name in (*builder.TRANSFER_PRESETS, "transfer")},
 }
+# Keras's deep backbones repeat a few kinds of block many times. With one block per stage they
+# keep every layer kind and join (projections, dense-block concatenations, transitions) and
+# export in seconds, where jax2onnx takes minutes over the whole graph.
+SHALLOW_BACKBONES = {
+    "resnet50": dataclasses.replace(BACKBONES["resnet50"], build=partial(resnet.ResNet, (1, 1, 1, 1), preact=False)),
+    "resnet50v2": dataclasses.replace(BACKBONES["resnet50v2"], build=partial(resnet.ResNet, (1, 1, 1, 1), preact=True)),
+    "densenet121": dataclasses.replace(BACKBONES["densenet121"], build=partial(densenet.DenseNet, (1, 1, 1, 1))),
+}
+# The transfer model on params' own backbones: the two Keras families the presets do not export.
+TRANSFER = {"backbones": ("resnet50", "vgg16")}
 # Runs both files on images.npy, at its batch size and at 1, into outputs.npz.
 CONSUMER = """
 import sys
@@ -94,10 +108,12 @@ def with_batch_statistics(model: nnx.Module, images: np.ndarray, preprocessing: 
     return model
 
 
-@pytest.mark.slow  # the eight: about three minutes (stacked: one), each model built, exported, compiled thrice
+@pytest.mark.slow  # each model built, exported, compiled thrice
 @pytest.mark.parametrize("name", builder.MODEL_NAMES)
-def test_the_exported_files_give_the_pipelines_logits(name, photos, tmp_path):
-    info = model_info(name, SHAPES[name])
+def test_the_exported_files_give_the_pipelines_logits(name, photos, tmp_path, monkeypatch):
+    for backbone, shallow in SHALLOW_BACKBONES.items():
+        monkeypatch.setitem(BACKBONES, backbone, shallow)
+    info = model_info(name, SHAPES[name], **(TRANSFER if name == "transfer" else {}))
     height, width, _ = info.input_shape
     images = np.stack([load_image(photo, (height, width), info.color_mode) for photo in photos])
     model = info.build()

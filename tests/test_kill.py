@@ -2,17 +2,19 @@
 moments; and SIGINT or SIGTERM at some, to the stage or to DVC, ending it with one line and the
 exit status 130 or 143, its worker processes and nothing written after it.
 
-One uninterrupted `dvc repro` of a tiny project is the reference. Each case then runs one stage
-with `dvc repro --force --single-item <stage>`, SIGKILLs the stage's own process (the python child
-of dvc, found by its command line) at a moment seen from the filesystem, and checks:
+One uninterrupted `dvc repro` of a tiny project is the reference. Then, per stage, a chain of
+interrupted runs, each on the workspace the one before left (its temporaries, unfinished
+checkpoints and checkpoints to resume from included): each runs the stage with
+`dvc repro --force --single-item <stage>`, sends the signal to the stage's own process (the python
+child of dvc, found by its command line) or to DVC at a moment seen from the filesystem, and checks
+that each of the stage's outputs is absent or byte-identical to the reference's, and that nothing
+else in the workspace changed or appeared (no temporaries, no curves).
 
-- between the kill and the rerun, each of the stage's outputs is absent or byte-identical to the
-  reference's, and nothing else in the workspace changed or appeared (no temporaries, no curves);
-- after rerunning the stage the same way, the whole workspace (dvc.lock and every output included)
-  is byte-identical to the reference, `git status` is clean, and no temporary is left, not even
-  in .dvc/tmp or as an unfinished Orbax checkpoint.
+After the chain's last run, the stage is rerun the same way once: the whole workspace (dvc.lock
+and every output included) must be byte-identical to the reference, `git status` clean, and no
+temporary left, not even in .dvc/tmp or as an unfinished Orbax checkpoint.
 
-Both runs are forced: otherwise DVC would restore the reference's outputs from its cache instead
+Every run is forced: otherwise DVC would restore the reference's outputs from its cache instead
 of running the stage, and the rerun would test nothing.
 """
 
@@ -27,6 +29,7 @@ import signal
 import subprocess
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import psutil  # DVC's own dependency
 import pytest
@@ -36,7 +39,8 @@ from flaxvision.files import TEMP_AREA
 from tests.helpers import STAGES
 from tests.projects import commit, dvc, dvc_command, environment, git, image_folder, new_project
 
-pytestmark = pytest.mark.slow
+# One project the stages take turns on: one pytest-xdist worker runs them all.
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("kill")]
 # Not the workspace a user or DVC looks at (all git-ignored, and __pycache__ anywhere): git's and
 # DVC's own folders, the resume point with its curves, the compilation cache.
 PRIVATE = {".git", ".dvc", "checkpoints", ".downloads"}
@@ -48,16 +52,26 @@ def started(root: Path) -> bool:
 
 
 def temporary(output: str):
-    """An atomic write of ``output`` is under way: its temp folder exists (in .dvc/tmp or, where
-    it must not be, beside the output)."""
+    """An atomic write of ``output`` is under way: a temp folder of a live process exists (in
+    .dvc/tmp or, where it must not be, beside the output). An earlier killed run's lies there till
+    the next write sweeps it."""
 
     def writing(root: Path) -> bool:
         return any(
-            folder.is_dir() and any(entry.name.startswith(f".{Path(output).name}.") for entry in os.scandir(folder))
+            folder.is_dir()
+            and any(
+                entry.name.startswith(f".{Path(output).name}.") and psutil.pid_exists(writer(entry.name))
+                for entry in os.scandir(folder)
+            )
             for folder in (root / TEMP_AREA, (root / output).parent)
         )
 
     return writing
+
+
+def writer(name: str) -> int:
+    """The process id a temporary's name ends with (flaxvision.files: ``.<target>.<id>.<host>-<pid>.tmp``)."""
+    return int(name.removesuffix(".tmp").rpartition("-")[2])
 
 
 def exists(path: str):
@@ -83,6 +97,14 @@ def after_epoch(epoch: int):
     return lambda root: (root / "checkpoints" / str(checkpoint_step(root, epoch))).is_dir()
 
 
+def checkpointed(root: Path, epoch: int) -> bool:
+    """checkpoints/ holds a finished checkpoint of ``epoch`` or a later one: train resumes after it."""
+    folder = root / "checkpoints"
+    return folder.is_dir() and any(
+        entry.name.isdigit() and int(entry.name) >= checkpoint_step(root, epoch) for entry in os.scandir(folder)
+    )
+
+
 # When each stage is killed. A stage missing here (added later) is killed as it starts and when its
 # outputs are all in place, before it exits.
 MOMENTS = {
@@ -102,6 +124,9 @@ MOMENTS = {
         "pictures in place": exists("results/evaluate/plots"),
     },  # metrics come last
 }
+# Train's moments of an epoch's checkpoint, by epoch: only a run that starts short of that
+# checkpoint goes through them.
+SHORT_OF = {"saving checkpoint 1": 1, "in epoch 2": 1, "saving checkpoint 2": 2}
 
 
 def outputs(stage: dict) -> list[str]:
@@ -119,9 +144,6 @@ def moments(name: str) -> dict:
     }
 
 
-CASES = [(stage, moment) for stage in STAGES for moment in moments(stage)]
-
-
 def seconds_after_start(seconds: float):
     """``seconds`` after the stage's process appeared (first looked at): a second in, it is
     importing its modules (JAX's take seconds)."""
@@ -134,18 +156,47 @@ def seconds_after_start(seconds: float):
     return elapsed
 
 
+class Case(NamedTuple):
+    """One interrupted run: ``signum`` sent at ``moment`` to ``stage``, or to DVC."""
+
+    stage: str
+    moment: str
+    signum: signal.Signals = signal.SIGKILL
+    to_dvc: bool = False
+
+    def __str__(self) -> str:
+        return f"{self.stage} sent {self.interruption}"
+
+    @property
+    def interruption(self) -> str:
+        return f"{self.signum.name}{' via DVC' if self.to_dvc else ''} at '{self.moment}'"
+
+    def when(self):
+        """The moment's test, made anew for each run: importing's clock starts at that run's first look."""
+        return seconds_after_start(1.0) if self.moment == "importing" else moments(self.stage)[self.moment]
+
+
 # SIGINT (as from Ctrl-C, to the stage and its workers) and SIGTERM (to the stage, or to DVC)
 # at a few moments: each must end the stage with one line and 130 or 143, and lose nothing either.
 SIGNAL_CASES = [
-    ("preprocess", "importing", signal.SIGINT, False),
-    ("preprocess", "decoding the images", signal.SIGINT, False),
-    ("preprocess", "decoding the images", signal.SIGTERM, True),
-    ("train", "importing", signal.SIGTERM, False),
-    ("train", "in epoch 2", signal.SIGINT, False),
-    ("train", "saving checkpoint 2", signal.SIGTERM, False),
-    ("train", "in epoch 2", signal.SIGTERM, True),
-    ("evaluate", "drawing the pictures", signal.SIGTERM, False),
+    Case("preprocess", "importing", signal.SIGINT),
+    Case("preprocess", "decoding the images", signal.SIGINT),
+    Case("preprocess", "decoding the images", signal.SIGTERM, to_dvc=True),
+    Case("train", "importing", signal.SIGTERM),
+    Case("train", "in epoch 2", signal.SIGINT),
+    Case("train", "saving checkpoint 2", signal.SIGTERM),
+    Case("train", "in epoch 2", signal.SIGTERM, to_dvc=True),
+    Case("evaluate", "drawing the pictures", signal.SIGTERM),
 ]
+# Each stage's cases in the order they run, each on the workspace the one before left: the
+# SIGKILLs at its moments, then its other signals.
+CHAINS = {
+    stage: [
+        *(Case(stage, moment) for moment in moments(stage)),
+        *(case for case in SIGNAL_CASES if case.stage == stage),
+    ]
+    for stage in STAGES
+}
 
 
 def snapshot(root: Path) -> dict[str, str]:
@@ -183,15 +234,15 @@ def reference(tmp_path_factory):
     return root, snapshot(root)
 
 
-def run_killed(root: Path, stage: str, moment, signum: int = signal.SIGKILL, to_dvc: bool = False) -> float:
-    """Run ``stage`` under DVC and send ``signum`` to its process (and its children, as a terminal
-    sends SIGINT to the whole process group), or to DVC, when ``moment(root)`` holds; check how it
-    ended; the seconds it ran."""
-    command = shlex.split(STAGES[stage]["cmd"])
+def run_killed(root: Path, case: Case, moment) -> float:
+    """Run the case's stage under DVC and send its signal to the stage's process (and its children,
+    as a terminal sends SIGINT to the whole process group), or to DVC, when ``moment(root)`` holds;
+    check how it ended; the seconds it ran."""
+    command = shlex.split(STAGES[case.stage]["cmd"])
     log = root / ".git" / "killed-run.log"  # out of the workspace, kept for a failure's message
     with open(log, "wb") as output:
         repro = subprocess.Popen(
-            dvc_command("repro", "--force", "--single-item", stage),
+            dvc_command("repro", "--force", "--single-item", case.stage),
             cwd=root,
             env=environment(root),
             stdout=output,
@@ -199,34 +250,36 @@ def run_killed(root: Path, stage: str, moment, signum: int = signal.SIGKILL, to_
         )
     start, deadline = time.monotonic(), time.monotonic() + 180
     while (process := stage_process(repro, command)) is None:
-        assert repro.poll() is None and time.monotonic() < deadline, f"no {stage}:\n{log.read_text()}"
+        assert repro.poll() is None and time.monotonic() < deadline, (
+            f"{case}: the stage never started:\n{log.read_text()}"
+        )
     while not moment(root):
-        assert running(process), f"{stage} ended before the moment:\n{log.read_text()}"
-        assert time.monotonic() < deadline, f"{stage} never reached the moment:\n{log.read_text()}"
+        assert running(process), f"{case}: the stage ended before the moment:\n{log.read_text()}"
+        assert time.monotonic() < deadline, f"{case}: the stage never reached the moment:\n{log.read_text()}"
         time.sleep(0.001)
     ran = time.monotonic() - start
     children = process.children(recursive=True)
-    if to_dvc:
-        repro.send_signal(signum)
+    if case.to_dvc:
+        repro.send_signal(case.signum)
     else:
-        for target in (process, *(children if signum == signal.SIGINT else ())):
+        for target in (process, *(children if case.signum == signal.SIGINT else ())):
             with contextlib.suppress(psutil.NoSuchProcess):
-                target.send_signal(signum)
+                target.send_signal(case.signum)
     repro.wait(timeout=60)
     psutil.wait_procs([process, *children], timeout=10)
-    assert not any(running(p) for p in (process, *children)), f"{stage} or its workers outlived the signal"
+    assert not any(running(p) for p in (process, *children)), f"{case}: the stage or its workers outlived the signal"
     text = log.read_text()
-    if signum == signal.SIGKILL:
+    if case.signum == signal.SIGKILL:
         # DVC's report: the signal ended the stage (not the stage's own exit before the signal came).
         # DVC runs the command through $SHELL: bash execs it (DVC sees -9), dash waits on it and
         # reports the kill as status 137 (128 + SIGKILL).
-        assert re.search(r"exited with (-9|137)$", text, re.MULTILINE), f"{stage} was not killed:\n{text}"
+        assert re.search(r"exited with (-9|137)$", text, re.MULTILINE), f"{case}: the stage was not killed:\n{text}"
     else:
-        assert "Traceback" not in text, text
-        line = f"{'interrupted' if signum == signal.SIGINT else 'terminated'}: rerun the same command to resume"
-        assert text.count(line) == 1, f"{stage} did not end with its one line:\n{text}"
-        if not to_dvc:
-            assert re.search(rf"exited with {128 + signum}$", text, re.MULTILINE), text
+        assert "Traceback" not in text, f"{case}: a traceback:\n{text}"
+        line = f"{'interrupted' if case.signum == signal.SIGINT else 'terminated'}: rerun the same command to resume"
+        assert text.count(line) == 1, f"{case}: the stage did not end with its one line:\n{text}"
+        if not case.to_dvc:
+            assert re.search(rf"exited with {128 + case.signum}$", text, re.MULTILINE), f"{case}: its status:\n{text}"
     return ran
 
 
@@ -252,43 +305,30 @@ def running(process: psutil.Process) -> bool:
         return False
 
 
-@pytest.mark.parametrize("stage, moment", CASES)
-def test_a_killed_stage_loses_nothing_and_leaves_nothing(reference, stage, moment):
-    check_interrupted(reference, stage, moment, signal.SIGKILL, to_dvc=False)
-
-
-@pytest.mark.parametrize(
-    "stage, moment, signum, to_dvc",
-    [
-        pytest.param(*case, id=f"{case[0]}-{case[1]}-{signal.Signals(case[2]).name}{'-to-dvc' if case[3] else ''}")
-        for case in SIGNAL_CASES
-    ],
-)
-def test_a_signalled_stage_ends_in_one_line_and_loses_nothing(reference, stage, moment, signum, to_dvc):
-    check_interrupted(reference, stage, moment, signum, to_dvc)
-
-
-def check_interrupted(reference, stage: str, moment: str, signum: int, to_dvc: bool):
+@pytest.mark.parametrize("stage", STAGES)
+def test_an_interrupted_stage_loses_nothing_and_leaves_nothing(reference, stage):
     root, expected = reference
-    assert snapshot(root) == expected, "an earlier case left the workspace changed"
-    # Else train would resume from the reference's last epoch and have nothing left to do.
-    shutil.rmtree(root / "checkpoints", ignore_errors=True)
-
-    when = seconds_after_start(1.0) if moment == "importing" else moments(stage)[moment]
-    seconds = run_killed(root, stage, when, signum, to_dvc)
-
+    assert snapshot(root) == expected, f"{stage}: an earlier stage's chain left the workspace changed"
     outs = outputs(STAGES[stage])
-    left = snapshot(root)
-    for out in outs:
-        assert under(left, out) in ({}, under(expected, out)), f"{out} is half-written after the signal"
-    assert outside(left, outs) == outside(expected, outs), "the signal changed or left files beside its outputs"
+    for case in CHAINS[stage]:
+        when = case.when()
+        # Else train would resume past the moment (from the reference's checkpoints or an earlier
+        # case's), or an earlier kill's unfinished checkpoint would fake it before the run began.
+        if case.moment in SHORT_OF and (when(root) or checkpointed(root, SHORT_OF[case.moment])):
+            shutil.rmtree(root / "checkpoints")
+        seconds = run_killed(root, case, when)
+        left = snapshot(root)
+        for out in outs:
+            assert under(left, out) in ({}, under(expected, out)), f"{case}: {out} is half-written after the signal"
+        assert outside(left, outs) == outside(expected, outs), (
+            f"{case}: the signal changed or left files beside its outputs"
+        )
+        print(f"{case} after {seconds:.1f} s: outputs absent or identical")
 
     dvc(root, "repro", "--force", "--single-item", stage)
-    assert snapshot(root) == expected, "the rerun's workspace differs from the uninterrupted run's"
-    assert git(root, "status", "--porcelain", "--untracked-files=all") == ""
-    assert list((root / TEMP_AREA).iterdir()) == [], "temporaries of the interrupted run are left in .dvc/tmp"
-    assert not list((root / "checkpoints").glob(f"*{ORBAX_TMP}*")), "an unfinished checkpoint is left"
-    print(
-        f"{stage} sent {signal.Signals(signum).name}{' via DVC' if to_dvc else ''} at '{moment}' after "
-        f"{seconds:.1f} s: outputs absent or identical; rerun identical, nothing left"
-    )
+    rerun = f"{stage} rerun after {'; '.join(case.interruption for case in CHAINS[stage])}"
+    assert snapshot(root) == expected, f"{rerun}: the workspace differs from the uninterrupted run's"
+    assert git(root, "status", "--porcelain", "--untracked-files=all") == "", f"{rerun}: git status is not clean"
+    assert list((root / TEMP_AREA).iterdir()) == [], f"{rerun}: temporaries of interrupted runs are left in .dvc/tmp"
+    assert not list((root / "checkpoints").glob(f"*{ORBAX_TMP}*")), f"{rerun}: an unfinished checkpoint is left"
+    print(f"{rerun}: identical, nothing left")

@@ -14,7 +14,7 @@ from flax import nnx
 from flaxvision import builder, models
 from flaxvision.errors import UserError
 from flaxvision.models.layers import Dropout, batch_norm, conv, dense, depthwise_conv, max_pool
-from flaxvision.models.resnet import BottleneckBlock, resnet
+from flaxvision.models.resnet import BottleneckBlock, seed_resnet
 from flaxvision.ops import cpu_kernels as kernels
 from tests.helpers import assert_conv_matches_lax, transfer_config
 
@@ -324,7 +324,7 @@ def test_models_on_cpu_formulations_match_native_operations(monkeypatch, name, i
     # Whole networks, forward and backward: every CPU formulation they use (matrix products,
     # 'SAME' + crop, window max) against the native convolutions and pooling.
     if name == "resnet":  # seed 004's network with one block per stage: each of its paths, quickly
-        model = resnet((1, 1, 1, 1), num_classes=3, input_shape=input_shape, rngs=nnx.Rngs(0))
+        model = seed_resnet((1, 1, 1, 1), num_classes=3, input_shape=input_shape, rngs=nnx.Rngs(0))
     else:
         model = models.create_model(name, num_classes=3, input_shape=input_shape, rngs=nnx.Rngs(0))
     model.eval()

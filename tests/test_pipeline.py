@@ -6,32 +6,26 @@ resolve against the project's root, as in the workspace."""
 
 import json
 import re
-import shutil
-import signal
-import subprocess
-import sys
 import time
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from flaxvision import builder
 from tests.helpers import STAGES, pattern_images
 from tests.projects import (
     cats_vs_dogs_zip,
     dvc,
-    environment,
     experiments,
     git,
     image_folder,
     metrics,
     new_project,
     ran,
-    set_param,
 )
 
-pytestmark = pytest.mark.slow
+# One DVC project the tests take turns on, in order: one pytest-xdist worker runs them all.
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("pipeline")]
 
 
 @pytest.fixture(scope="module")
@@ -103,13 +97,6 @@ def test_changed_folder_contents_rerun_what_depends_on_them(project):
     assert set(json.loads(dvc(project, "status", "--json"))) == {"source"}
 
 
-def test_train_param_reruns_only_train_and_evaluate(project):
-    set_param(project, "train", "learning_rate", 0.0005)  # any rate but params.yaml's
-    assert ran(dvc(project, "repro")) == ["source", "train", "evaluate"]
-    git(project, "checkout", "params.yaml")
-    dvc(project, "repro")  # back to the committed run (restored from the run cache)
-
-
 def test_switching_from_scratch_models_extracts_nothing(project):
     output = dvc(project, "repro", "-s", "extract-features", "--force")
     assert "no features to extract" in output
@@ -130,16 +117,10 @@ def test_experiment_variant_and_metrics_diff(project):
     assert set(accuracy) >= {"old", "new"}
 
 
-def test_temp_experiment_finds_the_default_mirror(project):
-    output = dvc(project, "exp", "run", "--temp", "-n", "temp-mirror", "-S", "data=cats_vs_dogs")
-    assert ran(output)[:2] == ["source", "download"]
-    assert "offline mirror" in output
-    run = experiments(project)["temp-mirror"]
-    assert run["params"]["data"] == "cats_vs_dogs" and 0 <= run["metrics"]["accuracy"] <= 1
-
-
-def test_queued_grid_resolves_relative_folder(project):
-    output = dvc(project, "exp", "run", "--queue", "-S", "train.learning_rate=0.001,0.0003")
+def test_queued_experiments_find_the_relative_folder_and_the_default_mirror(project):
+    """Both paths resolve against the project's root from DVC's copy under .dvc/tmp/exps (where
+    `--queue` and `--temp` runs alike execute): a grid of two data sources, one queued experiment each."""
+    output = dvc(project, "exp", "run", "--queue", "-S", "data=folder:../images,cats_vs_dogs")
     names = re.findall(r"Queued experiment '([\w-]+)'", output)
     assert len(names) == 2
     dvc(project, "queue", "start")
@@ -148,11 +129,11 @@ def test_queued_grid_resolves_relative_folder(project):
         assert time.monotonic() < deadline, status
         time.sleep(2)
     assert "Failed" not in status, status
-    runs = [experiments(project)[name] for name in names]
-    assert all(run["params"]["data"] == "folder:../images" for run in runs)
-    rates = sorted(run["params"]["train"]["learning_rate"] for run in runs)
-    assert rates == [0.0003, 0.001]
-    assert all(0 <= run["metrics"]["accuracy"] <= 1 for run in runs)
+    found = experiments(project)
+    data = {found[name]["params"]["data"]: name for name in names}
+    assert sorted(data) == ["cats_vs_dogs", "folder:../images"]
+    assert all(0 <= found[name]["metrics"]["accuracy"] <= 1 for name in names)
+    assert "offline mirror" in dvc(project, "queue", "logs", data["cats_vs_dogs"])
 
 
 def test_plots_render_offline(project):
@@ -169,26 +150,8 @@ def test_plots_render_offline(project):
     assert "cdn.jsdelivr" not in page and "<script src=" not in page
 
 
-def test_killed_train_stage_resumes(project):
-    set_param(project, "train", "epochs", 60)
-    shutil.rmtree(project / "checkpoints", ignore_errors=True)  # the finished runs' checkpoints
-    command = [sys.executable, "-m", "stages.train"]
-    process = subprocess.Popen(
-        command, cwd=project, env=environment(project), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    deadline = time.monotonic() + 120
-    # A whole checkpoint: a folder named by its step (Orbax writes into a *-tmp-* one first), whose
-    # SHA256SUMS is written last (one without it is an unfinished save, dropped on resume).
-    while not any(path.parent.name.isdigit() for path in (project / "checkpoints").glob("*/SHA256SUMS")):
-        assert process.poll() is None and time.monotonic() < deadline, "no checkpoint was written"
-        time.sleep(0.05)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-
-    result = subprocess.run(command, cwd=project, env=environment(project), capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr
-    assert "resuming from the checkpoint after epoch" in result.stdout
-    git(project, "checkout", "params.yaml")
+# Two backbones (stacked's shape, cheaper ones than its ResNet50V2 and DenseNet121) under the dense head.
+TWO_BACKBONES = ["-S", "model=transfer", "-S", "transfer.backbones=[mobilenet_v2,vgg16]", "-S", "transfer.alpha=0.35"]
 
 
 @pytest.fixture(scope="module")
@@ -199,31 +162,26 @@ def stand_in_weights(tmp_path_factory):
     from tests import keras_files
 
     folder = tmp_path_factory.mktemp("weights")
-    for name in builder.TRANSFER_PRESETS["stacked"].backbones:
-        model = keras_files.applications_model(BACKBONES[name].keras_class, include_top=False, input_shape=(32, 32, 3))
-        file = imagenet_weights(name, include_top=False, input_shape=(32, 32, 3)).name
+    for name, options in [("mobilenet_v2", {"alpha": 0.35}), ("vgg16", {})]:
+        shape = (32, 32, 3)
+        model = keras_files.applications_model(
+            BACKBONES[name].keras_class, include_top=False, input_shape=shape, **options
+        )
+        file = imagenet_weights(name, include_top=False, input_shape=shape, **options).name
         keras_files.save_weights_only(model, folder / file)
     return folder
 
 
-def test_stacked_model_end_to_end_then_head_only_experiments_reuse_the_features(project, stand_in_weights):
-    output = dvc(project, "exp", "run", "-S", "model=stacked", "-S", f"pretrained={stand_in_weights}")
+def test_frozen_backbones_end_to_end_then_head_only_experiments_reuse_the_features(project, stand_in_weights):
+    output = dvc(project, "exp", "run", *TWO_BACKBONES, "-S", f"pretrained={stand_in_weights}")
     assert ran(output)[-3:] == ["extract-features", "train", "evaluate"]
     features = json.loads((project / "data/features/features.json").read_text())
-    assert features["backbones"] == ["resnet50v2", "densenet121"] and features["features"]
-    assert np.load(project / "data/features/train.npy").shape[1] == 2048 + 1024
+    assert features["backbones"] == ["mobilenet_v2", "vgg16"] and features["features"]
+    assert np.load(project / "data/features/train.npy").shape[1] == 1280 + 512
     assert 0.0 <= metrics(project)["accuracy"] <= 1.0
 
-    output = dvc(
-        project,
-        "exp",
-        "run",
-        "-S",
-        "model=stacked",
-        "-S",
-        f"pretrained={stand_in_weights}",
-        "-S",
-        "train.learning_rate=0.0005",
-    )
+    # A train param reruns train and evaluate only: the features come from extract-features' last run.
+    rate = ["-S", "train.learning_rate=0.0005"]
+    output = dvc(project, "exp", "run", *TWO_BACKBONES, "-S", f"pretrained={stand_in_weights}", *rate)
     assert ran(output) == ["source", "train", "evaluate"]
     git(project, "checkout", "params.yaml")

@@ -15,7 +15,7 @@ from flaxvision import models, plots
 from flaxvision.activations import conv_activations, select_layers
 from flaxvision.errors import UserError
 from flaxvision.evaluation import most_confident_errors
-from flaxvision.models.resnet import resnet
+from flaxvision.models.resnet import seed_resnet
 from flaxvision.plots import (
     activation_map,
     image_grid,
@@ -114,7 +114,7 @@ def test_activation_map_titles_the_layer_and_caps_the_channels(tmp_path):
 
 @pytest.mark.slow
 def test_conv_outputs_are_recorded_in_the_order_they_run():
-    model = resnet((1,), num_classes=2, input_shape=(32, 32, 3), rngs=nnx.Rngs(0))
+    model = seed_resnet((1,), num_classes=2, input_shape=(32, 32, 3), rngs=nnx.Rngs(0))
     model.eval()
     image, _ = pattern_images(1, size=32)
 

@@ -169,7 +169,6 @@ def epoch_losses(root: Path) -> list[float]:
 
 
 @pytest.mark.slow
-@pytest.mark.slow
 def test_a_streaming_run_killed_mid_epoch_resumes_to_the_same_result(tmp_path):
     params = {"input": "stream", "checkpoint_steps": 3, "epochs": 2}
     reference = stage_folder(tmp_path / "reference", 160, **params)  # 10 steps per epoch
@@ -190,32 +189,34 @@ def test_a_streaming_run_killed_mid_epoch_resumes_to_the_same_result(tmp_path):
 
 
 @pytest.mark.slow
-def test_two_and_four_processes_train_as_one(tmp_path):
-    """jax.distributed over localhost with gloo collectives: each process reads its quarter or half
-    of every global batch; the losses are the one-process run's."""
+@pytest.mark.xdist_group("processes")  # as tests/test_sharding.py says
+def test_four_processes_train_as_one(tmp_path):
+    """jax.distributed over localhost with gloo collectives: each process reads its quarter of
+    every global batch; the losses are the one-process run's. (Two processes of one device each
+    give the bits of one of two devices: tests/test_sharding.py.)"""
     params = {"input": "stream", "epochs": 2, "learning_rate": 1e-4}
     one = stage_folder(tmp_path / "one", 96, **params)
     run_train(one)
-    for count in (2, 4):
-        root = stage_folder(tmp_path / f"processes-{count}", 96, **params)
-        with socket.socket() as probe:  # a free port for the coordinator
-            probe.bind(("localhost", 0))
-            port = probe.getsockname()[1]
-        env = {
-            "FLAXVISION_DISTRIBUTED": "1",
-            "JAX_COORDINATOR_ADDRESS": f"localhost:{port}",
-            "JAX_NUM_PROCESSES": str(count),
-        }
-        processes = [start_train(root, f"process-{i}.log", JAX_PROCESS_ID=str(i), **env) for i in range(count)]
-        try:
-            logs = [finish(process, root, f"process-{i}.log")[0] for i, process in enumerate(processes)]
-        finally:
-            for process in processes:
-                if process.returncode is None:
-                    process.kill()
-                    process.wait()
-        assert all("input: streamed by Grain" in log for log in logs)
-        np.testing.assert_allclose(epoch_losses(root), epoch_losses(one), rtol=1e-4)
+    count = 4
+    root = stage_folder(tmp_path / "processes", 96, **params)
+    with socket.socket() as probe:  # a free port for the coordinator
+        probe.bind(("localhost", 0))
+        port = probe.getsockname()[1]
+    env = {
+        "FLAXVISION_DISTRIBUTED": "1",
+        "JAX_COORDINATOR_ADDRESS": f"localhost:{port}",
+        "JAX_NUM_PROCESSES": str(count),
+    }
+    processes = [start_train(root, f"process-{i}.log", JAX_PROCESS_ID=str(i), **env) for i in range(count)]
+    try:
+        logs = [finish(process, root, f"process-{i}.log")[0] for i, process in enumerate(processes)]
+    finally:
+        for process in processes:
+            if process.returncode is None:
+                process.kill()
+                process.wait()
+    assert all("input: streamed by Grain" in log for log in logs)
+    np.testing.assert_allclose(epoch_losses(root), epoch_losses(one), rtol=1e-4)
 
 
 @pytest.mark.slow
