@@ -45,7 +45,19 @@ def offline_project(tmp_path, monkeypatch, mirror) -> Path:
     return root
 
 
+# The files whose tests take longest (pyproject.toml's --durations shows them in a CI log).
+LONGEST_FIRST = ("test_portable_bits.py", "test_pipeline.py", "test_kill.py", "test_backbones.py", "test_export.py")
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """The slow tests first, each file's in its own order: pytest-xdist's workers then start on the
-    longest work and end on short tests that even out their finishing times."""
-    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+    """The longest files first, then the other slow tests, each file's in its own order: the
+    pytest-xdist workers (one file each at a time) start on the longest work and end on short
+    files that even out their finishing times."""
+
+    def order(item: pytest.Item) -> tuple[bool, int]:
+        name = item.path.name
+        return item.get_closest_marker("slow") is None, LONGEST_FIRST.index(name) if name in LONGEST_FIRST else len(
+            LONGEST_FIRST
+        )
+
+    items.sort(key=order)

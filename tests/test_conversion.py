@@ -31,8 +31,7 @@ from tests import keras_files as kf
 from tests.helpers import shared_file
 
 # Every test with an empty mirror, a private cache (downloads and conversions), no network.
-# One pytest-xdist worker: the module-scoped Keras models are built once.
-pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("mirror"), pytest.mark.xdist_group("conversion")]
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("mirror")]
 
 
 def max_abs(a, b) -> float:

@@ -39,8 +39,7 @@ from flaxvision.files import TEMP_AREA
 from tests.helpers import STAGES
 from tests.projects import commit, dvc, dvc_command, environment, git, image_folder, new_project
 
-# One project the stages take turns on: one pytest-xdist worker runs them all.
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("kill")]
+pytestmark = pytest.mark.slow
 # Not the workspace a user or DVC looks at (all git-ignored, and __pycache__ anywhere): git's and
 # DVC's own folders, the resume point with its curves, the compilation cache.
 PRIVATE = {".git", ".dvc", "checkpoints", ".downloads"}

@@ -24,8 +24,7 @@ from tests.projects import (
     ran,
 )
 
-# One DVC project the tests take turns on, in order: one pytest-xdist worker runs them all.
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("pipeline")]
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")

@@ -22,9 +22,7 @@ import pytest
 
 from tests.helpers import PROJECT_ROOT
 
-# Processes of one run wait 30 s at most for each other at their first collective (gloo): one
-# pytest-xdist worker runs every test that starts several, so no two such runs share the cores.
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("processes")]
+pytestmark = pytest.mark.slow
 
 # seed 000's CNN (BatchNorm, dropout) with either convolutions, and the default model and convolutions
 CASES = ("belgiumtsc_cnn:xla", "belgiumtsc_cnn:onednn", "simple_cnn:onednn")

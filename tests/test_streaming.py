@@ -189,7 +189,6 @@ def test_a_streaming_run_killed_mid_epoch_resumes_to_the_same_result(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.xdist_group("processes")  # as tests/test_sharding.py says
 def test_four_processes_train_as_one(tmp_path):
     """jax.distributed over localhost with gloo collectives: each process reads its quarter of
     every global batch; the losses are the one-process run's. (Two processes of one device each
